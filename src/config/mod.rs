@@ -1,0 +1,6 @@
+//! Configuration: raw serde types are parsed from files and converted into a
+//! validated model; runtime code only ever sees the model.
+
+pub mod error;
+
+pub use error::{ConfigError, ConfigErrors, parse_toml};

@@ -1,0 +1,5 @@
+//! The `onewindow` command line.
+
+fn main() {
+    println!("onewindow");
+}
