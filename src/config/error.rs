@@ -155,8 +155,8 @@ mod tests {
 
     #[test]
     fn wrong_type_is_reported() {
-        let err = parse_toml::<Sample>(Path::new("x.toml"), "name = \"a\"\nport = \"x\"\n")
-            .unwrap_err();
+        let err =
+            parse_toml::<Sample>(Path::new("x.toml"), "name = \"a\"\nport = \"x\"\n").unwrap_err();
         assert!(err.problem.contains("line 2"), "{err}");
     }
 }

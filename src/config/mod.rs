@@ -4,3 +4,6 @@
 pub mod error;
 
 pub use error::{ConfigError, ConfigErrors, parse_toml};
+pub mod datasets;
+
+pub use datasets::{DatasetSpec, Datasets, FieldSpec, FieldType, SubjectChars};

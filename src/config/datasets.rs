@@ -1,0 +1,357 @@
+//! `config/datasets.toml`: the canonical schema of each shared dataset.
+//!
+//! Departments name their fields in their own way (pinyin initials, SOAP
+//! elements); the canonical schema is the one shape portals see.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{ConfigError, ConfigErrors, parse_toml};
+
+/// The type of one canonical field; adapters check mapped values against it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FieldType {
+    /// A JSON string.
+    String,
+    /// A calendar date, `YYYY-MM-DD`, carried as a JSON string.
+    Date,
+    /// A JSON integer.
+    Integer,
+    /// Any JSON number.
+    Number,
+    /// A JSON boolean.
+    Boolean,
+    /// A JSON array (e.g. the staff certificates of a company).
+    Array,
+    /// A JSON object.
+    Object,
+}
+
+impl FieldType {
+    /// True when `v` is a value of this type.
+    pub fn accepts(self, v: &serde_json::Value) -> bool {
+        use serde_json::Value;
+        match self {
+            FieldType::String => v.is_string(),
+            FieldType::Date => v.as_str().is_some_and(is_iso_date),
+            FieldType::Integer => v.is_i64() || v.is_u64(),
+            FieldType::Number => v.is_number(),
+            FieldType::Boolean => v.is_boolean(),
+            FieldType::Array => matches!(v, Value::Array(_)),
+            FieldType::Object => matches!(v, Value::Object(_)),
+        }
+    }
+}
+
+/// `YYYY-MM-DD` with plausible month and day.
+fn is_iso_date(s: &str) -> bool {
+    let b = s.as_bytes();
+    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+        return false;
+    }
+    let digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
+    if !(digits(0..4) && digits(5..7) && digits(8..10)) {
+        return false;
+    }
+    let month = (b[5] - b'0') * 10 + (b[6] - b'0');
+    let day = (b[8] - b'0') * 10 + (b[9] - b'0');
+    (1..=12).contains(&month) && (1..=31).contains(&day)
+}
+
+/// Which characters a subject id of a dataset may contain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum SubjectChars {
+    /// ASCII letters and digits only (credit codes, ID numbers, certificate numbers).
+    #[default]
+    Alphanumeric,
+    /// Any printable character except controls; adapters escape it per target.
+    Printable,
+}
+
+/// One canonical field.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FieldSpec {
+    /// Canonical name, as portals see it.
+    pub name: String,
+    /// Its type.
+    pub ty: FieldType,
+    /// A record without it is a department error (502), not a partial answer.
+    pub required: bool,
+}
+
+/// One dataset: who owns it, what its subject looks like, its canonical fields
+/// and whether it may be cached and shared between scenarios.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DatasetSpec {
+    /// Canonical dataset name (`business-licence`).
+    pub name: String,
+    /// Human title for the catalog.
+    pub title: String,
+    /// The owning department (a key of `[departments]` in gateway.toml).
+    pub department: String,
+    /// The kind of subject it takes (`uscc`, `birth_cert`, `guardian_id`).
+    pub subject_kind: String,
+    /// Allowed characters of a subject id.
+    pub subject_chars: SubjectChars,
+    /// Longest accepted subject id, in bytes.
+    pub subject_max_len: usize,
+    /// Canonical fields, in declaration order.
+    pub fields: Vec<FieldSpec>,
+    /// May records be cached and shared between callers (after per-client field filtering)?
+    pub shareable: bool,
+    /// How long a cached record is fresh.
+    pub ttl: Duration,
+    /// How long past `ttl` a record may still be served when the department fails.
+    pub max_stale: Duration,
+    /// The usage notice attached to every reply.
+    pub notice: String,
+}
+
+impl DatasetSpec {
+    /// The field named `name`, if the schema has it.
+    pub fn field(&self, name: &str) -> Option<&FieldSpec> {
+        self.fields.iter().find(|f| f.name == name)
+    }
+
+    /// Checks a subject id against this dataset's subject rules.
+    pub fn subject_is_valid(&self, subject: &str) -> bool {
+        !subject.is_empty()
+            && subject.len() <= self.subject_max_len
+            && match self.subject_chars {
+                SubjectChars::Alphanumeric => subject.bytes().all(|b| b.is_ascii_alphanumeric()),
+                SubjectChars::Printable => !subject.chars().any(char::is_control),
+            }
+    }
+}
+
+/// All datasets, by name. Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct Datasets {
+    by_name: HashMap<String, Arc<DatasetSpec>>,
+}
+
+impl Datasets {
+    /// The dataset named `name`.
+    pub fn get(&self, name: &str) -> Option<&Arc<DatasetSpec>> {
+        self.by_name.get(name)
+    }
+
+    /// All datasets, sorted by name.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<DatasetSpec>> {
+        let mut v: Vec<_> = self.by_name.values().collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v.into_iter()
+    }
+
+    /// Number of datasets.
+    pub fn len(&self) -> usize {
+        self.by_name.len()
+    }
+
+    /// True when there are none.
+    pub fn is_empty(&self) -> bool {
+        self.by_name.is_empty()
+    }
+
+    /// Builds the model from specs (used by tests and by the loader).
+    pub fn from_specs(specs: impl IntoIterator<Item = DatasetSpec>) -> Self {
+        Self {
+            by_name: specs
+                .into_iter()
+                .map(|s| (s.name.clone(), Arc::new(s)))
+                .collect(),
+        }
+    }
+
+    /// Parses and validates `datasets.toml`. `departments` are the department
+    /// names declared in gateway.toml; a dataset owned by any other is refused.
+    pub fn from_toml(
+        file: &Path,
+        text: &str,
+        departments: &dyn Fn(&str) -> bool,
+    ) -> Result<Self, ConfigErrors> {
+        let raw: RawDatasetsFile = parse_toml(file, text)?;
+        let mut errors = ConfigErrors::default();
+        let mut specs = Vec::new();
+        for (name, d) in raw.datasets {
+            let at = |f: &str| format!("datasets.{name}.{f}");
+            if !is_name(&name) {
+                errors.push(ConfigError::new(
+                    file,
+                    format!("datasets.{name}"),
+                    "dataset names must be lowercase letters, digits and '-'",
+                    "rename the table, e.g. [datasets.business-licence]",
+                ));
+            }
+            if !departments(&d.department) {
+                errors.push(ConfigError::new(
+                    file,
+                    at("department"),
+                    format!("unknown department `{}`", d.department),
+                    "declare it under [departments] in gateway.toml or correct the name",
+                ));
+            }
+            if d.fields.is_empty() {
+                errors.push(ConfigError::new(
+                    file,
+                    at("fields"),
+                    "a dataset needs at least one canonical field",
+                    "add [datasets.NAME.fields.FIELD] tables",
+                ));
+            }
+            if d.subject_max_len == 0 || d.subject_max_len > 256 {
+                errors.push(ConfigError::new(
+                    file,
+                    at("subject_max_len"),
+                    "must be between 1 and 256",
+                    "set the longest valid subject id, e.g. 18 for a credit code",
+                ));
+            }
+            let mut fields = Vec::new();
+            for (fname, f) in d.fields {
+                if !is_field_name(&fname) {
+                    errors.push(ConfigError::new(
+                        file,
+                        format!("datasets.{name}.fields.{fname}"),
+                        "field names must be lowercase letters, digits and '_'",
+                        "rename the field",
+                    ));
+                }
+                fields.push(FieldSpec {
+                    name: fname,
+                    ty: f.r#type,
+                    required: f.required,
+                });
+            }
+            specs.push(DatasetSpec {
+                title: d.title.unwrap_or_else(|| name.clone()),
+                name,
+                department: d.department,
+                subject_kind: d.subject_kind,
+                subject_chars: d.subject_chars,
+                subject_max_len: d.subject_max_len,
+                fields,
+                shareable: d.shareable,
+                ttl: Duration::from_secs(d.ttl_secs),
+                max_stale: Duration::from_secs(d.max_stale_secs),
+                notice: d.notice.unwrap_or_else(|| {
+                    "For government service handling only; do not disclose or reuse.".into()
+                }),
+            });
+        }
+        errors.into_result(Self::from_specs(specs))
+    }
+}
+
+/// `lower-kebab-case` names for datasets, departments, scenarios.
+pub fn is_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+}
+
+fn is_field_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDatasetsFile {
+    #[serde(default)]
+    datasets: BTreeMap<String, RawDataset>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDataset {
+    title: Option<String>,
+    department: String,
+    subject_kind: String,
+    #[serde(default)]
+    subject_chars: SubjectChars,
+    #[serde(default = "default_subject_max_len")]
+    subject_max_len: usize,
+    #[serde(default)]
+    shareable: bool,
+    #[serde(default = "default_ttl")]
+    ttl_secs: u64,
+    #[serde(default)]
+    max_stale_secs: u64,
+    notice: Option<String>,
+    #[serde(default)]
+    fields: BTreeMap<String, RawField>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawField {
+    r#type: FieldType,
+    #[serde(default)]
+    required: bool,
+}
+
+fn default_subject_max_len() -> usize {
+    64
+}
+
+fn default_ttl() -> u64 {
+    300
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OK: &str = r#"
+[datasets.business-licence]
+department = "market-supervision"
+subject_kind = "uscc"
+subject_max_len = 18
+shareable = true
+ttl_secs = 600
+[datasets.business-licence.fields.uscc]
+type = "string"
+required = true
+[datasets.business-licence.fields.valid_until]
+type = "date"
+"#;
+
+    #[test]
+    fn parses_a_dataset() {
+        let d = Datasets::from_toml(Path::new("datasets.toml"), OK, &|d| {
+            d == "market-supervision"
+        })
+        .unwrap();
+        let bl = d.get("business-licence").unwrap();
+        assert!(bl.shareable);
+        assert_eq!(bl.ttl, Duration::from_secs(600));
+        assert!(bl.field("uscc").unwrap().required);
+        assert!(bl.subject_is_valid("91120116MA07Q8XJ2K"));
+        assert!(!bl.subject_is_valid("../x"));
+    }
+
+    #[test]
+    fn unknown_department_is_named() {
+        let err = Datasets::from_toml(Path::new("datasets.toml"), OK, &|_| false).unwrap_err();
+        assert_eq!(err.0[0].field, "datasets.business-licence.department");
+        assert!(err.to_string().contains("gateway.toml"));
+    }
+
+    #[test]
+    fn date_type_checks_shape() {
+        assert!(FieldType::Date.accepts(&serde_json::json!("2027-01-31")));
+        assert!(!FieldType::Date.accepts(&serde_json::json!("2027-13-01")));
+        assert!(!FieldType::Date.accepts(&serde_json::json!(20270131)));
+    }
+}
