@@ -2,4 +2,10 @@
 //!
 //! The crate is organised by concern; see DESIGN.md for the request flow.
 
+pub mod certs;
 pub mod config;
+pub mod error;
+pub mod path;
+pub mod routing;
+pub mod server;
+pub mod upstream;

@@ -7,3 +7,5 @@ pub use error::{ConfigError, ConfigErrors, parse_toml};
 pub mod datasets;
 
 pub use datasets::{DatasetSpec, Datasets, FieldSpec, FieldType, SubjectChars};
+pub mod gateway;
+pub use gateway::{GatewaySettings, Limits, RawGateway};
