@@ -2,10 +2,13 @@
 //!
 //! The crate is organised by concern; see DESIGN.md for the request flow.
 
+pub mod cache;
 pub mod certs;
 pub mod config;
+pub mod demo;
 pub mod error;
 pub mod path;
 pub mod routing;
+pub mod scenario;
 pub mod server;
 pub mod upstream;

@@ -1,0 +1,535 @@
+//! Scenarios: one "thing" (open a restaurant, register a newborn) fans out to
+//! several datasets concurrently and merges the parts into one reply.
+//!
+//! Each part goes through the same authorisation, cache and protections as a
+//! single dataset read; this module only defines scenarios, validates the
+//! request's subjects, runs the parts with their timeouts and merges.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::datasets::is_name;
+use crate::config::{ConfigError, ConfigErrors, Datasets, parse_toml};
+
+/// Whether a failed required part fails the whole scenario.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Answer 200 with whatever parts succeeded; `complete` tells.
+    #[default]
+    Partial,
+    /// Answer 424 with the parts when a required part fails.
+    AllOrNothing,
+}
+
+/// One part of a scenario.
+#[derive(Debug, Clone)]
+pub struct Part {
+    /// Part name in the reply.
+    pub name: String,
+    /// Dataset it reads.
+    pub dataset: String,
+    /// Which entry of the request's `subjects` is its subject.
+    pub subject_kind: String,
+    /// Optional parts ("may be supplied later") never fail the scenario.
+    pub required: bool,
+    /// Per-part deadline.
+    pub timeout: Duration,
+}
+
+/// A validated scenario.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    /// Scenario name (file stem).
+    pub name: String,
+    /// Human title.
+    pub title: String,
+    /// Partial or all-or-nothing.
+    pub mode: Mode,
+    /// Its parts, in declaration order.
+    pub parts: Vec<Part>,
+}
+
+/// All scenarios by name.
+#[derive(Debug, Clone, Default)]
+pub struct Scenarios {
+    by_name: BTreeMap<String, Arc<Scenario>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawScenario {
+    title: Option<String>,
+    #[serde(default)]
+    mode: Mode,
+    #[serde(default = "default_timeout_ms")]
+    part_timeout_ms: u64,
+    parts: Vec<RawPart>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPart {
+    name: Option<String>,
+    dataset: String,
+    subject: Option<String>,
+    #[serde(default = "yes")]
+    required: bool,
+    timeout_ms: Option<u64>,
+}
+
+fn default_timeout_ms() -> u64 {
+    5000
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Most subjects a scenario request may carry.
+pub const MAX_SUBJECTS: usize = 16;
+
+impl Scenarios {
+    /// The scenario named `name`.
+    pub fn get(&self, name: &str) -> Option<&Arc<Scenario>> {
+        self.by_name.get(name)
+    }
+
+    /// All scenarios, by name.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Scenario>> {
+        self.by_name.values()
+    }
+
+    /// Names of all scenarios.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.by_name.keys().map(String::as_str)
+    }
+
+    /// Loads every `*.toml` in `dir`; the file stem is the scenario name.
+    pub fn load_dir(dir: &Path, datasets: &Datasets) -> Result<Self, ConfigErrors> {
+        let mut errors = ConfigErrors::default();
+        let mut by_name = BTreeMap::new();
+        let entries = match std::fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
+            Err(e) => {
+                return Err(ConfigError::new(
+                    dir,
+                    "(folder)",
+                    format!("cannot read: {e}"),
+                    "check the folder exists and is readable, or fix paths.scenarios",
+                )
+                .into());
+            }
+        };
+        let mut files: Vec<_> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect();
+        files.sort();
+        for file in files {
+            let name = file
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or_default()
+                .to_string();
+            let text = match std::fs::read_to_string(&file) {
+                Ok(t) => t,
+                Err(e) => {
+                    errors.push(ConfigError::new(
+                        &file,
+                        "(file)",
+                        format!("cannot read: {e}"),
+                        "make the file readable",
+                    ));
+                    continue;
+                }
+            };
+            match Self::parse(&file, &name, &text, datasets) {
+                Ok(s) => {
+                    by_name.insert(name, Arc::new(s));
+                }
+                Err(e) => errors.0.extend(e.0),
+            }
+        }
+        errors.into_result(Self { by_name })
+    }
+
+    /// Parses one scenario file.
+    pub fn parse(
+        file: &Path,
+        name: &str,
+        text: &str,
+        datasets: &Datasets,
+    ) -> Result<Scenario, ConfigErrors> {
+        let raw: RawScenario = parse_toml(file, text)?;
+        let mut errors = ConfigErrors::default();
+        if !is_name(name) {
+            errors.push(ConfigError::new(
+                file,
+                "(file name)",
+                "scenario names must be lowercase letters, digits and '-'",
+                "rename the file, e.g. open-restaurant.toml",
+            ));
+        }
+        if raw.parts.is_empty() {
+            errors.push(ConfigError::new(
+                file,
+                "parts",
+                "a scenario needs at least one part",
+                "add [[parts]] tables with a dataset each",
+            ));
+        }
+        let mut parts: Vec<Part> = Vec::new();
+        for (i, p) in raw.parts.into_iter().enumerate() {
+            let field = |f: &str| format!("parts[{i}].{f}");
+            let Some(spec) = datasets.get(&p.dataset) else {
+                errors.push(ConfigError::new(
+                    file,
+                    field("dataset"),
+                    format!("unknown dataset `{}`", p.dataset),
+                    "use a dataset declared in config/datasets.toml",
+                ));
+                continue;
+            };
+            let part_name = p.name.unwrap_or_else(|| p.dataset.clone());
+            if parts.iter().any(|q| q.name == part_name) {
+                errors.push(ConfigError::new(
+                    file,
+                    field("name"),
+                    format!("duplicate part name `{part_name}`"),
+                    "give each part a distinct name",
+                ));
+            }
+            let timeout_ms = p.timeout_ms.unwrap_or(raw.part_timeout_ms);
+            if timeout_ms == 0 || timeout_ms > 120_000 {
+                errors.push(ConfigError::new(
+                    file,
+                    field("timeout_ms"),
+                    "must be between 1 and 120000",
+                    "use a few seconds, e.g. 3000",
+                ));
+            }
+            parts.push(Part {
+                name: part_name,
+                dataset: p.dataset,
+                subject_kind: p.subject.unwrap_or_else(|| spec.subject_kind.clone()),
+                required: p.required,
+                timeout: Duration::from_millis(timeout_ms),
+            });
+        }
+        errors.into_result(Scenario {
+            name: name.to_string(),
+            title: raw.title.unwrap_or_else(|| name.to_string()),
+            mode: raw.mode,
+            parts,
+        })
+    }
+}
+
+/// The request body of `POST /v1/scenarios/{scenario}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScenarioRequest {
+    /// Subject kind -> subject id.
+    pub subjects: BTreeMap<String, String>,
+}
+
+/// What is wrong with a scenario request (400, naming the subject).
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum ScenarioError {
+    /// The body is not `{"subjects": {...}}`.
+    #[error("body must be JSON {{\"subjects\": {{\"<kind>\": \"<id>\"}}}}: {0}")]
+    BadBody(String),
+    /// Too many subjects.
+    #[error("at most {MAX_SUBJECTS} subjects")]
+    TooManySubjects,
+    /// A subject kind this scenario does not use.
+    #[error("unknown subject kind `{0}` for this scenario")]
+    UnknownKind(String),
+    /// A subject kind the scenario needs is missing.
+    #[error("missing subject `{0}`")]
+    Missing(String),
+    /// A subject id that the dataset would refuse.
+    #[error("malformed subject `{0}`")]
+    Malformed(String),
+}
+
+impl Scenario {
+    /// Subject kinds this scenario uses.
+    pub fn kinds(&self) -> impl Iterator<Item = &str> {
+        self.parts.iter().map(|p| p.subject_kind.as_str())
+    }
+
+    /// Parses and checks the request body against this scenario's parts.
+    pub fn parse_request(
+        &self,
+        body: &[u8],
+        datasets: &Datasets,
+    ) -> Result<BTreeMap<String, String>, ScenarioError> {
+        let req: ScenarioRequest = serde_json::from_slice(body).map_err(|e| {
+            let mut s = e.to_string();
+            s.truncate(200);
+            ScenarioError::BadBody(s)
+        })?;
+        if req.subjects.len() > MAX_SUBJECTS {
+            return Err(ScenarioError::TooManySubjects);
+        }
+        for kind in req.subjects.keys() {
+            if !self.kinds().any(|k| k == kind) {
+                let mut k = kind.clone();
+                k.truncate(64);
+                return Err(ScenarioError::UnknownKind(k));
+            }
+        }
+        for p in &self.parts {
+            match req.subjects.get(&p.subject_kind) {
+                None if p.required => return Err(ScenarioError::Missing(p.subject_kind.clone())),
+                None => {}
+                Some(id) => {
+                    let ok = datasets
+                        .get(&p.dataset)
+                        .is_some_and(|d| d.subject_is_valid(id));
+                    if !ok {
+                        return Err(ScenarioError::Malformed(p.subject_kind.clone()));
+                    }
+                }
+            }
+        }
+        Ok(req.subjects)
+    }
+}
+
+/// How one part ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PartStatus {
+    /// The record is here.
+    Ok,
+    /// The department has no such record (yet).
+    Missing,
+    /// The department failed, timed out, or is protected right now.
+    Error,
+    /// The client is not granted this dataset.
+    Denied,
+}
+
+/// One part of the reply.
+#[derive(Debug, Clone, Serialize)]
+pub struct PartResult {
+    /// ok, missing, error, denied.
+    pub status: PartStatus,
+    /// The status a single read would have answered.
+    pub http_status: u16,
+    /// The record, filtered to the client's fields.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub record: Option<serde_json::Value>,
+    /// Why not ok.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// The scenario reply of DESIGN.md.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScenarioReply {
+    /// Scenario name.
+    pub scenario: String,
+    /// True when every part is ok.
+    pub complete: bool,
+    /// Part name -> result.
+    pub parts: BTreeMap<String, PartResult>,
+}
+
+impl Scenario {
+    /// Runs every part concurrently with its timeout, then merges. Returns the
+    /// reply and whether a required part failed (for all-or-nothing: 424).
+    pub async fn run<'a, F, Fut>(
+        &'a self,
+        subjects: &'a BTreeMap<String, String>,
+        run_part: F,
+    ) -> (ScenarioReply, bool)
+    where
+        F: Fn(&'a Part, &'a str) -> Fut,
+        Fut: Future<Output = PartResult> + 'a,
+    {
+        let futs = self.parts.iter().map(|p| {
+            let subject = subjects.get(&p.subject_kind);
+            let fut = subject.map(|s| run_part(p, s.as_str()));
+            async move {
+                let r = match fut {
+                    None => PartResult {
+                        status: PartStatus::Missing,
+                        http_status: 400,
+                        record: None,
+                        detail: Some(format!("no `{}` subject given", p.subject_kind)),
+                    },
+                    Some(fut) => match tokio::time::timeout(p.timeout, fut).await {
+                        Ok(r) => r,
+                        Err(_) => PartResult {
+                            status: PartStatus::Error,
+                            http_status: 504,
+                            record: None,
+                            detail: Some("the department did not answer in time".into()),
+                        },
+                    },
+                };
+                (p, r)
+            }
+        });
+        let results = futures_util::future::join_all(futs).await;
+        let mut failed_required = false;
+        let mut parts = BTreeMap::new();
+        for (p, r) in results {
+            if p.required && r.status != PartStatus::Ok {
+                failed_required = true;
+            }
+            parts.insert(p.name.clone(), r);
+        }
+        let complete = parts.values().all(|r| r.status == PartStatus::Ok);
+        (
+            ScenarioReply {
+                scenario: self.name.clone(),
+                complete,
+                parts,
+            },
+            failed_required,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn datasets() -> Datasets {
+        let text = r#"
+[datasets.business-licence]
+department = "ms"
+subject_kind = "uscc"
+subject_max_len = 18
+[datasets.business-licence.fields.uscc]
+type = "string"
+[datasets.fire-safety-inspection]
+department = "fr"
+subject_kind = "uscc"
+subject_max_len = 18
+[datasets.fire-safety-inspection.fields.no]
+type = "string"
+"#;
+        Datasets::from_toml(Path::new("d.toml"), text, &|_| true).unwrap()
+    }
+
+    fn scenario() -> Scenario {
+        let text = r#"
+mode = "all-or-nothing"
+[[parts]]
+dataset = "business-licence"
+[[parts]]
+dataset = "fire-safety-inspection"
+required = false
+"#;
+        Scenarios::parse(Path::new("s.toml"), "open-restaurant", text, &datasets()).unwrap()
+    }
+
+    #[test]
+    fn unknown_dataset_is_named() {
+        let e = Scenarios::parse(
+            Path::new("s.toml"),
+            "x",
+            "[[parts]]\ndataset = \"nope\"\n",
+            &datasets(),
+        )
+        .unwrap_err();
+        assert_eq!(e.0[0].field, "parts[0].dataset");
+    }
+
+    #[test]
+    fn request_subjects_are_checked() {
+        let s = scenario();
+        let d = datasets();
+        assert!(
+            s.parse_request(br#"{"subjects":{"uscc":"91120116MA07Q8XJ2K"}}"#, &d)
+                .is_ok()
+        );
+        assert_eq!(
+            s.parse_request(br#"{"subjects":{}}"#, &d),
+            Err(ScenarioError::Missing("uscc".into()))
+        );
+        assert_eq!(
+            s.parse_request(br#"{"subjects":{"uscc":"../x"}}"#, &d),
+            Err(ScenarioError::Malformed("uscc".into()))
+        );
+        assert_eq!(
+            s.parse_request(br#"{"subjects":{"uscc":"A","pet":"B"}}"#, &d),
+            Err(ScenarioError::UnknownKind("pet".into()))
+        );
+        assert!(matches!(
+            s.parse_request(b"[1,2]", &d),
+            Err(ScenarioError::BadBody(_))
+        ));
+        let many: BTreeMap<String, String> = (0..100)
+            .map(|i| (format!("k{i}"), "x".to_string()))
+            .collect();
+        let body = serde_json::to_vec(&serde_json::json!({ "subjects": many })).unwrap();
+        assert_eq!(
+            s.parse_request(&body, &d),
+            Err(ScenarioError::TooManySubjects)
+        );
+    }
+
+    #[tokio::test]
+    async fn optional_part_failure_keeps_the_scenario_alive() {
+        let s = scenario();
+        let subjects: BTreeMap<_, _> = [("uscc".to_string(), "A".to_string())].into();
+        let (reply, failed_required) = s
+            .run(&subjects, |p, _| async move {
+                if p.required {
+                    PartResult {
+                        status: PartStatus::Ok,
+                        http_status: 200,
+                        record: Some(serde_json::json!({})),
+                        detail: None,
+                    }
+                } else {
+                    PartResult {
+                        status: PartStatus::Missing,
+                        http_status: 404,
+                        record: None,
+                        detail: None,
+                    }
+                }
+            })
+            .await;
+        assert!(!failed_required);
+        assert!(!reply.complete);
+        assert_eq!(
+            reply.parts["fire-safety-inspection"].status,
+            PartStatus::Missing
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn slow_part_times_out_as_error() {
+        let s = scenario();
+        let subjects: BTreeMap<_, _> = [("uscc".to_string(), "A".to_string())].into();
+        let (reply, failed_required) = s
+            .run(&subjects, |_, _| async move {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                PartResult {
+                    status: PartStatus::Ok,
+                    http_status: 200,
+                    record: None,
+                    detail: None,
+                }
+            })
+            .await;
+        assert!(failed_required);
+        assert_eq!(reply.parts["business-licence"].http_status, 504);
+    }
+}
