@@ -7,6 +7,7 @@ pub mod certs;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod metrics;
 pub mod path;
 pub mod routing;
 pub mod scenario;
