@@ -4,6 +4,7 @@
 
 pub mod cache;
 pub mod certs;
+pub mod auth;
 pub mod config;
 pub mod demo;
 pub mod error;

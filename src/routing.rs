@@ -59,6 +59,21 @@ enum Id {
     Proxy,
 }
 
+/// Data-plane routes (matchit syntax) and their methods; the router and the
+/// OpenAPI document are both built from this table.
+pub const DATA_ROUTES: &[(&str, &[&str])] = &[
+    ("/v1/catalog", &["GET"]),
+    ("/v1/datasets/{dataset}/{subject}", &["GET"]),
+    ("/v1/scenarios/{scenario}", &["POST"]),
+    ("/v1/proxy/{department}", PROXY_METHODS),
+    ("/v1/proxy/{department}/{*rest}", PROXY_METHODS),
+];
+
+const PROXY_METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"];
+
+/// Route ids in the order of [`DATA_ROUTES`].
+const IDS: [Id; 5] = [Id::Catalog, Id::Dataset, Id::Scenario, Id::ProxyRoot, Id::Proxy];
+
 /// The data-plane router, built once.
 #[derive(Debug)]
 pub struct Router {
@@ -75,15 +90,9 @@ impl Router {
     /// Builds the data-plane routes of DESIGN.md.
     pub fn new() -> Self {
         let mut inner = matchit::Router::new();
-        // The route table is static; insertion cannot conflict.
-        for (p, id) in [
-            ("/v1/catalog", Id::Catalog),
-            ("/v1/datasets/{dataset}/{subject}", Id::Dataset),
-            ("/v1/scenarios/{scenario}", Id::Scenario),
-            ("/v1/proxy/{department}", Id::ProxyRoot),
-            ("/v1/proxy/{department}/{*rest}", Id::Proxy),
-        ] {
-            if let Err(e) = inner.insert(p, id) {
+        // The route table is static; insertion cannot conflict (a test checks).
+        for ((p, _), id) in DATA_ROUTES.iter().zip(IDS) {
+            if let Err(e) = inner.insert(*p, id) {
                 tracing::error!(route = p, error = %e, "route table conflict");
             }
         }
@@ -113,11 +122,9 @@ impl Router {
             },
         };
         let allowed = match route {
-            Route::Catalog | Route::Dataset { .. } => {
-                method == Method::GET || method == Method::HEAD
-            }
+            Route::Catalog | Route::Dataset { .. } => method == Method::GET,
             Route::Scenario { .. } => method == Method::POST,
-            Route::Proxy { .. } => true,
+            Route::Proxy { .. } => PROXY_METHODS.contains(&method.as_str()),
         };
         if allowed {
             Ok(route)
@@ -130,6 +137,14 @@ impl Router {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn route_table_builds_without_conflict() {
+        let mut r = matchit::Router::new();
+        for (p, _) in DATA_ROUTES {
+            r.insert(*p, ()).unwrap();
+        }
+    }
 
     #[test]
     fn routes_match() {

@@ -1,0 +1,777 @@
+//! Client grants from `config/clients.toml`: deny by default.
+//!
+//! ```toml
+//! [clients.portal-readonly]          # key = the token's `sub`
+//! description = "Read-only portal"
+//! purposes = ["service-handling"]    # X-Purpose values it may give
+//! scenarios = []                     # scenarios it may run
+//! [clients.portal-readonly.datasets.business-licence]
+//! fields = ["*"]                     # or a list of canonical field names
+//! [[clients.portal-readonly.proxy]]
+//! department = "market-supervision"
+//! methods = ["GET"]
+//! path_prefixes = ["/licences/"]     # segment-boundary prefixes of the normalised path
+//! ```
+//!
+//! A client without an entry, or a section it does not list, is refused.
+//! Refusals name what was asked for, never what else is granted.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+
+use http::Method;
+use serde::{Deserialize, Serialize};
+
+use super::error::AccessError;
+use crate::config::datasets::is_name;
+use crate::config::{ConfigError, ConfigErrors, Datasets, parse_toml};
+
+/// Names that grants may refer to, from the rest of the configuration.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KnownNames {
+    /// Dataset names (datasets.toml).
+    pub datasets: BTreeSet<String>,
+    /// Scenario names (scenarios/*.toml).
+    pub scenarios: BTreeSet<String>,
+    /// Department names (gateway.toml `[departments]`).
+    pub departments: BTreeSet<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClientsFile {
+    #[serde(default)]
+    clients: BTreeMap<String, RawClient>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClient {
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    purposes: Vec<String>,
+    #[serde(default)]
+    scenarios: Vec<String>,
+    #[serde(default)]
+    datasets: BTreeMap<String, RawDatasetGrant>,
+    #[serde(default)]
+    proxy: Vec<RawProxy>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDatasetGrant {
+    fields: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProxy {
+    department: String,
+    methods: Vec<String>,
+    path_prefixes: Vec<String>,
+}
+
+/// Which canonical fields of a dataset a client may see.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FieldFilter {
+    /// `fields = ["*"]`: every field.
+    All,
+    /// Only these fields; the others are removed from the record.
+    Only(HashSet<String>),
+}
+
+impl FieldFilter {
+    /// Removes from `record` every field this client may not see.
+    pub fn filter(&self, record: &mut serde_json::Map<String, serde_json::Value>) {
+        if let FieldFilter::Only(keep) = self {
+            record.retain(|k, _| keep.contains(k));
+        }
+    }
+
+    /// True when the client may see `field`.
+    pub fn allows(&self, field: &str) -> bool {
+        match self {
+            FieldFilter::All => true,
+            FieldFilter::Only(keep) => keep.contains(field),
+        }
+    }
+
+    fn names(&self) -> Vec<String> {
+        match self {
+            FieldFilter::All => vec!["*".to_string()],
+            FieldFilter::Only(keep) => {
+                let mut v: Vec<_> = keep.iter().cloned().collect();
+                v.sort();
+                v
+            }
+        }
+    }
+}
+
+/// One pass-through grant: methods and path prefixes on one department.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyGrant {
+    /// The department.
+    pub department: String,
+    /// Allowed methods (exact; `HEAD` is not implied by `GET`).
+    pub methods: Vec<Method>,
+    /// Allowed path prefixes, matched on segment boundaries.
+    pub path_prefixes: Vec<String>,
+}
+
+impl ProxyGrant {
+    fn allows(&self, department: &str, method: &Method, path: &str) -> bool {
+        self.department == department
+            && self.methods.contains(method)
+            && self.path_prefixes.iter().any(|p| prefix_matches(p, path))
+    }
+}
+
+/// `prefix` covers `path` on a segment boundary: `/licences` covers
+/// `/licences` and `/licences/1` but not `/licences-admin`; `/licences/`
+/// covers `/licences/1` but not `/licencesX`; `/` covers everything.
+fn prefix_matches(prefix: &str, path: &str) -> bool {
+    match path.strip_prefix(prefix) {
+        None => false,
+        Some(rest) => rest.is_empty() || prefix.ends_with('/') || rest.starts_with('/'),
+    }
+}
+
+/// What one client may do. Obtained from [`Grants::client`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientGrants {
+    id: String,
+    description: String,
+    purposes: HashSet<String>,
+    datasets: HashMap<String, FieldFilter>,
+    scenarios: HashSet<String>,
+    proxy: Vec<ProxyGrant>,
+}
+
+impl ClientGrants {
+    /// The client id (the token's `sub`); empty for an unknown client.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The operator's description.
+    pub fn description(&self) -> &str {
+        &self.description
+    }
+
+    /// `X-Purpose` must be present (400 otherwise) and granted (403).
+    pub fn check_purpose(&self, purpose: Option<&str>) -> Result<(), AccessError> {
+        match purpose {
+            None => Err(AccessError::PurposeRequired),
+            Some(p) if self.purposes.contains(p) => Ok(()),
+            Some(p) => Err(AccessError::PurposeNotGranted(p.to_string())),
+        }
+    }
+
+    /// The field filter of `dataset` if granted, else 403 naming it.
+    pub fn check_dataset(&self, dataset: &str) -> Result<&FieldFilter, AccessError> {
+        self.datasets
+            .get(dataset)
+            .ok_or_else(|| AccessError::DatasetNotGranted(dataset.to_string()))
+    }
+
+    /// `Ok` if the scenario is granted, else 403 naming it. (Each part's
+    /// dataset is still checked with [`ClientGrants::check_dataset`].)
+    pub fn check_scenario(&self, scenario: &str) -> Result<(), AccessError> {
+        if self.scenarios.contains(scenario) {
+            Ok(())
+        } else {
+            Err(AccessError::ScenarioNotGranted(scenario.to_string()))
+        }
+    }
+
+    /// `Ok` if a proxy grant covers `department`, `method` and the already
+    /// normalised `path`; else 403.
+    pub fn check_proxy(
+        &self,
+        department: &str,
+        method: &Method,
+        path: &str,
+    ) -> Result<(), AccessError> {
+        if self
+            .proxy
+            .iter()
+            .any(|g| g.allows(department, method, path))
+        {
+            Ok(())
+        } else {
+            Err(AccessError::ProxyNotGranted {
+                department: department.to_string(),
+                method: method.as_str().to_string(),
+                path: path.to_string(),
+            })
+        }
+    }
+
+    /// What this client may use, for `GET /v1/catalog` (sorted; nothing
+    /// about other clients).
+    pub fn catalog(&self) -> CatalogView {
+        let mut datasets: Vec<_> = self
+            .datasets
+            .iter()
+            .map(|(name, f)| DatasetGrantView {
+                name: name.clone(),
+                fields: f.names(),
+            })
+            .collect();
+        datasets.sort_by(|a, b| a.name.cmp(&b.name));
+        let sorted = |s: &HashSet<String>| {
+            let mut v: Vec<_> = s.iter().cloned().collect();
+            v.sort();
+            v
+        };
+        CatalogView {
+            client: self.id.clone(),
+            purposes: sorted(&self.purposes),
+            datasets,
+            scenarios: sorted(&self.scenarios),
+            proxy: self
+                .proxy
+                .iter()
+                .map(|g| ProxyGrantView {
+                    department: g.department.clone(),
+                    methods: g.methods.iter().map(|m| m.as_str().to_string()).collect(),
+                    path_prefixes: g.path_prefixes.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A client's catalog: what it may use. Serialised into `GET /v1/catalog`
+/// (the pipeline may enrich it with dataset titles and notices).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CatalogView {
+    /// The client id.
+    pub client: String,
+    /// Purposes it may give.
+    pub purposes: Vec<String>,
+    /// Datasets with the fields it may see (`["*"]`: all).
+    pub datasets: Vec<DatasetGrantView>,
+    /// Scenarios it may run.
+    pub scenarios: Vec<String>,
+    /// Pass-through routes.
+    pub proxy: Vec<ProxyGrantView>,
+}
+
+/// One granted dataset in a [`CatalogView`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DatasetGrantView {
+    /// Dataset name.
+    pub name: String,
+    /// Visible fields, or `["*"]`.
+    pub fields: Vec<String>,
+}
+
+/// One proxy grant in a [`CatalogView`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProxyGrantView {
+    /// Department.
+    pub department: String,
+    /// Methods.
+    pub methods: Vec<String>,
+    /// Path prefixes.
+    pub path_prefixes: Vec<String>,
+}
+
+/// All clients' grants. Cheap to share (`Arc` inside).
+#[derive(Debug, Clone, Default)]
+pub struct Grants {
+    clients: HashMap<String, Arc<ClientGrants>>,
+    deny_all: Arc<ClientGrants>,
+}
+
+impl Grants {
+    /// The grants of client `sub`; a client without an entry gets an empty
+    /// set (everything refused).
+    pub fn client(&self, sub: &str) -> &Arc<ClientGrants> {
+        self.clients.get(sub).unwrap_or(&self.deny_all)
+    }
+
+    /// Client ids with an entry, sorted.
+    pub fn client_ids(&self) -> Vec<&str> {
+        let mut v: Vec<_> = self.clients.keys().map(String::as_str).collect();
+        v.sort();
+        v
+    }
+
+    /// Reads and validates `path` (see [`Grants::from_toml`]).
+    pub fn load(
+        path: &Path,
+        known: &KnownNames,
+        datasets: &Datasets,
+    ) -> Result<Self, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::new(
+                path,
+                "(file)",
+                format!("cannot read: {e}"),
+                "create the file or correct the path",
+            )
+        })?;
+        Self::from_toml(path, &text, known, datasets)
+    }
+
+    /// Parses and validates clients.toml: every dataset, scenario and
+    /// department named must be known, every field must exist in the
+    /// dataset's schema, methods and path prefixes must be well formed.
+    pub fn from_toml(
+        file: &Path,
+        text: &str,
+        known: &KnownNames,
+        datasets: &Datasets,
+    ) -> Result<Self, ConfigErrors> {
+        let raw: RawClientsFile = parse_toml(file, text)?;
+        let mut errors = ConfigErrors::default();
+        let mut clients = HashMap::new();
+        for (id, r) in raw.clients {
+            let at = |f: &str| format!("clients.{id}.{f}");
+            if !is_client_id(&id) {
+                errors.push(ConfigError::new(
+                    file,
+                    format!("clients.{id}"),
+                    "client ids are 1-128 ASCII letters, digits, '-', '_', '.', ':' or '@'",
+                    "use the exact `sub` of the client's tokens",
+                ));
+            }
+            let mut g = ClientGrants {
+                id: id.clone(),
+                description: r.description,
+                ..ClientGrants::default()
+            };
+            for p in r.purposes {
+                if !is_name(&p) {
+                    errors.push(ConfigError::new(
+                        file,
+                        at("purposes"),
+                        format!("`{p}` is not a purpose name"),
+                        "use lowercase letters, digits and '-', e.g. service-handling",
+                    ));
+                }
+                g.purposes.insert(p);
+            }
+            for s in r.scenarios {
+                if !known.scenarios.contains(&s) {
+                    errors.push(ConfigError::new(
+                        file,
+                        at("scenarios"),
+                        format!("unknown scenario `{s}`"),
+                        "define it under config/scenarios/ or correct the name",
+                    ));
+                }
+                g.scenarios.insert(s);
+            }
+            for (name, d) in r.datasets {
+                let field = at(&format!("datasets.{name}"));
+                let spec = datasets.get(&name);
+                let Some(spec) = spec.filter(|_| known.datasets.contains(&name)) else {
+                    errors.push(ConfigError::new(
+                        file,
+                        field,
+                        format!("unknown dataset `{name}`"),
+                        "define it in datasets.toml or correct the name",
+                    ));
+                    continue;
+                };
+                let filter = if d.fields == ["*"] {
+                    FieldFilter::All
+                } else {
+                    let mut keep = HashSet::new();
+                    if d.fields.is_empty() {
+                        errors.push(ConfigError::new(
+                            file,
+                            format!("{field}.fields"),
+                            "no field listed",
+                            "list the visible fields, or [\"*\"] for all, or remove the grant",
+                        ));
+                    }
+                    for f in d.fields {
+                        if spec.field(&f).is_none() {
+                            errors.push(ConfigError::new(
+                                file,
+                                format!("{field}.fields"),
+                                format!("`{f}` is not a field of dataset `{name}`"),
+                                "use canonical field names from datasets.toml, or \"*\" alone",
+                            ));
+                        }
+                        keep.insert(f);
+                    }
+                    FieldFilter::Only(keep)
+                };
+                g.datasets.insert(name, filter);
+            }
+            for (i, p) in r.proxy.into_iter().enumerate() {
+                let field = |f: &str| at(&format!("proxy[{i}].{f}"));
+                if !known.departments.contains(&p.department) {
+                    errors.push(ConfigError::new(
+                        file,
+                        field("department"),
+                        format!("unknown department `{}`", p.department),
+                        "declare it under [departments] in gateway.toml or correct the name",
+                    ));
+                }
+                let mut methods = Vec::new();
+                for m in &p.methods {
+                    match parse_method(m) {
+                        Some(m) => methods.push(m),
+                        None => errors.push(ConfigError::new(
+                            file,
+                            field("methods"),
+                            format!("`{m}` is not a supported method"),
+                            "use GET, HEAD, POST, PUT, PATCH, DELETE or OPTIONS (upper case)",
+                        )),
+                    }
+                }
+                if p.methods.is_empty() {
+                    errors.push(ConfigError::new(
+                        file,
+                        field("methods"),
+                        "no method listed",
+                        "list the allowed methods, e.g. [\"GET\"]",
+                    ));
+                }
+                if p.path_prefixes.is_empty() {
+                    errors.push(ConfigError::new(
+                        file,
+                        field("path_prefixes"),
+                        "no path prefix listed",
+                        "list allowed prefixes, e.g. [\"/licences/\"], or [\"/\"] for all",
+                    ));
+                }
+                for pp in &p.path_prefixes {
+                    if !is_normalised_prefix(pp) {
+                        errors.push(ConfigError::new(
+                            file,
+                            field("path_prefixes"),
+                            format!("`{pp}` is not a normalised absolute path"),
+                            "start with '/', no '//', '.', '..', '%', '?', '#', '\\' or spaces",
+                        ));
+                    }
+                }
+                g.proxy.push(ProxyGrant {
+                    department: p.department,
+                    methods,
+                    path_prefixes: p.path_prefixes,
+                });
+            }
+            if g.purposes.is_empty() && !(g.datasets.is_empty() && g.scenarios.is_empty()) {
+                errors.push(ConfigError::new(
+                    file,
+                    at("purposes"),
+                    "datasets or scenarios are granted but no purpose: every read would be refused",
+                    "list the purposes this client may give in X-Purpose",
+                ));
+            }
+            clients.insert(id, Arc::new(g));
+        }
+        errors.into_result(Grants {
+            clients,
+            deny_all: Arc::default(),
+        })
+    }
+}
+
+fn is_client_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'@'))
+}
+
+fn parse_method(m: &str) -> Option<Method> {
+    match m {
+        "GET" => Some(Method::GET),
+        "HEAD" => Some(Method::HEAD),
+        "POST" => Some(Method::POST),
+        "PUT" => Some(Method::PUT),
+        "PATCH" => Some(Method::PATCH),
+        "DELETE" => Some(Method::DELETE),
+        "OPTIONS" => Some(Method::OPTIONS),
+        _ => None,
+    }
+}
+
+fn is_normalised_prefix(p: &str) -> bool {
+    p.starts_with('/')
+        && !p.contains("//")
+        && !p
+            .bytes()
+            .any(|b| b.is_ascii_control() || matches!(b, b'%' | b'?' | b'#' | b'\\' | b' '))
+        && p.split('/').all(|seg| seg != "." && seg != "..")
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::config::{DatasetSpec, FieldSpec, FieldType, SubjectChars};
+    use std::time::Duration;
+
+    pub(crate) fn demo_world() -> (KnownNames, Datasets) {
+        let ds = [
+            ("business-licence", "market-supervision"),
+            ("food-business-permit", "market-supervision"),
+            ("health-certificate", "health-commission"),
+            ("birth-medical-certificate", "health-commission"),
+            ("household-registration", "public-security"),
+            ("fire-safety-inspection", "fire-rescue"),
+        ];
+        let specs = ds.iter().map(|(name, dept)| DatasetSpec {
+            name: name.to_string(),
+            title: name.to_string(),
+            department: dept.to_string(),
+            subject_kind: "uscc".into(),
+            subject_chars: SubjectChars::Alphanumeric,
+            subject_max_len: 32,
+            fields: ["uscc", "name", "legal_representative", "status"]
+                .iter()
+                .map(|f| FieldSpec {
+                    name: f.to_string(),
+                    ty: FieldType::String,
+                    required: false,
+                })
+                .collect(),
+            shareable: true,
+            ttl: Duration::from_secs(60),
+            max_stale: Duration::from_secs(60),
+            notice: String::new(),
+        });
+        let known = KnownNames {
+            datasets: ds.iter().map(|d| d.0.to_string()).collect(),
+            scenarios: ["open-restaurant", "newborn"].map(String::from).into(),
+            departments: [
+                "market-supervision",
+                "health-commission",
+                "fire-rescue",
+                "public-security",
+            ]
+            .map(String::from)
+            .into(),
+        };
+        (known, Datasets::from_specs(specs))
+    }
+
+    fn load(text: &str) -> Result<Grants, ConfigErrors> {
+        let (known, datasets) = demo_world();
+        Grants::from_toml(Path::new("clients.toml"), text, &known, &datasets)
+    }
+
+    const SAMPLE: &str = r#"
+[clients.narrow]
+purposes = ["service-handling"]
+scenarios = ["newborn"]
+[clients.narrow.datasets.business-licence]
+fields = ["uscc", "name"]
+[[clients.narrow.proxy]]
+department = "market-supervision"
+methods = ["GET"]
+path_prefixes = ["/licences/", "/permits"]
+[clients.other]
+purposes = ["audit-sampling"]
+scenarios = ["open-restaurant"]
+[clients.other.datasets.household-registration]
+fields = ["*"]
+"#;
+
+    #[test]
+    fn shipped_clients_toml_is_valid() {
+        let text = include_str!("../../config/clients.toml");
+        let g = load(text).unwrap();
+        let binhai = g.client("portal-binhai");
+        for d in demo_world().0.datasets {
+            assert_eq!(binhai.check_dataset(&d), Ok(&FieldFilter::All));
+        }
+        assert!(binhai.check_scenario("newborn").is_ok());
+        assert!(
+            binhai
+                .check_proxy("fire-rescue", &Method::POST, "/x")
+                .is_ok()
+        );
+        assert!(
+            binhai
+                .check_proxy("fire-rescue", &Method::DELETE, "/x")
+                .is_err()
+        );
+        let ro = g.client("portal-readonly");
+        assert!(ro.check_dataset("business-licence").is_ok());
+        assert!(ro.check_dataset("food-business-permit").is_err());
+        assert!(ro.check_scenario("open-restaurant").is_err());
+        assert!(
+            ro.check_proxy("market-supervision", &Method::GET, "/licences/1")
+                .is_ok()
+        );
+        assert!(
+            ro.check_proxy("market-supervision", &Method::POST, "/licences/1")
+                .is_err()
+        );
+        assert!(
+            ro.check_proxy("market-supervision", &Method::GET, "/permits/1")
+                .is_err()
+        );
+        for id in [
+            "auditor",
+            "platform-admin",
+            "fire-rescue-admin",
+            "public-security-admin",
+        ] {
+            let c = g.client(id);
+            assert_eq!(c.id(), id);
+            assert!(c.check_dataset("business-licence").is_err(), "{id}");
+            assert!(c.check_scenario("newborn").is_err());
+            assert!(c.check_purpose(Some("service-handling")).is_err());
+            assert!(c.check_proxy("fire-rescue", &Method::GET, "/").is_err());
+        }
+    }
+
+    #[test]
+    fn ungranted_things_are_refused_naming_only_the_request() {
+        let g = load(SAMPLE).unwrap();
+        let c = g.client("narrow");
+        assert_eq!(
+            c.check_dataset("household-registration").unwrap_err(),
+            AccessError::DatasetNotGranted("household-registration".into())
+        );
+        let msg = c
+            .check_dataset("household-registration")
+            .unwrap_err()
+            .to_string();
+        assert!(!msg.contains("business-licence"), "{msg}");
+        assert_eq!(
+            c.check_scenario("open-restaurant").unwrap_err(),
+            AccessError::ScenarioNotGranted("open-restaurant".into())
+        );
+        assert_eq!(c.check_purpose(None), Err(AccessError::PurposeRequired));
+        let e = c.check_purpose(Some("audit-sampling")).unwrap_err();
+        assert_eq!(e, AccessError::PurposeNotGranted("audit-sampling".into()));
+        assert!(!e.to_string().contains("service-handling"));
+        assert!(c.check_purpose(Some("service-handling")).is_ok());
+        assert!(c.check_scenario("newborn").is_ok());
+    }
+
+    #[test]
+    fn unknown_client_is_denied_everything() {
+        let g = load(SAMPLE).unwrap();
+        let c = g.client("nobody");
+        assert!(c.check_dataset("business-licence").is_err());
+        assert!(c.check_scenario("newborn").is_err());
+        assert!(c.check_purpose(Some("service-handling")).is_err());
+        assert!(
+            c.check_proxy("market-supervision", &Method::GET, "/licences/1")
+                .is_err()
+        );
+        assert_eq!(c.catalog().datasets, vec![]);
+    }
+
+    #[test]
+    fn proxy_methods_and_prefixes_on_segment_boundaries() {
+        let g = load(SAMPLE).unwrap();
+        let c = g.client("narrow");
+        let get = |p: &str| c.check_proxy("market-supervision", &Method::GET, p).is_ok();
+        assert!(get("/licences/1"));
+        assert!(get("/licences/"));
+        assert!(!get("/licencesX"));
+        assert!(!get("/licences"), "`/licences/` covers only paths under it");
+        assert!(get("/permits"));
+        assert!(get("/permits/7"));
+        assert!(!get("/permits-admin"));
+        assert!(!get("/"));
+        assert!(!get("licences/1"));
+        let e = c
+            .check_proxy("market-supervision", &Method::POST, "/licences/1")
+            .unwrap_err();
+        assert!(matches!(e, AccessError::ProxyNotGranted { .. }));
+        assert!(
+            c.check_proxy("market-supervision", &Method::HEAD, "/licences/1")
+                .is_err()
+        );
+        assert!(
+            c.check_proxy("fire-rescue", &Method::GET, "/licences/1")
+                .is_err()
+        );
+        assert!(prefix_matches("/", "/anything/at/all"));
+    }
+
+    #[test]
+    fn field_filter_drops_ungranted_fields() {
+        let g = load(SAMPLE).unwrap();
+        let f = g
+            .client("narrow")
+            .check_dataset("business-licence")
+            .unwrap();
+        let mut rec = serde_json::json!({
+            "uscc": "91120116MA07Q8XJ2K", "name": "A", "legal_representative": "B", "status": "ok"
+        })
+        .as_object()
+        .cloned()
+        .unwrap();
+        f.filter(&mut rec);
+        let mut keys: Vec<_> = rec.keys().cloned().collect();
+        keys.sort();
+        assert_eq!(keys, vec!["name", "uscc"]);
+        let mut rec2 = serde_json::Map::new();
+        rec2.insert("x".into(), 1.into());
+        FieldFilter::All.filter(&mut rec2);
+        assert_eq!(rec2.len(), 1);
+    }
+
+    #[test]
+    fn catalog_lists_only_own_grants() {
+        let g = load(SAMPLE).unwrap();
+        let cat = g.client("narrow").catalog();
+        let json = serde_json::to_string(&cat).unwrap();
+        assert!(json.contains("business-licence"));
+        assert!(!json.contains("household-registration"), "{json}");
+        assert!(!json.contains("open-restaurant"), "{json}");
+        assert!(!json.contains("audit-sampling"), "{json}");
+        assert_eq!(cat.datasets[0].fields, vec!["name", "uscc"]);
+        assert_eq!(cat.proxy[0].methods, vec!["GET"]);
+    }
+
+    #[test]
+    fn unknown_names_and_bad_shapes_are_refused_at_load() {
+        let err = load(
+            r#"
+[clients.x]
+purposes = ["Service Handling"]
+scenarios = ["nope"]
+[clients.x.datasets.no-such-dataset]
+fields = ["*"]
+[clients.x.datasets.business-licence]
+fields = ["uscc", "secret_field"]
+[[clients.x.proxy]]
+department = "tax-bureau"
+methods = ["get", "TRACE"]
+path_prefixes = ["licences", "/a/../b", "/a//b", "/%2e"]
+"#,
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        for needle in [
+            "Service Handling",
+            "unknown scenario `nope`",
+            "unknown dataset `no-such-dataset`",
+            "`secret_field` is not a field",
+            "unknown department `tax-bureau`",
+            "`get` is not a supported method",
+            "`TRACE`",
+            "`licences`",
+            "`/a/../b`",
+            "`/a//b`",
+            "`/%2e`",
+        ] {
+            assert!(text.contains(needle), "missing {needle} in\n{text}");
+        }
+        assert!(err.0.iter().all(|e| e.field.starts_with("clients.x")));
+        let unknown_key = load("[clients.x]\npurpose = [\"a\"]\n").unwrap_err();
+        assert_eq!(unknown_key.0[0].field, "purpose");
+        let no_purpose = load("[clients.x]\nscenarios = [\"newborn\"]\n").unwrap_err();
+        assert_eq!(no_purpose.0[0].field, "clients.x.purposes");
+    }
+}
