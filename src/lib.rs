@@ -5,6 +5,7 @@
 pub mod cache;
 pub mod certs;
 pub mod auth;
+pub mod audit;
 pub mod config;
 pub mod demo;
 pub mod error;
