@@ -3,3 +3,4 @@
 //! The crate is organised by concern; see DESIGN.md for the request flow.
 
 pub mod config;
+pub mod protect;
