@@ -15,3 +15,4 @@ pub mod routing;
 pub mod scenario;
 pub mod server;
 pub mod upstream;
+pub mod protect;

@@ -1,0 +1,278 @@
+//! Protecting fragile departmental systems: rate limits (per client, per
+//! client x department, per department, failed authentications per address),
+//! and per department a bulkhead, a circuit breaker, timeouts and a retry
+//! policy.
+//!
+//! [`Protection`] is the facade the pipeline holds (one per loaded config,
+//! swapped with the rest of it). Where each check sits in the request flow:
+//!
+//! 1. before verifying a token that is not in the verified-token cache:
+//!    [`Protection::ip_blocked`] (no crypto for a blocked address); after a
+//!    failed verification: [`Protection::record_auth_failure`];
+//! 2. after authorisation: [`Protection::check_client`] (429 with
+//!    [`RateLimited`]; on success a [`RateLimitState`] for the `RateLimit`
+//!    headers of the reply);
+//! 3. around the department call, from [`Protection::department`]: breaker
+//!    permit first (an open breaker refuses without queueing), then bulkhead
+//!    permit, then the attempts under [`Timeouts`] and [`RetryPolicy`];
+//!    report the outcome to the breaker permit.
+//!
+//! A background task calls [`Protection::maintain`] every few seconds so
+//! keyed limiters forget idle keys.
+
+mod breaker;
+mod bulkhead;
+mod config;
+mod error;
+mod headers;
+mod ratelimit;
+mod retry;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use governor::clock::{Clock, DefaultClock};
+
+pub use breaker::{Breaker, BreakerPermit, BreakerState, BreakerTransitions};
+pub use bulkhead::{Bulkhead, BulkheadPermit};
+pub use config::{
+    BreakerSettings, BulkheadSettings, DepartmentProtection, MAX_ATTEMPTS_LIMIT, MAX_OPEN_SECS,
+    Rate, RateLimitSettings, RawBackoff, RawBreaker, RawDepartmentProtection, RawRate,
+    RawRateLimits, RawRetryBudget, RetrySettings, Timeouts,
+};
+pub use error::{
+    BreakerOpen, BulkheadFull, BulkheadFullReason, LimiterKind, ProtectError, RateLimited, Refusal,
+};
+pub use headers::{
+    LimitEntry, RATELIMIT, RATELIMIT_POLICY, RateLimitPolicy, RateLimitState, retry_after_secs,
+};
+pub use ratelimit::{AuthFailureLimiter, DirectLimiter, KeyedLimiter, ip_key};
+pub use retry::{FailureKind, RandomSource, RetryBudget, RetryPolicy, ThreadRandom, is_idempotent};
+
+/// Everything that protects one department.
+#[derive(Debug)]
+pub struct DepartmentGuard<C: Clock = DefaultClock> {
+    name: Arc<str>,
+    per_department: DirectLimiter<C>,
+    per_client: KeyedLimiter<Arc<str>, C>,
+    bulkhead: Bulkhead,
+    breaker: Breaker<C>,
+    timeouts: Timeouts,
+    retry: RetryPolicy,
+}
+
+impl<C: Clock + Clone> DepartmentGuard<C> {
+    fn new(
+        name: Arc<str>,
+        settings: &DepartmentProtection,
+        clock: &C,
+        random: Arc<dyn RandomSource>,
+    ) -> Self {
+        Self {
+            per_department: DirectLimiter::new(
+                LimiterKind::PerDepartment,
+                &settings.rate,
+                clock.clone(),
+            ),
+            per_client: KeyedLimiter::new(
+                LimiterKind::PerClientDepartment,
+                &settings.per_client,
+                clock.clone(),
+            ),
+            bulkhead: Bulkhead::new(name.clone(), &settings.bulkhead),
+            breaker: Breaker::new(name.clone(), &settings.breaker, clock.clone()),
+            timeouts: settings.timeouts,
+            retry: RetryPolicy::with_random(&settings.retry, &settings.timeouts, random),
+            name,
+        }
+    }
+
+    /// The department's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// In-flight cap and wait queue.
+    pub fn bulkhead(&self) -> &Bulkhead {
+        &self.bulkhead
+    }
+
+    /// Circuit breaker.
+    pub fn breaker(&self) -> &Breaker<C> {
+        &self.breaker
+    }
+
+    /// Connect, attempt and total timeouts.
+    pub fn timeouts(&self) -> &Timeouts {
+        &self.timeouts
+    }
+
+    /// Retry decisions.
+    pub fn retry(&self) -> &RetryPolicy {
+        &self.retry
+    }
+
+    /// Client keys tracked by the client x department limiter.
+    pub fn tracked_clients(&self) -> usize {
+        self.per_client.len()
+    }
+}
+
+/// The facade: all limiters and department guards of one loaded config.
+#[derive(Debug)]
+pub struct Protection<C: Clock = DefaultClock> {
+    default_client: KeyedLimiter<Arc<str>, C>,
+    clients: HashMap<Arc<str>, DirectLimiter<C>>,
+    auth_failures: AuthFailureLimiter<C>,
+    departments: HashMap<Arc<str>, DepartmentGuard<C>>,
+}
+
+impl Protection<DefaultClock> {
+    /// Builds the limiters and guards with the real clock and randomness.
+    pub fn new<'a>(
+        limits: &RateLimitSettings,
+        departments: impl IntoIterator<Item = (&'a str, &'a DepartmentProtection)>,
+    ) -> Self {
+        Self::with_clock(
+            limits,
+            departments,
+            DefaultClock::default(),
+            Arc::new(ThreadRandom),
+        )
+    }
+}
+
+impl<C: Clock + Clone> Protection<C> {
+    /// Builds the limiters and guards with the given clock and randomness
+    /// (tests pass a `FakeRelativeClock`).
+    pub fn with_clock<'a>(
+        limits: &RateLimitSettings,
+        departments: impl IntoIterator<Item = (&'a str, &'a DepartmentProtection)>,
+        clock: C,
+        random: Arc<dyn RandomSource>,
+    ) -> Self {
+        Self {
+            default_client: KeyedLimiter::new(
+                LimiterKind::PerClient,
+                &limits.default_client,
+                clock.clone(),
+            ),
+            clients: limits
+                .clients
+                .iter()
+                .map(|(name, rate)| {
+                    (
+                        name.clone(),
+                        DirectLimiter::new(LimiterKind::PerClient, rate, clock.clone()),
+                    )
+                })
+                .collect(),
+            auth_failures: AuthFailureLimiter::new(&limits.failed_auth_per_ip, clock.clone()),
+            departments: departments
+                .into_iter()
+                .map(|(name, settings)| {
+                    let name: Arc<str> = Arc::from(name);
+                    let guard =
+                        DepartmentGuard::new(name.clone(), settings, &clock, random.clone());
+                    (name, guard)
+                })
+                .collect(),
+        }
+    }
+}
+
+impl<C: Clock> Protection<C> {
+    /// Charges one request of `client` (towards `department`, if any) to the
+    /// per-client, per-client x department and per-department limiters, in
+    /// that order, stopping at the first refusal (so a client over its own
+    /// quota costs the department's quotas nothing). A department not built
+    /// into this `Protection` has no department limits (the router only
+    /// produces configured departments).
+    pub fn check_client(
+        &self,
+        client: &str,
+        department: Option<&str>,
+    ) -> Result<RateLimitState, RateLimited> {
+        let mut cached: Option<Arc<str>> = None;
+        let mut key = || cached.get_or_insert_with(|| Arc::from(client)).clone();
+        self.check(client, &mut key, department)
+    }
+
+    /// As [`check_client`](Self::check_client), with the client id already
+    /// shared (no allocation on the hot path).
+    pub fn check_client_arc(
+        &self,
+        client: &Arc<str>,
+        department: Option<&str>,
+    ) -> Result<RateLimitState, RateLimited> {
+        self.check(client, &mut || client.clone(), department)
+    }
+
+    fn check(
+        &self,
+        client: &str,
+        key: &mut dyn FnMut() -> Arc<str>,
+        department: Option<&str>,
+    ) -> Result<RateLimitState, RateLimited> {
+        let per_client = match self.clients.get(client) {
+            Some(own) => own.check()?,
+            None => self.default_client.check(&key())?,
+        };
+        let mut state = RateLimitState {
+            per_client,
+            per_client_department: None,
+            per_department: None,
+        };
+        if let Some(guard) = department.and_then(|d| self.departments.get(d)) {
+            state.per_client_department = Some(guard.per_client.check(&key())?);
+            state.per_department = Some(guard.per_department.check()?);
+        }
+        Ok(state)
+    }
+
+    /// `Err` (429) while `ip` is blocked for failed authentications; ask
+    /// before spending crypto on a token not in the verified-token cache.
+    pub fn ip_blocked(&self, ip: IpAddr) -> Result<(), RateLimited> {
+        self.auth_failures.ip_blocked(ip)
+    }
+
+    /// Records a failed authentication from `ip`; `Err` when the address is
+    /// now blocked (the failing request itself is still answered 401).
+    pub fn record_auth_failure(&self, ip: IpAddr) -> Result<(), RateLimited> {
+        self.auth_failures.record_failure(ip)
+    }
+
+    /// The guard of a configured department.
+    pub fn department(&self, name: &str) -> Option<&DepartmentGuard<C>> {
+        self.departments.get(name)
+    }
+
+    /// All department guards (for metrics).
+    pub fn departments(&self) -> impl Iterator<Item = &DepartmentGuard<C>> {
+        self.departments.values()
+    }
+
+    /// Forgets idle keys of every keyed limiter and expired address blocks;
+    /// call every few seconds from a background task.
+    pub fn maintain(&self) {
+        self.default_client.maintain();
+        self.auth_failures.maintain();
+        for guard in self.departments.values() {
+            guard.per_client.maintain();
+        }
+    }
+
+    /// Keys held by all keyed limiters (for metrics and tests).
+    pub fn tracked_keys(&self) -> usize {
+        self.default_client.len()
+            + self.auth_failures.len()
+            + self
+                .departments
+                .values()
+                .map(|g| g.per_client.len())
+                .sum::<usize>()
+    }
+}
