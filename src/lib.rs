@@ -2,4 +2,5 @@
 //!
 //! The crate is organised by concern; see DESIGN.md for the request flow.
 
+pub mod adapter;
 pub mod config;
