@@ -6,6 +6,7 @@ pub mod cache;
 pub mod certs;
 pub mod auth;
 pub mod audit;
+pub mod adapter;
 pub mod config;
 pub mod demo;
 pub mod error;

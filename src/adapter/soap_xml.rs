@@ -1,0 +1,773 @@
+//! `kind = "soap-xml"`: SOAP 1.1 / 1.2 over HTTP, fields picked by element path.
+//!
+//! ```toml
+//! soap_version = "1.1"                       # "1.1" (default) or "1.2"
+//! [datasets.fire-safety-inspection]
+//! path = "/services/FireSafetyInspection"    # placeholders percent-encoded
+//! action = "urn:fire-rescue:GetInspection"   # SOAPAction (1.1) / action param (1.2)
+//! envelope = '''<soap:Envelope ...>...<fr:CreditCode>{subject}</fr:CreditCode>...'''
+//! [datasets.fire-safety-inspection.response]
+//! record = "Envelope/Body/GetInspectionResponse/Inspection"   # local names
+//! not_found_fault_string = "NO_RECORD"       # fault string containing this = no record
+//! # not_found_fault_code = "NoRecord"        # or: fault (sub)code local part equal to this
+//! [datasets.fire-safety-inspection.response.fields]
+//! inspection_no = "InspectionNo"             # path below the record element
+//! passed = { path = "Conclusion", map = { "合格" = true, "不合格" = false } }
+//! ```
+//!
+//! Replies are parsed with quick-xml, streaming, without building a tree:
+//! a DOCTYPE is refused (so no entity declarations: no XXE, no billion
+//! laughs), only the five predefined entities and character references are
+//! resolved (anything else is an error), depth and captured text are bounded.
+//! Namespaces are ignored: paths match local names. Text converts to the
+//! canonical type only where that is unambiguous (`xs:boolean`, integers,
+//! finite numbers, ISO dates).
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, header};
+use quick_xml::events::Event;
+use quick_xml::reader::Reader;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use super::spec::{CompiledKind, KindContext, lookup_map, type_name};
+use super::template::{Target, Template, is_xml10_char};
+use super::{
+    Adapter, AdapterError, CanonicalRequest, MAX_REPLY_BYTES, Record, UpstreamReply,
+    UpstreamRequest,
+};
+use crate::config::{ConfigErrors, FieldType};
+
+/// The kind name.
+pub const KIND: &str = "soap-xml";
+
+/// Deepest element nesting accepted in a reply.
+pub const MAX_DEPTH: usize = 64;
+/// Longest text captured for one field (bytes).
+pub const MAX_TEXT: usize = 64 * 1024;
+
+const FAULT: &str = "/Envelope/Body/Fault";
+/// Fault detail paths, captured after the fields: 1.1 faultcode, 1.1
+/// faultstring, 1.2 Code/Value, 1.2 Code/Subcode/Value, 1.2 Reason/Text.
+const FAULT_PATHS: [&str; 5] = [
+    "/Envelope/Body/Fault/faultcode",
+    "/Envelope/Body/Fault/faultstring",
+    "/Envelope/Body/Fault/Code/Value",
+    "/Envelope/Body/Fault/Code/Subcode/Value",
+    "/Envelope/Body/Fault/Reason/Text",
+];
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSoap {
+    #[serde(default = "default_version")]
+    soap_version: String,
+    datasets: BTreeMap<String, RawDataset>,
+}
+
+fn default_version() -> String {
+    "1.1".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDataset {
+    path: String,
+    action: Option<String>,
+    envelope: String,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    response: RawResponse,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawResponse {
+    record: String,
+    #[serde(default)]
+    not_found_status: Vec<u16>,
+    not_found_fault_code: Option<String>,
+    not_found_fault_string: Option<String>,
+    fields: BTreeMap<String, Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    path: String,
+    #[serde(default)]
+    map: BTreeMap<String, Value>,
+}
+
+/// SOAP protocol version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SoapVersion {
+    /// SOAP 1.1: `text/xml`, `SOAPAction` header.
+    V11,
+    /// SOAP 1.2: `application/soap+xml; action="..."`.
+    V12,
+}
+
+#[derive(Debug)]
+struct Field {
+    name: String,
+    ty: FieldType,
+    required: bool,
+    map: Vec<(String, Value)>,
+}
+
+#[derive(Debug)]
+struct Dataset {
+    name: String,
+    path: Template,
+    content_type: HeaderValue,
+    soap_action: Option<HeaderValue>,
+    headers: Vec<(HeaderName, Template)>,
+    envelope: Template,
+    record_path: String,
+    /// Absolute paths of the fields (in `fields` order), then [`FAULT_PATHS`].
+    capture_paths: Vec<String>,
+    fields: Vec<Field>,
+    not_found_status: Vec<u16>,
+    not_found_fault_code: Option<String>,
+    not_found_fault_string: Option<String>,
+}
+
+/// The compiled soap-xml adapter of one department.
+#[derive(Debug)]
+pub struct SoapXmlAdapter {
+    base_path: String,
+    version: SoapVersion,
+    datasets: Vec<Dataset>,
+}
+
+fn is_local_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_alphanumeric() || c == '_' || c == '-' || c == '.')
+        && !s.starts_with(|c: char| c.is_ascii_digit() || c == '-' || c == '.')
+}
+
+/// Turns `A/B/C` into `/A/B/C`, checking each step is a local name.
+fn element_path(s: &str) -> Option<String> {
+    let mut out = String::with_capacity(s.len() + 1);
+    for step in s.split('/') {
+        if !is_local_name(step) {
+            return None;
+        }
+        out.push('/');
+        out.push_str(step);
+    }
+    Some(out)
+}
+
+/// Compiles a soap-xml section.
+pub fn compile(
+    cx: &KindContext<'_>,
+    section: Map<String, Value>,
+) -> Result<CompiledKind, ConfigErrors> {
+    let raw: RawSoap = cx.parse_section(section)?;
+    let mut errors = ConfigErrors::default();
+    let version = match raw.soap_version.as_str() {
+        "1.1" => SoapVersion::V11,
+        "1.2" => SoapVersion::V12,
+        other => {
+            errors.push(cx.err(
+                "soap_version",
+                format!("unknown SOAP version `{other}`"),
+                "use \"1.1\" or \"1.2\"",
+            ));
+            SoapVersion::V11
+        }
+    };
+    if raw.datasets.is_empty() {
+        errors.push(cx.err(
+            "datasets",
+            "the adapter serves no dataset",
+            "add [datasets.<name>] tables",
+        ));
+    }
+    let mut datasets = Vec::new();
+    for (name, d) in raw.datasets {
+        let at = format!("datasets.{name}");
+        let Some(spec) = cx.dataset(&name, &mut errors) else {
+            continue;
+        };
+        let path = Template::compile(&d.path, Target::Path)
+            .map_err(|e| errors.push(cx.err(format!("{at}.path"), e, "fix the template")))
+            .ok();
+        let envelope = Template::compile(&d.envelope, Target::Xml)
+            .map_err(|e| errors.push(cx.err(format!("{at}.envelope"), e, "fix the envelope")))
+            .ok();
+        if let Some(env) = &envelope {
+            let sample = env.render(&sample_request()).unwrap_or_default();
+            if root_name(&sample).as_deref() != Some("Envelope") {
+                errors.push(cx.err(
+                    format!("{at}.envelope"),
+                    "the root element is not a SOAP Envelope",
+                    "wrap the request in <soap:Envelope><soap:Body>...</soap:Body></soap:Envelope>",
+                ));
+            }
+        }
+        let action = d.action.clone().unwrap_or_default();
+        if !action
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+        {
+            errors.push(cx.err(
+                format!("{at}.action"),
+                "the action must be visible ASCII without quotes or backslashes",
+                "use the operation's URI, e.g. urn:fire-rescue:GetInspection",
+            ));
+        }
+        let (content_type, soap_action) = match version {
+            SoapVersion::V11 => (
+                HeaderValue::from_static("text/xml; charset=utf-8"),
+                HeaderValue::from_str(&format!("\"{action}\"")).ok(),
+            ),
+            SoapVersion::V12 if action.is_empty() => (
+                HeaderValue::from_static("application/soap+xml; charset=utf-8"),
+                None,
+            ),
+            SoapVersion::V12 => (
+                HeaderValue::from_str(&format!(
+                    "application/soap+xml; charset=utf-8; action=\"{action}\""
+                ))
+                .unwrap_or_else(|_| HeaderValue::from_static("application/soap+xml")),
+                None,
+            ),
+        };
+        let mut headers = Vec::new();
+        for (k, v) in &d.headers {
+            let field = format!("{at}.headers.{k}");
+            let name = cx.header_name(k, &field, &mut errors);
+            match Template::compile(v, Target::Header) {
+                Ok(t) => {
+                    if let Some(n) = name {
+                        headers.push((n, t));
+                    }
+                }
+                Err(e) => errors.push(cx.err(field, e, "fix the template")),
+            }
+        }
+        let r = &d.response;
+        let record_path = element_path(&r.record);
+        if record_path.is_none() {
+            errors.push(cx.err(
+                format!("{at}.response.record"),
+                format!("`{}` is not an element path", r.record),
+                "write local names separated by `/`, e.g. Envelope/Body/GetXResponse/X",
+            ));
+        }
+        let record_path = record_path.unwrap_or_default();
+        for s in &r.not_found_status {
+            if !(100..=599).contains(s) || (200..300).contains(s) {
+                errors.push(cx.err(
+                    format!("{at}.response.not_found_status"),
+                    format!("{s} is not a non-success HTTP status"),
+                    "list statuses such as 404",
+                ));
+            }
+        }
+        let fields_at = format!("{at}.response.fields");
+        cx.check_fields(
+            &spec,
+            r.fields.keys().map(String::as_str),
+            &fields_at,
+            &mut errors,
+        );
+        let mut fields = Vec::new();
+        let mut capture_paths = Vec::new();
+        for (fname, rule) in &r.fields {
+            let Some(fs) = spec.field(fname) else {
+                continue;
+            };
+            let fat = format!("{fields_at}.{fname}");
+            let rule = match rule {
+                Value::String(p) => RawRule {
+                    path: p.clone(),
+                    map: BTreeMap::new(),
+                },
+                other => match serde_json::from_value::<RawRule>(other.clone()) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        errors.push(cx.err(
+                            fat,
+                            e.to_string(),
+                            "write \"Element/Path\" or { path = \"Element\", map = {..} }",
+                        ));
+                        continue;
+                    }
+                },
+            };
+            if matches!(fs.ty, FieldType::Array | FieldType::Object) {
+                errors.push(cx.err(
+                    &fat,
+                    format!(
+                        "soap-xml cannot map the {} field `{fname}`",
+                        type_name(fs.ty)
+                    ),
+                    "map it with a scalar canonical type",
+                ));
+                continue;
+            }
+            let Some(rel) = element_path(&rule.path) else {
+                errors.push(cx.err(
+                    &fat,
+                    format!("`{}` is not an element path", rule.path),
+                    "write local names below the record element, e.g. Result or Address/City",
+                ));
+                continue;
+            };
+            let map = cx.value_map(&rule.map, fs.ty, &format!("{fat}.map"), &mut errors);
+            capture_paths.push(format!("{record_path}{rel}"));
+            fields.push(Field {
+                name: fname.clone(),
+                ty: fs.ty,
+                required: fs.required,
+                map,
+            });
+        }
+        capture_paths.extend(FAULT_PATHS.iter().map(|s| s.to_string()));
+        if let (Some(path), Some(envelope)) = (path, envelope) {
+            datasets.push(Dataset {
+                name,
+                path,
+                content_type,
+                soap_action: if version == SoapVersion::V11 {
+                    soap_action
+                } else {
+                    None
+                },
+                headers,
+                envelope,
+                record_path,
+                capture_paths,
+                fields,
+                not_found_status: r.not_found_status.clone(),
+                not_found_fault_code: r.not_found_fault_code.clone(),
+                not_found_fault_string: r.not_found_fault_string.clone(),
+            });
+        }
+    }
+    let names = datasets.iter().map(|d| d.name.clone()).collect();
+    errors.into_result(CompiledKind {
+        adapter: Box::new(SoapXmlAdapter {
+            base_path: cx.base_path.to_string(),
+            version,
+            datasets,
+        }),
+        datasets: names,
+    })
+}
+
+fn sample_request() -> CanonicalRequest<'static> {
+    static EMPTY: std::sync::LazyLock<BTreeMap<String, String>> =
+        std::sync::LazyLock::new(BTreeMap::new);
+    CanonicalRequest {
+        dataset: "x",
+        subject: "x",
+        subjects: &EMPTY,
+        purpose: "x",
+        case_id: Some("x"),
+        end_user: Some("x"),
+    }
+}
+
+fn root_name(xml: &str) -> Option<String> {
+    let mut root = None;
+    walk(xml, |path, depth, ev| {
+        if depth == 1 && matches!(ev, Ev::Start) && root.is_none() {
+            root = Some(path.trim_start_matches('/').to_string());
+        }
+        Ok(())
+    })
+    .ok()?;
+    root
+}
+
+/// One step of the streaming walk.
+enum Ev<'t> {
+    Start,
+    End,
+    Text(&'t str),
+}
+
+/// Walks `xml`, calling `f(path, depth, event)` with the absolute local-name
+/// path (`/Envelope/Body/...`) of the current element. Enforces: no DOCTYPE,
+/// only predefined entities and valid character references, one root, no
+/// text outside it, depth at most [`MAX_DEPTH`], all elements closed.
+fn walk(
+    xml: &str,
+    mut f: impl FnMut(&str, usize, Ev<'_>) -> Result<(), String>,
+) -> Result<(), String> {
+    let mut reader = Reader::from_str(xml);
+    let mut path = String::with_capacity(128);
+    let mut lens: Vec<usize> = Vec::with_capacity(16);
+    let mut root_done = false;
+    loop {
+        let ev = reader.read_event().map_err(|e| e.to_string())?;
+        match ev {
+            Event::Start(ref e) | Event::Empty(ref e) => {
+                if root_done && lens.is_empty() {
+                    return Err("more than one root element".into());
+                }
+                if lens.len() >= MAX_DEPTH {
+                    return Err(format!("elements nested deeper than {MAX_DEPTH}"));
+                }
+                lens.push(path.len());
+                path.push('/');
+                path.push_str(e.local_name().as_ref());
+                f(&path, lens.len(), Ev::Start)?;
+                if matches!(ev, Event::Empty(_)) {
+                    f(&path, lens.len(), Ev::End)?;
+                    leave(&mut path, &mut lens, &mut root_done);
+                }
+            }
+            Event::End(_) => {
+                f(&path, lens.len(), Ev::End)?;
+                leave(&mut path, &mut lens, &mut root_done);
+            }
+            Event::Text(t) => {
+                let s = t.xml10_content();
+                if lens.is_empty() {
+                    if !s.trim_ascii().is_empty() {
+                        return Err("text outside the root element".into());
+                    }
+                } else {
+                    f(&path, lens.len(), Ev::Text(&s))?;
+                }
+            }
+            Event::CData(c) => {
+                if lens.is_empty() {
+                    return Err("CDATA outside the root element".into());
+                }
+                let s = c.xml10_content();
+                f(&path, lens.len(), Ev::Text(&s))?;
+            }
+            Event::GeneralRef(r) => {
+                let resolved = match &*r {
+                    "lt" => '<',
+                    "gt" => '>',
+                    "amp" => '&',
+                    "apos" => '\'',
+                    "quot" => '"',
+                    name => match r.resolve_char_ref() {
+                        Ok(Some(c)) if is_xml10_char(c) => c,
+                        Ok(Some(_)) | Err(_) => {
+                            return Err(format!("invalid character reference `&{name};`"));
+                        }
+                        Ok(None) => return Err(format!("unknown entity `&{name};`")),
+                    },
+                };
+                if lens.is_empty() {
+                    return Err("reference outside the root element".into());
+                }
+                let mut buf = [0u8; 4];
+                f(&path, lens.len(), Ev::Text(resolved.encode_utf8(&mut buf)))?;
+            }
+            // Entity declarations live in the DTD: refusing any DOCTYPE rules
+            // out external entities (XXE) and entity expansion bombs.
+            Event::DocType(_) => return Err("a DOCTYPE is not allowed".into()),
+            Event::Decl(_) | Event::PI(_) | Event::Comment(_) => {}
+            Event::Eof => {
+                if !lens.is_empty() {
+                    return Err("unclosed element".into());
+                }
+                if !root_done {
+                    return Err("no root element".into());
+                }
+                return Ok(());
+            }
+        }
+    }
+}
+
+fn leave(path: &mut String, lens: &mut Vec<usize>, root_done: &mut bool) {
+    if let Some(l) = lens.pop() {
+        path.truncate(l);
+    }
+    if lens.is_empty() {
+        *root_done = true;
+    }
+}
+
+/// Checks that `xml` is a well-formed document under the reply rules (used
+/// to validate envelope templates at load).
+pub(crate) fn check_well_formed(xml: &str) -> Result<(), String> {
+    walk(xml, |_, _, _| Ok(()))
+}
+
+impl SoapXmlAdapter {
+    fn dataset(&self, name: &str) -> Result<&Dataset, AdapterError> {
+        self.datasets
+            .iter()
+            .find(|d| d.name == name)
+            .ok_or_else(|| AdapterError::UnknownDataset(name.to_string()))
+    }
+
+    /// The SOAP version.
+    pub fn version(&self) -> SoapVersion {
+        self.version
+    }
+}
+
+/// What one walk over a reply captured.
+struct Captured {
+    slots: Vec<Option<String>>,
+    fault: bool,
+    records: u32,
+}
+
+fn capture(d: &Dataset, xml: &str) -> Result<Captured, String> {
+    let nfields = d.fields.len();
+    let mut c = Captured {
+        slots: vec![None; d.capture_paths.len()],
+        fault: false,
+        records: 0,
+    };
+    let mut collecting: Option<(usize, usize)> = None;
+    walk(xml, |path, depth, ev| {
+        match ev {
+            Ev::Start => {
+                if path == d.record_path {
+                    c.records += 1;
+                } else if path == FAULT {
+                    c.fault = true;
+                }
+                if collecting.is_none() {
+                    for (i, p) in d.capture_paths.iter().enumerate() {
+                        // Fields only from the first record element.
+                        if p == path && c.slots[i].is_none() && (i >= nfields || c.records == 1) {
+                            c.slots[i] = Some(String::new());
+                            collecting = Some((i, depth));
+                            break;
+                        }
+                    }
+                }
+            }
+            Ev::Text(t) => {
+                if let Some((i, dd)) = collecting
+                    && dd == depth
+                    && let Some(s) = c.slots[i].as_mut()
+                {
+                    if s.len() + t.len() > MAX_TEXT {
+                        return Err(format!("a text node longer than {MAX_TEXT} bytes"));
+                    }
+                    s.push_str(t);
+                }
+            }
+            Ev::End => {
+                if collecting.is_some_and(|(_, dd)| dd == depth) {
+                    collecting = None;
+                }
+            }
+        }
+        Ok(())
+    })?;
+    Ok(c)
+}
+
+fn local_part(qname: &str) -> &str {
+    qname.rsplit(':').next().unwrap_or(qname).trim()
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}...", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
+fn xml_trim(s: &str) -> &str {
+    s.trim_matches(|c| matches!(c, ' ' | '\t' | '\r' | '\n'))
+}
+
+fn convert(f: &Field, text: &str) -> Result<Option<Value>, AdapterError> {
+    let bad = || AdapterError::FieldType {
+        field: f.name.clone(),
+        expected: type_name(f.ty),
+    };
+    let t = xml_trim(text);
+    if !f.map.is_empty() {
+        return lookup_map(&f.map, t).cloned().map(Some).ok_or_else(bad);
+    }
+    if t.is_empty() && f.ty != FieldType::String {
+        return Ok(None);
+    }
+    let v = match f.ty {
+        FieldType::String => Value::String(t.to_string()),
+        FieldType::Date => {
+            let v = Value::String(t.to_string());
+            if !f.ty.accepts(&v) {
+                return Err(bad());
+            }
+            v
+        }
+        FieldType::Integer => Value::from(t.parse::<i64>().map_err(|_| bad())?),
+        FieldType::Number => {
+            let n = t.parse::<f64>().map_err(|_| bad())?;
+            Value::Number(serde_json::Number::from_f64(n).ok_or_else(bad)?)
+        }
+        FieldType::Boolean => match t {
+            "true" | "1" => Value::Bool(true),
+            "false" | "0" => Value::Bool(false),
+            _ => return Err(bad()),
+        },
+        FieldType::Array | FieldType::Object => return Err(bad()),
+    };
+    Ok(Some(v))
+}
+
+impl Adapter for SoapXmlAdapter {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    fn build_request(&self, req: &CanonicalRequest<'_>) -> Result<UpstreamRequest, AdapterError> {
+        let d = self.dataset(req.dataset)?;
+        let mut pq = String::with_capacity(self.base_path.len() + d.path.size_hint());
+        pq.push_str(&self.base_path);
+        d.path.render_into(req, &mut pq)?;
+        let mut headers = HeaderMap::with_capacity(d.headers.len() + 3);
+        headers.insert(header::CONTENT_TYPE, d.content_type.clone());
+        headers.insert(
+            header::ACCEPT,
+            HeaderValue::from_static(match self.version {
+                SoapVersion::V11 => "text/xml",
+                SoapVersion::V12 => "application/soap+xml",
+            }),
+        );
+        if let Some(a) = &d.soap_action {
+            headers.insert(HeaderName::from_static("soapaction"), a.clone());
+        }
+        let mut buf = String::new();
+        for (name, t) in &d.headers {
+            buf.clear();
+            t.render_into(req, &mut buf)?;
+            if !buf.is_empty() {
+                let v = HeaderValue::from_str(&buf).map_err(|_| AdapterError::InvalidInput {
+                    input: name.as_str().to_string(),
+                    target: "header",
+                    reason: "not a valid header value",
+                })?;
+                headers.insert(name.clone(), v);
+            }
+        }
+        let body = d.envelope.render(req)?;
+        Ok(UpstreamRequest {
+            method: Method::POST,
+            path_and_query: pq,
+            headers,
+            body: Bytes::from(body),
+        })
+    }
+
+    fn map_response(
+        &self,
+        dataset: &str,
+        reply: UpstreamReply<'_>,
+    ) -> Result<Record, AdapterError> {
+        let d = self.dataset(dataset)?;
+        if reply.body.len() > MAX_REPLY_BYTES {
+            return Err(AdapterError::ReplyTooLarge {
+                limit: MAX_REPLY_BYTES,
+            });
+        }
+        let status = reply.status.as_u16();
+        if d.not_found_status.contains(&status) {
+            return Err(AdapterError::RecordNotFound);
+        }
+        let parsed = std::str::from_utf8(reply.body)
+            .map_err(|_| "not UTF-8".to_string())
+            .and_then(|xml| capture(d, xml));
+        let c = match parsed {
+            Ok(c) => c,
+            Err(_) if !reply.status.is_success() => {
+                return Err(AdapterError::DepartmentStatus(status));
+            }
+            Err(e) => return Err(AdapterError::MalformedReply(e)),
+        };
+        let nf = d.fields.len();
+        if c.fault {
+            let get = |k: usize| c.slots[nf + k].as_deref().map(xml_trim).unwrap_or("");
+            let code = if get(0).is_empty() { get(2) } else { get(0) };
+            let sub = get(3);
+            let reason = if get(1).is_empty() { get(4) } else { get(1) };
+            let code_hit = d
+                .not_found_fault_code
+                .as_deref()
+                .is_some_and(|m| local_part(code) == m || local_part(sub) == m);
+            let string_hit = d
+                .not_found_fault_string
+                .as_deref()
+                .is_some_and(|m| reason.contains(m));
+            if code_hit || string_hit {
+                return Err(AdapterError::RecordNotFound);
+            }
+            return Err(AdapterError::DepartmentFault {
+                code: truncate(code, 64),
+                reason: truncate(reason, 200),
+            });
+        }
+        if !reply.status.is_success() {
+            return Err(AdapterError::DepartmentStatus(status));
+        }
+        if c.records == 0 {
+            return Err(AdapterError::MalformedReply(format!(
+                "the reply has no `{}` element",
+                d.record_path
+            )));
+        }
+        let mut out = Record::new();
+        for (f, slot) in d.fields.iter().zip(&c.slots) {
+            if let Some(text) = slot
+                && text.chars().any(|ch| !is_xml10_char(ch))
+            {
+                return Err(AdapterError::MalformedReply(
+                    "a character not allowed in XML 1.0".into(),
+                ));
+            }
+            let v = match slot {
+                Some(text) => convert(f, text)?,
+                None => None,
+            };
+            match v {
+                Some(v) => {
+                    out.insert(f.name.clone(), v);
+                }
+                None if f.required => {
+                    return Err(AdapterError::FieldMissing {
+                        field: f.name.clone(),
+                    });
+                }
+                None => {}
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests_support {
+    /// The text of the first element named `local` (test helper).
+    pub(crate) fn text_of(xml: &str, local: &str) -> String {
+        let mut out = String::new();
+        let mut inside: Option<usize> = None;
+        super::walk(xml, |path, depth, ev| {
+            match ev {
+                super::Ev::Start if inside.is_none() && path.ends_with(&format!("/{local}")) => {
+                    inside = Some(depth)
+                }
+                super::Ev::Text(t) if inside == Some(depth) => out.push_str(t),
+                super::Ev::End if inside == Some(depth) => inside = Some(usize::MAX),
+                _ => {}
+            }
+            Ok(())
+        })
+        .unwrap();
+        out
+    }
+}

@@ -1,0 +1,523 @@
+//! The adapter file: raw serde schema, parsing (TOML or JSON) and compiling
+//! into a [`DepartmentAdapter`].
+//!
+//! Common keys (every kind):
+//!
+//! ```toml
+//! department = "market-supervision"     # must equal the file name / PUT path
+//! kind = "rest-json"                    # a registered kind
+//! base_url = "http://127.0.0.1:7101"    # http(s)://host[:port][/base]
+//! [upstream_auth]                       # optional
+//! header = "X-Api-Key"                  # header carrying the secret ...
+//! secret_env = "ONEWINDOW_MARKET_SUPERVISION_KEY"  # ... read from this variable
+//! client_cert = "certs/market-supervision-client.pem"  # optional mTLS pair
+//! client_key = "certs/market-supervision-client.key"
+//! ```
+//!
+//! Every other key belongs to the kind (`datasets`, `soap_version`, ...), and
+//! the kind refuses keys it does not know.
+
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+
+use http::{HeaderName, HeaderValue};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+use super::ssrf::UpstreamTarget;
+use super::{Adapter, AdapterRegistry, DepartmentAdapter, UpstreamAuth};
+use crate::config::datasets::is_name;
+use crate::config::{ConfigError, ConfigErrors, DatasetSpec, Datasets, FieldType, parse_toml};
+
+/// Largest adapter file accepted (TOML or JSON).
+pub const MAX_SPEC_BYTES: usize = 256 * 1024;
+
+/// A parsed, not yet compiled adapter file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdapterSpec {
+    /// The department the file declares.
+    pub department: String,
+    /// The adapter kind it asks for.
+    pub kind: String,
+    /// The department's base URL, as written.
+    pub base_url: String,
+    upstream_auth: Option<RawUpstreamAuth>,
+    section: Map<String, Value>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawAdapterFile {
+    department: String,
+    kind: String,
+    base_url: String,
+    #[serde(default)]
+    upstream_auth: Option<RawUpstreamAuth>,
+    // Everything else goes to the kind, which denies unknown keys.
+    #[serde(flatten)]
+    section: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstreamAuth {
+    header: Option<String>,
+    secret_env: Option<String>,
+    client_cert: Option<String>,
+    client_key: Option<String>,
+}
+
+/// What compiling needs besides the file.
+pub struct CompileContext<'a> {
+    /// The file name for messages (for a PUT, e.g. `adapters/<department>.toml`).
+    pub file: &'a Path,
+    /// The department the file must declare (file stem, PUT path).
+    pub expected_department: &'a str,
+    /// The canonical schema.
+    pub datasets: &'a Datasets,
+    /// Known kinds.
+    pub registry: &'a AdapterRegistry,
+    /// Looks up a secret by environment variable name (`std::env::var(..).ok()`
+    /// in production; injected in tests).
+    pub secret: &'a dyn Fn(&str) -> Option<String>,
+}
+
+/// What a kind's compile function receives.
+#[derive(Debug)]
+pub struct KindContext<'a> {
+    /// The file, for messages.
+    pub file: &'a Path,
+    /// The department (already checked).
+    pub department: &'a str,
+    /// The canonical schema.
+    pub datasets: &'a Datasets,
+    /// The target's base path, to prepend to every request path.
+    pub base_path: &'a str,
+    /// The upstream auth header, which templates may not set.
+    pub auth_header: Option<&'a HeaderName>,
+}
+
+/// A kind's compiled adapter and the datasets it serves.
+#[derive(Debug)]
+pub struct CompiledKind {
+    /// The adapter.
+    pub adapter: Box<dyn Adapter>,
+    /// Datasets it serves.
+    pub datasets: Vec<String>,
+}
+
+impl AdapterSpec {
+    /// Parses an adapter file written in TOML.
+    pub fn from_toml(file: &Path, text: &str) -> Result<Self, ConfigErrors> {
+        if text.len() > MAX_SPEC_BYTES {
+            return Err(too_big(file).into());
+        }
+        let raw: RawAdapterFile = parse_toml(file, text)?;
+        Ok(Self::from_raw(raw))
+    }
+
+    /// Parses an adapter file sent as JSON (same schema).
+    pub fn from_json(file: &Path, bytes: &[u8]) -> Result<Self, ConfigErrors> {
+        if bytes.len() > MAX_SPEC_BYTES {
+            return Err(too_big(file).into());
+        }
+        let raw: RawAdapterFile = serde_json::from_slice(bytes).map_err(|e| {
+            ConfigError::new(
+                file,
+                field_from_message(&e.to_string()).unwrap_or_else(|| format!("line {}", e.line())),
+                format!("{e}"),
+                "send an adapter file with department, kind, base_url and datasets",
+            )
+        })?;
+        Ok(Self::from_raw(raw))
+    }
+
+    fn from_raw(raw: RawAdapterFile) -> Self {
+        Self {
+            department: raw.department,
+            kind: raw.kind,
+            base_url: raw.base_url,
+            upstream_auth: raw.upstream_auth,
+            section: raw.section,
+        }
+    }
+
+    /// Validates and compiles the file against the canonical schema.
+    pub fn compile(&self, cx: &CompileContext<'_>) -> Result<DepartmentAdapter, ConfigErrors> {
+        let file = cx.file;
+        let mut errors = ConfigErrors::default();
+        if self.department != cx.expected_department {
+            errors.push(ConfigError::new(
+                file,
+                "department",
+                format!(
+                    "the file declares `{}` but belongs to `{}`",
+                    self.department, cx.expected_department
+                ),
+                "a department's adapter file must name that department",
+            ));
+        } else if !is_name(&self.department) {
+            errors.push(ConfigError::new(
+                file,
+                "department",
+                "department names are lowercase letters, digits and '-'",
+                "rename the department",
+            ));
+        }
+        let kind = cx.registry.get(&self.kind);
+        if kind.is_none() {
+            let known: Vec<_> = cx.registry.kinds().collect();
+            errors.push(ConfigError::new(
+                file,
+                "kind",
+                format!("unknown adapter kind `{}`", self.kind),
+                format!("use one of: {}", known.join(", ")),
+            ));
+        }
+        let target = match UpstreamTarget::parse(&self.base_url) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                errors.push(e.to_config_error(file, "base_url"));
+                None
+            }
+        };
+        let auth = match &self.upstream_auth {
+            Some(raw) => compile_auth(raw, cx, &mut errors),
+            None => None,
+        };
+        let (Some((kind_name, compile)), Some(target)) = (kind, target) else {
+            return Err(errors);
+        };
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let kcx = KindContext {
+            file,
+            department: &self.department,
+            datasets: cx.datasets,
+            base_path: &target.base_path,
+            auth_header: auth
+                .as_ref()
+                .and_then(|a| a.header.as_ref().map(|(n, _)| n)),
+        };
+        let compiled = compile(&kcx, self.section.clone())?;
+        Ok(DepartmentAdapter::new(
+            self.department.clone(),
+            kind_name,
+            target,
+            auth,
+            compiled.datasets,
+            compiled.adapter,
+        ))
+    }
+}
+
+fn too_big(file: &Path) -> ConfigError {
+    ConfigError::new(
+        file,
+        "(document)",
+        format!("adapter files are limited to {MAX_SPEC_BYTES} bytes"),
+        "split or shorten the file",
+    )
+}
+
+fn compile_auth(
+    raw: &RawUpstreamAuth,
+    cx: &CompileContext<'_>,
+    errors: &mut ConfigErrors,
+) -> Option<UpstreamAuth> {
+    let file = cx.file;
+    let start = errors.0.len();
+    let header = match (&raw.header, &raw.secret_env) {
+        (Some(h), Some(env)) => {
+            let prefix = format!(
+                "ONEWINDOW_{}_",
+                cx.expected_department
+                    .to_ascii_uppercase()
+                    .replace('-', "_")
+            );
+            let env_ok = env.starts_with(&prefix)
+                && env.len() > prefix.len()
+                && env
+                    .bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
+            let name = HeaderName::from_bytes(h.as_bytes()).ok();
+            if name.as_ref().is_none_or(|n| is_reserved_header(n.as_str())) {
+                errors.push(ConfigError::new(
+                    file,
+                    "upstream_auth.header",
+                    format!("`{h}` is not a usable header name"),
+                    "use a token header name such as X-Api-Key (not Host, Content-Length, ...)",
+                ));
+            }
+            if !env_ok {
+                // A department admin must not be able to send the gateway's
+                // other secrets (cloud keys, ...) to its own server.
+                errors.push(ConfigError::new(
+                    file,
+                    "upstream_auth.secret_env",
+                    format!("`{env}` is not one of this department's variables"),
+                    format!("name a variable starting with {prefix}, e.g. {prefix}KEY"),
+                ));
+                None
+            } else {
+                match ((cx.secret)(env), name) {
+                    (Some(secret), Some(name)) => match HeaderValue::from_str(&secret) {
+                        Ok(mut v) => {
+                            v.set_sensitive(true);
+                            Some((name, v))
+                        }
+                        Err(_) => {
+                            errors.push(ConfigError::new(
+                                file,
+                                "upstream_auth.secret_env",
+                                format!("the value of `{env}` is not a valid header value"),
+                                "set it to visible ASCII without line breaks",
+                            ));
+                            None
+                        }
+                    },
+                    (None, _) => {
+                        errors.push(ConfigError::new(
+                            file,
+                            "upstream_auth.secret_env",
+                            format!("environment variable `{env}` is not set"),
+                            format!("export {env} before starting the gateway"),
+                        ));
+                        None
+                    }
+                    (Some(_), None) => None,
+                }
+            }
+        }
+        (None, None) => None,
+        _ => {
+            errors.push(ConfigError::new(
+                file,
+                "upstream_auth",
+                "`header` and `secret_env` go together",
+                "set both or neither",
+            ));
+            None
+        }
+    };
+    let mut path = |field: &str, v: &Option<String>| -> Option<PathBuf> {
+        let v = v.as_ref()?;
+        let p = Path::new(v);
+        let ok = p.starts_with("certs")
+            && p.components().all(|c| matches!(c, Component::Normal(_)))
+            && p.components().count() > 1;
+        if !ok {
+            errors.push(ConfigError::new(
+                file,
+                format!("upstream_auth.{field}"),
+                format!("`{v}` is not a path under certs/"),
+                "put the department's client certificate and key under certs/",
+            ));
+        }
+        Some(p.to_path_buf())
+    };
+    let client_cert = path("client_cert", &raw.client_cert);
+    let client_key = path("client_key", &raw.client_key);
+    if client_cert.is_some() != client_key.is_some() {
+        errors.push(ConfigError::new(
+            file,
+            "upstream_auth",
+            "`client_cert` and `client_key` go together",
+            "set both or neither",
+        ));
+    }
+    if errors.0.len() > start {
+        return None;
+    }
+    Some(UpstreamAuth {
+        header,
+        secret_env: raw.secret_env.clone(),
+        client_cert,
+        client_key,
+    })
+}
+
+/// Headers a template may not set: framing, routing and hop-by-hop headers,
+/// which belong to the upstream client.
+pub fn is_reserved_header(name: &str) -> bool {
+    matches!(
+        name,
+        "host"
+            | "content-length"
+            | "transfer-encoding"
+            | "connection"
+            | "keep-alive"
+            | "upgrade"
+            | "te"
+            | "trailer"
+            | "proxy-authorization"
+            | "proxy-connection"
+            | "content-type"
+            | "expect"
+            | "soapaction"
+    )
+}
+
+/// Pulls the field name out of serde messages such as "unknown field `x`".
+fn field_from_message(message: &str) -> Option<String> {
+    let start = message.find('`')? + 1;
+    let end = start + message[start..].find('`')?;
+    Some(message[start..end].to_string())
+}
+
+impl KindContext<'_> {
+    /// A configuration error on `field` of this file.
+    pub fn err(
+        &self,
+        field: impl Into<String>,
+        problem: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> ConfigError {
+        ConfigError::new(self.file, field, problem, fix)
+    }
+
+    /// Deserializes the kind's section into its raw type (which should deny
+    /// unknown fields), naming the offending key.
+    pub fn parse_section<T: DeserializeOwned>(
+        &self,
+        section: Map<String, Value>,
+    ) -> Result<T, ConfigErrors> {
+        serde_json::from_value(Value::Object(section)).map_err(|e| {
+            let msg = e.to_string();
+            let fix = if msg.contains("unknown field") {
+                "remove the key or correct its spelling"
+            } else if msg.contains("missing field") {
+                "add the missing key"
+            } else {
+                "correct the value to the documented type"
+            };
+            self.err(
+                field_from_message(&msg).unwrap_or_else(|| "(document)".into()),
+                msg,
+                fix,
+            )
+            .into()
+        })
+    }
+
+    /// The dataset `name`, if it exists and this department owns it.
+    pub fn dataset(&self, name: &str, errors: &mut ConfigErrors) -> Option<Arc<DatasetSpec>> {
+        match self.datasets.get(name) {
+            None => {
+                errors.push(self.err(
+                    format!("datasets.{name}"),
+                    format!("`{name}` is not a dataset of datasets.toml"),
+                    "declare it in config/datasets.toml or correct the name",
+                ));
+                None
+            }
+            Some(d) if d.department != self.department => {
+                errors.push(self.err(
+                    format!("datasets.{name}"),
+                    format!(
+                        "dataset `{name}` belongs to `{}`, not `{}`",
+                        d.department, self.department
+                    ),
+                    "a department may only adapt its own datasets",
+                ));
+                None
+            }
+            Some(d) => Some(d.clone()),
+        }
+    }
+
+    /// Checks that `mapped` names only canonical fields of `ds` and covers all
+    /// required ones. `at` is the dotted path of the fields table.
+    pub fn check_fields<'m>(
+        &self,
+        ds: &DatasetSpec,
+        mapped: impl Iterator<Item = &'m str> + Clone,
+        at: &str,
+        errors: &mut ConfigErrors,
+    ) {
+        for m in mapped.clone() {
+            if ds.field(m).is_none() {
+                let known: Vec<_> = ds.fields.iter().map(|f| f.name.as_str()).collect();
+                errors.push(self.err(
+                    format!("{at}.{m}"),
+                    format!("`{m}` is not a canonical field of `{}`", ds.name),
+                    format!("map one of: {}", known.join(", ")),
+                ));
+            }
+        }
+        for f in ds.fields.iter().filter(|f| f.required) {
+            if !mapped.clone().any(|m| m == f.name) {
+                errors.push(self.err(
+                    format!("{at}.{}", f.name),
+                    format!("required canonical field `{}` is not mapped", f.name),
+                    "map it to the department's field",
+                ));
+            }
+        }
+    }
+
+    /// Compiles a value map (`map = { "存续" = "active" }`): every value must
+    /// be of the field's type.
+    pub fn value_map(
+        &self,
+        raw: &BTreeMap<String, Value>,
+        ty: FieldType,
+        at: &str,
+        errors: &mut ConfigErrors,
+    ) -> Vec<(String, Value)> {
+        let mut out = Vec::new();
+        for (k, v) in raw {
+            if ty.accepts(v) {
+                out.push((k.clone(), v.clone()));
+            } else {
+                errors.push(self.err(
+                    format!("{at}.{k}"),
+                    format!("{v} is not a valid {}", type_name(ty)),
+                    "map department values to values of the canonical field's type",
+                ));
+            }
+        }
+        out
+    }
+
+    /// Checks a header name a template sets.
+    pub fn header_name(
+        &self,
+        name: &str,
+        at: &str,
+        errors: &mut ConfigErrors,
+    ) -> Option<HeaderName> {
+        match HeaderName::from_bytes(name.as_bytes()) {
+            Ok(n) if !is_reserved_header(n.as_str()) && Some(&n) != self.auth_header => Some(n),
+            _ => {
+                errors.push(self.err(
+                    at,
+                    format!("`{name}` cannot be set by a template"),
+                    "use a valid header name other than Host, Content-Length, Content-Type, \
+                     Connection, SOAPAction or the upstream auth header",
+                ));
+                None
+            }
+        }
+    }
+}
+
+/// Lowercase name of a canonical type.
+pub fn type_name(ty: FieldType) -> &'static str {
+    match ty {
+        FieldType::String => "string",
+        FieldType::Date => "date",
+        FieldType::Integer => "integer",
+        FieldType::Number => "number",
+        FieldType::Boolean => "boolean",
+        FieldType::Array => "array",
+        FieldType::Object => "object",
+    }
+}
+
+/// Looks a department value up in a compiled value map.
+pub(crate) fn lookup_map<'m>(map: &'m [(String, Value)], key: &str) -> Option<&'m Value> {
+    map.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+}
