@@ -77,12 +77,81 @@ pub enum GatewayError {
     /// The request itself is bad.
     #[error(transparent)]
     Request(#[from] RequestError),
+    /// No valid credentials.
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthError),
+    /// Authenticated but not allowed.
+    #[error(transparent)]
+    Access(#[from] crate::auth::AccessError),
+    /// An unusable X-Purpose / X-End-User / X-Case-Id header.
+    #[error(transparent)]
+    Attribution(#[from] crate::auth::AttributionError),
+    /// A rate limit refused the request.
+    #[error(transparent)]
+    RateLimited(#[from] crate::protect::RateLimited),
+    /// A department's bulkhead or breaker refused the call.
+    #[error(transparent)]
+    Protect(#[from] crate::protect::ProtectError),
+    /// The adapter could not translate the request or the reply.
+    #[error(transparent)]
+    Adapter(#[from] crate::adapter::AdapterError),
     /// A department failed.
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
+    /// The audit log could not record the decision.
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
+    /// A malformed scenario request.
+    #[error(transparent)]
+    Scenario(#[from] crate::scenario::ScenarioError),
+    /// A refused adapter registration (admin PUT).
+    #[error("invalid adapter: {0}")]
+    InvalidAdapter(crate::config::ConfigErrors),
+    /// A refused reload; the running configuration is kept.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(crate::config::ConfigErrors),
+    /// An error shared by coalesced callers (the cache's single load).
+    #[error("{0}")]
+    Shared(std::sync::Arc<dyn std::error::Error + Send + Sync>),
     /// The gateway itself failed; details are logged, never answered.
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl From<crate::protect::BulkheadFull> for GatewayError {
+    fn from(e: crate::protect::BulkheadFull) -> Self {
+        GatewayError::Protect(e.into())
+    }
+}
+
+impl From<crate::protect::BreakerOpen> for GatewayError {
+    fn from(e: crate::protect::BreakerOpen) -> Self {
+        GatewayError::Protect(e.into())
+    }
+}
+
+impl crate::cache::StaleEligible for GatewayError {
+    /// A department that failed, timed out or is shielded by its breaker may
+    /// be stood in for by a stale record; answers (not found, refusals) may not.
+    fn allows_stale(&self) -> bool {
+        use crate::adapter::AdapterError as A;
+        match self {
+            GatewayError::Upstream(
+                UpstreamError::Broken(_)
+                | UpstreamError::Timeout(_)
+                | UpstreamError::ReplyTooLarge { .. },
+            ) => true,
+            GatewayError::Protect(_) => true,
+            GatewayError::Adapter(a) => matches!(
+                a,
+                A::DepartmentStatus(_)
+                    | A::DepartmentFault { .. }
+                    | A::MalformedReply(_)
+                    | A::ReplyTooLarge { .. }
+            ),
+            _ => false,
+        }
+    }
 }
 
 /// The parts of an answer an error decides: status, problem type, title, the
@@ -151,6 +220,136 @@ impl GatewayError {
                     format!("department `{d}` has no adapter registered"),
                 ),
             },
+            G::Auth(e) => {
+                return Problem {
+                    status: StatusCode::UNAUTHORIZED,
+                    kind: "invalid-token",
+                    detail: match e {
+                        crate::auth::AuthError::Missing => "a bearer token is required",
+                        crate::auth::AuthError::Expired => "the token has expired",
+                        crate::auth::AuthError::Malformed(_)
+                        | crate::auth::AuthError::Invalid(_)
+                        | crate::auth::AuthError::IssuerKeysUnavailable(_)
+                        | crate::auth::AuthError::CertBindingMismatch
+                        | crate::auth::AuthError::Setup(_) => "the bearer token is not valid",
+                    }
+                    .to_string(),
+                    headers: vec![(
+                        header::WWW_AUTHENTICATE,
+                        HeaderValue::from_static("Bearer error=\"invalid_token\""),
+                    )],
+                };
+            }
+            G::Access(e) => match e {
+                crate::auth::AccessError::PurposeRequired => {
+                    (StatusCode::BAD_REQUEST, "purpose-required", e.to_string())
+                }
+                crate::auth::AccessError::PurposeNotGranted(_)
+                | crate::auth::AccessError::DatasetNotGranted(_)
+                | crate::auth::AccessError::ScenarioNotGranted(_)
+                | crate::auth::AccessError::ProxyNotGranted { .. }
+                | crate::auth::AccessError::RoleRequired(_)
+                | crate::auth::AccessError::NotDepartmentAdmin(_) => {
+                    (StatusCode::FORBIDDEN, "not-granted", e.to_string())
+                }
+            },
+            G::Attribution(e) => (StatusCode::BAD_REQUEST, "bad-attribution", e.to_string()),
+            G::RateLimited(e) => {
+                let mut h = http::HeaderMap::new();
+                e.apply_headers(&mut h);
+                return Problem {
+                    status: StatusCode::TOO_MANY_REQUESTS,
+                    kind: "rate-limited",
+                    detail: format!("{e}; retry after {} s", e.retry_after_secs()),
+                    headers: h.into_iter().filter_map(|(k, v)| Some((k?, v))).collect(),
+                };
+            }
+            G::Protect(e) => {
+                let mut h = http::HeaderMap::new();
+                e.apply_headers(&mut h);
+                let kind = match e {
+                    crate::protect::ProtectError::RateLimited(_) => "rate-limited",
+                    crate::protect::ProtectError::BulkheadFull(_) => "department-busy",
+                    crate::protect::ProtectError::BreakerOpen(_) => "department-unavailable",
+                };
+                let status = match e {
+                    crate::protect::ProtectError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+                    crate::protect::ProtectError::BulkheadFull(_)
+                    | crate::protect::ProtectError::BreakerOpen(_) => {
+                        StatusCode::SERVICE_UNAVAILABLE
+                    }
+                };
+                return Problem {
+                    status,
+                    kind,
+                    detail: e.to_string(),
+                    headers: h.into_iter().filter_map(|(k, v)| Some((k?, v))).collect(),
+                };
+            }
+            G::Adapter(e) => {
+                use crate::adapter::AdapterError as A;
+                match e {
+                    A::RecordNotFound => (
+                        StatusCode::NOT_FOUND,
+                        "record-not-found",
+                        "the department has no such record".to_string(),
+                    ),
+                    A::UnknownDataset(_) => (StatusCode::NOT_FOUND, "not-found", e.to_string()),
+                    A::MissingInput(_) | A::InvalidInput { .. } => {
+                        (StatusCode::BAD_REQUEST, "bad-request", e.to_string())
+                    }
+                    A::DepartmentStatus(_)
+                    | A::DepartmentFault { .. }
+                    | A::MalformedReply(_)
+                    | A::ReplyTooLarge { .. }
+                    | A::FieldMissing { .. }
+                    | A::FieldType { .. } => (
+                        StatusCode::BAD_GATEWAY,
+                        "department-error",
+                        "the department's system did not give a usable answer".to_string(),
+                    ),
+                }
+            }
+            G::Audit(e) => match e {
+                crate::audit::AuditError::BadQuery(_) => {
+                    (StatusCode::BAD_REQUEST, "bad-query", e.to_string())
+                }
+                crate::audit::AuditError::Unavailable
+                | crate::audit::AuditError::Io { .. }
+                | crate::audit::AuditError::Key { .. }
+                | crate::audit::AuditError::Corrupt { .. } => {
+                    return Problem {
+                        status: StatusCode::SERVICE_UNAVAILABLE,
+                        kind: "audit-unavailable",
+                        detail: "the audit log cannot record this access right now".to_string(),
+                        headers: vec![retry_after(Duration::from_secs(5))],
+                    };
+                }
+            },
+            G::Scenario(e) => (
+                StatusCode::BAD_REQUEST,
+                "bad-scenario-request",
+                e.to_string(),
+            ),
+            G::InvalidAdapter(e) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-adapter",
+                e.to_string(),
+            ),
+            G::InvalidConfig(e) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-configuration",
+                e.to_string(),
+            ),
+            G::Shared(e) => {
+                let inner = e
+                    .downcast_ref::<crate::cache::LoadFailed>()
+                    .and_then(|l| l.inner.downcast_ref::<GatewayError>());
+                return match inner {
+                    Some(g) => g.problem(),
+                    None => GatewayError::Internal(e.to_string()).problem(),
+                };
+            }
             G::Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",

@@ -2,18 +2,23 @@
 //!
 //! The crate is organised by concern; see DESIGN.md for the request flow.
 
+pub mod adapter;
+pub mod admin;
+pub mod app;
+pub mod audit;
+pub mod auth;
 pub mod cache;
 pub mod certs;
-pub mod auth;
-pub mod audit;
-pub mod adapter;
 pub mod config;
 pub mod demo;
 pub mod error;
 pub mod metrics;
+pub mod openapi;
 pub mod path;
+pub mod pipeline;
+pub mod protect;
 pub mod routing;
 pub mod scenario;
 pub mod server;
+pub mod state;
 pub mod upstream;
-pub mod protect;

@@ -1,5 +1,453 @@
-//! The `onewindow` command line.
+//! The `onewindow` command line: parse, load config, run.
 
-fn main() {
-    println!("onewindow");
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use onewindow::app::{self, Overrides, Running};
+
+#[derive(Parser)]
+#[command(
+    name = "onewindow",
+    version,
+    about = "Data-sharing integration gateway for government services"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Args, Clone, Default)]
+struct ServeArgs {
+    /// gateway.toml; other files are found through its [paths].
+    #[arg(long, global = true, default_value = "config/gateway.toml")]
+    config: PathBuf,
+    /// Plain-HTTP data-plane listener (benchmarks, behind a TLS-terminating balancer).
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+    /// Admin listener.
+    #[arg(long)]
+    admin_listen: Option<std::net::SocketAddr>,
+    /// State directory (audit log).
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+    /// Log as JSON lines instead of text.
+    #[arg(long)]
+    log_json: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway (the default).
+    Serve,
+    /// Validate gateway.toml, clients, datasets, scenarios and adapters.
+    Check,
+    /// Mint a token from the demo issuer; prints the token alone on stdout.
+    Token {
+        /// Subject (the client id, e.g. portal-binhai).
+        #[arg(long)]
+        sub: String,
+        /// Role claim, repeatable (platform-admin, department-admin, auditor).
+        #[arg(long = "role")]
+        roles: Vec<String>,
+        /// Department claim (for department-admin).
+        #[arg(long)]
+        department: Option<String>,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl: u64,
+    },
+    /// Audit log tools for security teams.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Development certificates.
+    Certs {
+        #[command(subcommand)]
+        command: CertsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Verify hashes, links, sequence numbers and checkpoint signatures.
+    /// Exit 0 when intact; 1 and the first bad record otherwise.
+    Verify {
+        /// Files to verify (default: every file of <data-dir>/audit).
+        files: Vec<PathBuf>,
+    },
+    /// Print matching records as JSON Lines.
+    Query {
+        /// Client id.
+        #[arg(long)]
+        client: Option<String>,
+        /// Plain subject id (the gateway computes its reference).
+        #[arg(long)]
+        subject: Option<String>,
+        /// Dataset.
+        #[arg(long)]
+        dataset: Option<String>,
+        /// Scenario.
+        #[arg(long)]
+        scenario: Option<String>,
+        /// Department.
+        #[arg(long)]
+        department: Option<String>,
+        /// Service case id.
+        #[arg(long)]
+        case: Option<String>,
+        /// allow, deny or error.
+        #[arg(long)]
+        decision: Option<String>,
+        /// Action, e.g. dataset.read.
+        #[arg(long)]
+        action: Option<String>,
+        /// RFC 3339 time, inclusive.
+        #[arg(long)]
+        since: Option<String>,
+        /// RFC 3339 time, exclusive.
+        #[arg(long)]
+        until: Option<String>,
+        /// Most records to print.
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+}
+
+#[derive(Subcommand)]
+enum CertsCommand {
+    /// (Re)generate the development CA and server certificate.
+    Dev,
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        b.json().init();
+    } else {
+        b.init();
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("onewindow: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async move {
+        match cli.command.unwrap_or(Command::Serve) {
+            Command::Serve => {
+                init_logging(cli.serve.log_json);
+                serve(cli.serve).await
+            }
+            Command::Check => check(&cli.serve),
+            Command::Token {
+                sub,
+                roles,
+                department,
+                ttl,
+            } => token(&cli.serve, &sub, &roles, department.as_deref(), ttl),
+            Command::Audit { command } => audit(&cli.serve, command).await,
+            Command::Certs {
+                command: CertsCommand::Dev,
+            } => certs_dev(&cli.serve),
+        }
+    })
+}
+
+fn overrides(a: &ServeArgs) -> Overrides {
+    Overrides {
+        listen: a.listen,
+        admin_listen: a.admin_listen,
+        tls_listen: None,
+        data_dir: a.data_dir.clone(),
+    }
+}
+
+async fn serve(args: ServeArgs) -> ExitCode {
+    let running = match Running::start(&args.config, overrides(&args)).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("onewindow: cannot start:\n{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(a) = running.tls_addr {
+        tracing::info!("data plane (TLS) listening on https://{a}");
+    }
+    if let Some(a) = running.plain_addr {
+        tracing::info!("data plane (plain) listening on http://{a}");
+    }
+    if let Some(a) = running.admin_addr {
+        tracing::info!("admin plane listening on http://{a}");
+    }
+    for (d, a) in &running.demo_addrs {
+        tracing::info!("simulated department {d} on http://{a}");
+    }
+    if !running.demo_addrs.is_empty() {
+        print_demo_hint(&args, &running);
+    }
+    wait_for_signals(&running).await;
+    tracing::info!("shutting down: draining in-flight requests");
+    running.stop().await;
+    tracing::info!("stopped");
+    ExitCode::SUCCESS
+}
+
+fn print_demo_hint(args: &ServeArgs, running: &Running) {
+    let certs_dir = running.data.state.load().settings.server.certs_dir.clone();
+    let Ok((issuer, _)) = onewindow::auth::DemoIssuer::load_or_generate(&certs_dir) else {
+        return;
+    };
+    let Ok(token) = issuer.mint("portal-binhai", &[], None, Duration::from_secs(3600)) else {
+        return;
+    };
+    let (base, ca) = match (running.tls_addr, running.plain_addr) {
+        (Some(a), _) => (
+            format!("https://localhost:{}", a.port()),
+            format!(
+                " --cacert {}",
+                onewindow::certs::dev_ca_path(&certs_dir).display()
+            ),
+        ),
+        (None, Some(a)) => (format!("http://{a}"), String::new()),
+        _ => return,
+    };
+    let _ = args;
+    eprintln!(
+        "\nTry it (token for portal-binhai, valid 1 h):\n\n  curl{ca} -H 'Authorization: Bearer {token}' -H 'X-Purpose: service-handling' {base}/v1/datasets/business-licence/91120116MA07Q8XJ2K\n"
+    );
+}
+
+#[cfg(unix)]
+async fn wait_for_signals(running: &Running) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => return,
+            _ = int.recv() => return,
+            _ = hup.recv() => match running.admin.reload().await {
+                Ok(()) => tracing::info!("SIGHUP: configuration reloaded"),
+                Err(e) => tracing::error!("SIGHUP: configuration refused, keeping the running one:\n{e}"),
+            },
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signals(_running: &Running) {
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+fn check(args: &ServeArgs) -> ExitCode {
+    if let Err(e) = app::prepare_dev_material(&args.config) {
+        eprintln!("{e}");
+        return ExitCode::FAILURE;
+    }
+    match app::load(&args.config, &overrides(args)) {
+        Ok(l) => {
+            println!(
+                "{}: ok ({} departments, {} datasets, {} scenarios, {} adapters)",
+                args.config.display(),
+                l.settings.departments.len(),
+                l.datasets.len(),
+                l.scenarios.iter().count(),
+                l.adapters.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn token(
+    args: &ServeArgs,
+    sub: &str,
+    roles: &[String],
+    department: Option<&str>,
+    ttl: u64,
+) -> ExitCode {
+    let certs_dir = app::dirs(&args.config, args.data_dir.as_deref()).1;
+    let issuer = match onewindow::auth::DemoIssuer::load_or_generate(&certs_dir) {
+        Ok((i, _)) => i,
+        Err(e) => {
+            eprintln!("onewindow token: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match issuer.mint(sub, roles, department, Duration::from_secs(ttl)) {
+        Ok(t) => {
+            println!("{t}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("onewindow token: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn certs_dev(args: &ServeArgs) -> ExitCode {
+    let (_, certs_dir) = app::dirs(&args.config, None);
+    let cert = certs_dir.join("dev-server.crt");
+    let key = certs_dir.join("dev-server.key");
+    match onewindow::certs::ensure_dev_server_cert(&certs_dir, &cert, &key, true) {
+        Ok(_) => {
+            println!(
+                "wrote {} and {} (CA {})",
+                cert.display(),
+                key.display(),
+                onewindow::certs::dev_ca_path(&certs_dir).display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("onewindow certs dev: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn audit(args: &ServeArgs, command: AuditCommand) -> ExitCode {
+    use onewindow::audit;
+    let (data_dir, certs_dir) = app::dirs(&args.config, args.data_dir.as_deref());
+    let audit_dir = data_dir.join("audit");
+    match command {
+        AuditCommand::Verify { files } => {
+            let files = if files.is_empty() {
+                match audit::log_files(&audit_dir) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        eprintln!("onewindow audit verify: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            } else {
+                files
+            };
+            let key = match audit::load_public_key(&certs_dir.join("audit-signing.pub")) {
+                Ok(k) => k,
+                Err(e) => {
+                    eprintln!("onewindow audit verify: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match audit::verify(&files, &key, true) {
+                Ok(report) => {
+                    println!(
+                        "intact: {} records in {} files, seq {}..={}, {} signed checkpoints (last at {}), head {}",
+                        report.records,
+                        report.files,
+                        report.first_seq,
+                        report.last_seq,
+                        report.checkpoints,
+                        report
+                            .last_checkpoint_seq
+                            .map_or("-".to_string(), |s| s.to_string()),
+                        report.last_hash
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(f) => {
+                    println!("BROKEN: {f}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        AuditCommand::Query {
+            client,
+            subject,
+            dataset,
+            scenario,
+            department,
+            case,
+            decision,
+            action,
+            since,
+            until,
+            limit,
+        } => {
+            let key = match audit::SubjectKey::load(&certs_dir) {
+                Ok(k) => k,
+                Err(e) => {
+                    eprintln!("onewindow audit query: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let filter = audit::Filter {
+                client,
+                subject,
+                dataset,
+                scenario,
+                department,
+                case_id: case,
+                decision,
+                action,
+                since,
+                until,
+            };
+            let filter = match filter.compile(&key) {
+                Ok(f) => f,
+                Err(e) => {
+                    eprintln!("onewindow audit query: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let iter = match audit::QueryIter::new(&audit_dir, filter, None) {
+                Ok(i) => i,
+                Err(e) => {
+                    eprintln!("onewindow audit query: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            use std::io::Write;
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            for (n, rec) in iter.enumerate() {
+                if limit.is_some_and(|l| n >= l) {
+                    break;
+                }
+                match rec {
+                    Ok(r) => {
+                        if serde_json::to_writer(&mut out, &r).is_err() || writeln!(out).is_err() {
+                            return ExitCode::FAILURE;
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("onewindow audit query: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            }
+            let _ = out.flush();
+            ExitCode::SUCCESS
+        }
+    }
 }

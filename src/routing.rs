@@ -72,7 +72,13 @@ pub const DATA_ROUTES: &[(&str, &[&str])] = &[
 const PROXY_METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"];
 
 /// Route ids in the order of [`DATA_ROUTES`].
-const IDS: [Id; 5] = [Id::Catalog, Id::Dataset, Id::Scenario, Id::ProxyRoot, Id::Proxy];
+const IDS: [Id; 5] = [
+    Id::Catalog,
+    Id::Dataset,
+    Id::Scenario,
+    Id::ProxyRoot,
+    Id::Proxy,
+];
 
 /// The data-plane router, built once.
 #[derive(Debug)]

@@ -14,7 +14,7 @@ pub fn now_rfc3339() -> String {
 }
 
 /// Formats microseconds since the Unix epoch as RFC 3339 UTC with microseconds.
-pub(crate) fn format_rfc3339_micros(micros: i64) -> String {
+pub fn format_rfc3339_micros(micros: i64) -> String {
     let secs = micros.div_euclid(1_000_000);
     let frac = micros.rem_euclid(1_000_000);
     let days = secs.div_euclid(86_400);

@@ -24,7 +24,7 @@ use crate::server::{ConnInfo, Handler, serve};
 pub enum Sim {
     /// Market supervision: REST JSON with pinyin-initial field names.
     MarketSupervision,
-    /// Health commission: REST JSON, nested camelCase `{"status", "result"}`.
+    /// Health commission: REST JSON, camelCase inside `{"code", "message", "result"}`.
     HealthCommission,
     /// Fire and rescue: SOAP 1.1.
     FireRescue,
@@ -53,8 +53,8 @@ impl Sim {
         body: &[u8],
     ) -> (StatusCode, &'static str, String) {
         match self {
-            Sim::MarketSupervision => data::market_supervision(method, path),
-            Sim::HealthCommission => data::health_commission(method, path, query),
+            Sim::MarketSupervision => data::market_supervision(method, path, query),
+            Sim::HealthCommission => data::health_commission(method, path, body),
             Sim::FireRescue => data::fire_rescue(method, path, body),
             Sim::PublicSecurity => data::public_security(method, path, query),
         }

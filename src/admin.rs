@@ -1,0 +1,620 @@
+//! The admin plane, on its own listener: health, readiness, metrics, the
+//! OpenAPI document, adapter registration by departments, cache revocation,
+//! audit queries and verification, and config reload.
+//!
+//! Every endpoint but health, readiness, metrics and the OpenAPI document
+//! needs a token; roles come from its `roles` claim. Every change is audited.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use serde::Deserialize;
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+use crate::adapter::{AdapterRegistry, AdapterSpec, CompileContext};
+use crate::app::{Overrides, department_client};
+use crate::audit::{Action, AuditEvent, AuditLog, Decision, Filter};
+use crate::auth::{AccessError, Principal, Role};
+use crate::cache::SharedCache;
+use crate::error::{GatewayError, RequestError};
+use crate::metrics::Metrics;
+use crate::pipeline::{RequestIds, json_response, read_body};
+use crate::server::{ConnInfo, Handler};
+use crate::state::State;
+
+type Resp = Response<Full<Bytes>>;
+
+/// Most bytes of an adapter file accepted by PUT.
+pub const MAX_ADAPTER_BYTES: usize = 256 * 1024;
+
+/// The admin plane.
+pub struct AdminPlane {
+    state: Arc<ArcSwap<State>>,
+    audit: AuditLog,
+    cache: Arc<SharedCache>,
+    metrics: Arc<Metrics>,
+    config: PathBuf,
+    overrides: Overrides,
+    shutdown: tokio_util::sync::CancellationToken,
+    /// Serialises changes (adapter PUT/DELETE, reload) so two cannot race.
+    changes: Mutex<()>,
+    ids: RequestIds,
+    router: matchit::Router<AdminRoute>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AdminRoute {
+    Healthz,
+    Readyz,
+    Metrics,
+    OpenApi,
+    Adapters,
+    Adapter,
+    CacheInvalidate,
+    Audit,
+    AuditVerify,
+    Reload,
+    Departments,
+}
+
+/// Admin routes (path, route); the OpenAPI document is checked against this list.
+const ROUTES: &[(&str, AdminRoute)] = &[
+    ("/healthz", AdminRoute::Healthz),
+    ("/readyz", AdminRoute::Readyz),
+    ("/metrics", AdminRoute::Metrics),
+    ("/admin/openapi.json", AdminRoute::OpenApi),
+    ("/admin/adapters", AdminRoute::Adapters),
+    ("/admin/adapters/{department}", AdminRoute::Adapter),
+    ("/admin/cache/invalidate", AdminRoute::CacheInvalidate),
+    ("/admin/audit", AdminRoute::Audit),
+    ("/admin/audit/verify", AdminRoute::AuditVerify),
+    ("/admin/reload", AdminRoute::Reload),
+    ("/admin/departments", AdminRoute::Departments),
+];
+
+/// Paths and methods of the admin plane, for the OpenAPI drift test.
+pub fn admin_routes() -> Vec<(&'static str, &'static [&'static str])> {
+    ROUTES.iter().map(|(p, r)| (*p, methods_of(*r))).collect()
+}
+
+fn methods_of(r: AdminRoute) -> &'static [&'static str] {
+    match r {
+        AdminRoute::Healthz
+        | AdminRoute::Readyz
+        | AdminRoute::Metrics
+        | AdminRoute::OpenApi
+        | AdminRoute::Adapters
+        | AdminRoute::Audit
+        | AdminRoute::AuditVerify
+        | AdminRoute::Departments => &["GET"],
+        AdminRoute::Adapter => &["GET", "PUT", "DELETE"],
+        AdminRoute::CacheInvalidate | AdminRoute::Reload => &["POST"],
+    }
+}
+
+impl AdminPlane {
+    /// Assembles the admin plane.
+    pub fn new(
+        state: Arc<ArcSwap<State>>,
+        audit: AuditLog,
+        cache: Arc<SharedCache>,
+        metrics: Arc<Metrics>,
+        config: PathBuf,
+        overrides: Overrides,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> Self {
+        let mut router = matchit::Router::new();
+        for (p, r) in ROUTES {
+            if let Err(e) = router.insert(*p, *r) {
+                tracing::error!(route = p, error = %e, "admin route conflict");
+            }
+        }
+        Self {
+            state,
+            audit,
+            cache,
+            metrics,
+            config,
+            overrides,
+            shutdown,
+            changes: Mutex::new(()),
+            ids: RequestIds::default(),
+            router,
+        }
+    }
+
+    /// Reloads every configuration file from disk; an invalid configuration is
+    /// refused and the running one kept.
+    pub async fn reload(&self) -> Result<(), crate::config::ConfigErrors> {
+        let _g = self.changes.lock().await;
+        let loaded = crate::app::load(&self.config, &self.overrides)?;
+        let new = crate::app::build_state(loaded, &self.shutdown).await?;
+        let old = self.state.swap(Arc::new(new));
+        old.auth.stop();
+        tracing::info!("configuration reloaded");
+        Ok(())
+    }
+}
+
+impl Handler for AdminPlane {
+    async fn handle(self: Arc<Self>, req: Request<Incoming>, conn: Arc<ConnInfo>) -> Resp {
+        let request_id = self.ids.from_headers(req.headers());
+        let mut resp = match self.process(req, &conn, &request_id).await {
+            Ok(r) => r,
+            Err(e) => e.problem().into_response(&request_id),
+        };
+        if let Ok(v) = HeaderValue::from_str(&request_id) {
+            resp.headers_mut().insert("x-request-id", v);
+        }
+        resp.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        resp
+    }
+}
+
+/// An admin change, for the audit record.
+struct Change<'a> {
+    action: &'static str,
+    principal: &'a Principal,
+    department: Option<String>,
+    dataset: Option<String>,
+    subject: Option<String>,
+    request_id: &'a str,
+    started: Instant,
+}
+
+impl AdminPlane {
+    async fn process(
+        &self,
+        req: Request<Incoming>,
+        conn: &ConnInfo,
+        request_id: &str,
+    ) -> Result<Resp, GatewayError> {
+        let path = crate::path::normalise(req.uri().path())?;
+        let m = self
+            .router
+            .at(&path)
+            .map_err(|_| RequestError::NotFound("no such admin route".into()))?;
+        let route = *m.value;
+        let department = m.params.get("department").map(str::to_string);
+        if !methods_of(route).contains(&req.method().as_str()) {
+            return Err(RequestError::MethodNotAllowed.into());
+        }
+        let state = self.state.load_full();
+        match route {
+            AdminRoute::Healthz => return Ok(text(StatusCode::OK, "ok\n", "text/plain")),
+            AdminRoute::Readyz => return Ok(self.readyz(&state)),
+            AdminRoute::Metrics => {
+                return Ok(text(
+                    StatusCode::OK,
+                    &self.metrics.encode(),
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ));
+            }
+            AdminRoute::OpenApi => {
+                return Ok(json_response(StatusCode::OK, &crate::openapi::document()));
+            }
+            _ => {}
+        }
+        // Everything else needs a verified token.
+        state.protect.ip_blocked(conn.peer.ip())?;
+        let mut auths = req.headers().get_all(header::AUTHORIZATION).iter();
+        let authorization = auths.next();
+        if auths.next().is_some() {
+            return Err(
+                crate::auth::AuthError::malformed("more than one Authorization header").into(),
+            );
+        }
+        let principal = match state
+            .auth
+            .authenticate(authorization, conn.client_cert_sha256.as_ref())
+            .await
+        {
+            Ok(p) => p,
+            Err(e) => {
+                state.protect.record_auth_failure(conn.peer.ip())?;
+                return Err(e.into());
+            }
+        };
+        let started = Instant::now();
+        let change = |action,
+                      department: Option<String>,
+                      dataset: Option<String>,
+                      subject: Option<String>| Change {
+            action,
+            principal: &principal,
+            department,
+            dataset,
+            subject,
+            request_id,
+            started,
+        };
+        match route {
+            AdminRoute::Adapters => {
+                let own = if principal.has_role(Role::PlatformAdmin) {
+                    None
+                } else if principal.has_role(Role::DepartmentAdmin) {
+                    Some(principal.department().unwrap_or_default().to_string())
+                } else {
+                    return Err(AccessError::RoleRequired(Role::DepartmentAdmin.as_str()).into());
+                };
+                let list: Vec<_> = state
+                    .adapters
+                    .iter()
+                    .filter(|a| own.as_deref().is_none_or(|d| d == a.department))
+                    .map(|a| {
+                        serde_json::json!({
+                            "department": a.department, "kind": a.kind,
+                            "datasets": a.datasets,
+                            "path": format!("/admin/adapters/{}", a.department),
+                        })
+                    })
+                    .collect();
+                Ok(json_response(
+                    StatusCode::OK,
+                    &serde_json::json!({ "adapters": list }),
+                ))
+            }
+            AdminRoute::Adapter => {
+                let department = department.unwrap_or_default();
+                principal.require_department_admin(&department)?;
+                if !state.settings.departments.contains_key(&department) {
+                    return Err(
+                        RequestError::NotFound(format!("no department `{department}`")).into(),
+                    );
+                }
+                let file = state
+                    .settings
+                    .paths
+                    .adapters
+                    .join(format!("{department}.toml"));
+                match *req.method() {
+                    Method::GET => match tokio::fs::read_to_string(&file).await {
+                        Ok(t) => Ok(text(StatusCode::OK, &t, "application/toml")),
+                        Err(_) => Err(RequestError::NotFound(format!(
+                            "no adapter registered for `{department}`"
+                        ))
+                        .into()),
+                    },
+                    Method::PUT => {
+                        let json = req
+                            .headers()
+                            .get(header::CONTENT_TYPE)
+                            .and_then(|v| v.to_str().ok())
+                            .is_some_and(|v| v.starts_with("application/json"));
+                        let body = read_body(req.into_body(), MAX_ADAPTER_BYTES).await?;
+                        let c = change("admin.adapter.put", Some(department.clone()), None, None);
+                        let r = self.put_adapter(&department, &body, json, &file).await;
+                        self.audit_change(&c, &r).await?;
+                        r
+                    }
+                    _ => {
+                        let c =
+                            change("admin.adapter.delete", Some(department.clone()), None, None);
+                        let r = self.delete_adapter(&department, &file).await;
+                        self.audit_change(&c, &r).await?;
+                        r
+                    }
+                }
+            }
+            AdminRoute::CacheInvalidate => {
+                #[derive(Deserialize)]
+                #[serde(deny_unknown_fields)]
+                struct Body {
+                    dataset: String,
+                    subject: Option<String>,
+                }
+                let body = read_body(req.into_body(), 64 * 1024).await?;
+                let b: Body = serde_json::from_slice(&body).map_err(|e| {
+                    RequestError::Malformed(format!(
+                        "body must be {{\"dataset\": \"...\", \"subject\"?: \"...\"}}: {e}"
+                    ))
+                })?;
+                let spec = state
+                    .datasets
+                    .get(&b.dataset)
+                    .ok_or_else(|| RequestError::NotFound(format!("no dataset `{}`", b.dataset)))?;
+                principal.require_department_admin(&spec.department)?;
+                let c = change(
+                    "admin.cache.invalidate",
+                    Some(spec.department.clone()),
+                    Some(b.dataset.clone()),
+                    b.subject.clone(),
+                );
+                self.cache.invalidate(&b.dataset, b.subject.as_deref());
+                let r = Ok(json_response(
+                    StatusCode::OK,
+                    &serde_json::json!({
+                        "invalidated": {"dataset": b.dataset, "subject": b.subject},
+                    }),
+                ));
+                self.audit_change(&c, &r).await?;
+                r
+            }
+            AdminRoute::Audit => {
+                principal.require_role(Role::Auditor)?;
+                let q = parse_query(req.uri().query());
+                let filter = Filter {
+                    client: q.get("client").cloned(),
+                    subject: q.get("subject").cloned(),
+                    dataset: q.get("dataset").cloned(),
+                    scenario: q.get("scenario").cloned(),
+                    department: q.get("department").cloned(),
+                    case_id: q.get("case").cloned(),
+                    decision: q.get("decision").cloned(),
+                    action: q.get("action").cloned(),
+                    since: q.get("since").cloned(),
+                    until: q.get("until").cloned(),
+                };
+                let limit = match q.get("limit") {
+                    Some(l) => Some(l.parse::<usize>().map_err(|_| {
+                        RequestError::Malformed("limit must be a whole number".into())
+                    })?),
+                    None => None,
+                };
+                let filter = filter.compile(self.audit.subject_key())?;
+                let page = self
+                    .audit
+                    .query(filter, q.get("cursor").cloned(), limit)
+                    .await?;
+                Ok(json_response(
+                    StatusCode::OK,
+                    &serde_json::json!({"records": page.records, "next_cursor": page.next_cursor}),
+                ))
+            }
+            AdminRoute::AuditVerify => {
+                principal.require_role(Role::Auditor)?;
+                match self.audit.verify().await? {
+                    Ok(r) => Ok(json_response(
+                        StatusCode::OK,
+                        &serde_json::json!({"intact": true, "files": r.files, "records": r.records,
+                            "checkpoints": r.checkpoints, "first_seq": r.first_seq, "last_seq": r.last_seq,
+                            "last_hash": r.last_hash, "last_checkpoint_seq": r.last_checkpoint_seq}),
+                    )),
+                    Err(f) => Ok(json_response(
+                        StatusCode::CONFLICT,
+                        &serde_json::json!({"intact": false, "file": f.file, "line": f.line,
+                            "seq": f.seq, "kind": format!("{:?}", f.kind).to_lowercase(),
+                            "detail": f.detail, "summary": f.to_string()}),
+                    )),
+                }
+            }
+            AdminRoute::Reload => {
+                principal.require_role(Role::PlatformAdmin)?;
+                let c = change("admin.reload", None, None, None);
+                let r = match self.reload().await {
+                    Ok(()) => Ok(json_response(
+                        StatusCode::OK,
+                        &serde_json::json!({"reloaded": true}),
+                    )),
+                    Err(e) => Err(GatewayError::InvalidConfig(e)),
+                };
+                self.audit_change(&c, &r).await?;
+                r
+            }
+            AdminRoute::Departments => {
+                if !(principal.has_role(Role::PlatformAdmin)
+                    || principal.has_role(Role::DepartmentAdmin)
+                    || principal.has_role(Role::Auditor))
+                {
+                    return Err(AccessError::RoleRequired(Role::PlatformAdmin.as_str()).into());
+                }
+                Ok(json_response(StatusCode::OK, &departments_detail(&state)))
+            }
+            AdminRoute::Healthz
+            | AdminRoute::Readyz
+            | AdminRoute::Metrics
+            | AdminRoute::OpenApi => {
+                Err(RequestError::NotFound("no such admin route".into()).into())
+            }
+        }
+    }
+
+    fn readyz(&self, state: &State) -> Resp {
+        let audit_ok = self.audit.is_healthy();
+        let detail = serde_json::json!({
+            "ready": audit_ok,
+            "config_loaded": true,
+            "audit_writable": audit_ok,
+            "adapters": state.adapters.len(),
+            "departments": departments_detail(state),
+        });
+        json_response(
+            if audit_ok {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            },
+            &detail,
+        )
+    }
+
+    /// Validates completely, then writes atomically and swaps; a refused PUT
+    /// changes nothing.
+    async fn put_adapter(
+        &self,
+        department: &str,
+        body: &[u8],
+        json: bool,
+        file: &std::path::Path,
+    ) -> Result<Resp, GatewayError> {
+        let _g = self.changes.lock().await;
+        let state = self.state.load_full();
+        let spec = if json {
+            AdapterSpec::from_json(file, body)
+        } else {
+            let text = std::str::from_utf8(body)
+                .map_err(|_| RequestError::Malformed("adapter file must be UTF-8".into()))?;
+            AdapterSpec::from_toml(file, text)
+        }
+        .map_err(GatewayError::InvalidAdapter)?;
+        let adapter = {
+            let registry = AdapterRegistry::builtin();
+            let secret = |var: &str| std::env::var(var).ok();
+            let cx = CompileContext {
+                file,
+                expected_department: department,
+                datasets: &state.datasets,
+                registry: &registry,
+                secret: &secret,
+            };
+            spec.compile(&cx).map_err(GatewayError::InvalidAdapter)?
+        };
+        let allow = state
+            .allow_lists
+            .get(department)
+            .cloned()
+            .unwrap_or_default();
+        let connect = state
+            .protect
+            .department(department)
+            .map_or(std::time::Duration::from_secs(1), |g| g.timeouts().connect);
+        let client = department_client(&adapter, &allow, connect, &state.settings.paths.root)
+            .await
+            .map_err(|e| {
+                GatewayError::InvalidAdapter(
+                    crate::config::ConfigError::new(
+                        file,
+                        "base_url",
+                        e,
+                        "use an address the department's allow-list permits",
+                    )
+                    .into(),
+                )
+            })?;
+        let text = if json {
+            let v: serde_json::Value =
+                serde_json::from_slice(body).map_err(|e| RequestError::Malformed(e.to_string()))?;
+            toml::to_string(&v).map_err(|e| {
+                RequestError::Malformed(format!("adapter cannot be stored as TOML: {e}"))
+            })?
+        } else {
+            String::from_utf8_lossy(body).into_owned()
+        };
+        crate::certs::write_public(file, text.as_bytes())
+            .map_err(|e| GatewayError::Internal(e.to_string()))?;
+        let datasets = adapter.datasets.clone();
+        let kind = adapter.kind;
+        let mut next = (*state).clone();
+        next.adapters = state.adapters.with(adapter);
+        next.upstreams.insert(department.to_string(), client);
+        self.state.store(Arc::new(next));
+        tracing::info!(department, "adapter registered");
+        Ok(json_response(
+            StatusCode::OK,
+            &serde_json::json!({"department": department, "kind": kind, "datasets": datasets}),
+        ))
+    }
+
+    async fn delete_adapter(
+        &self,
+        department: &str,
+        file: &std::path::Path,
+    ) -> Result<Resp, GatewayError> {
+        let _g = self.changes.lock().await;
+        let state = self.state.load_full();
+        if state.adapters.department(department).is_none() {
+            return Err(RequestError::NotFound(format!(
+                "no adapter registered for `{department}`"
+            ))
+            .into());
+        }
+        match tokio::fs::remove_file(file).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(GatewayError::Internal(e.to_string())),
+        }
+        let mut next = (*state).clone();
+        next.adapters = state.adapters.without(department);
+        next.upstreams.remove(department);
+        self.state.store(Arc::new(next));
+        tracing::info!(department, "adapter removed");
+        let mut r = Response::new(Full::new(Bytes::new()));
+        *r.status_mut() = StatusCode::NO_CONTENT;
+        Ok(r)
+    }
+
+    async fn audit_change(
+        &self,
+        c: &Change<'_>,
+        result: &Result<Resp, GatewayError>,
+    ) -> Result<(), GatewayError> {
+        let (decision, status, reason) = match result {
+            Ok(r) => (Decision::Allow, r.status().as_u16(), None),
+            Err(e) => {
+                let p = e.problem();
+                (
+                    if p.status.is_server_error() {
+                        Decision::Error
+                    } else {
+                        Decision::Deny
+                    },
+                    p.status.as_u16(),
+                    Some(e.to_string()),
+                )
+            }
+        };
+        let mut ev = AuditEvent::new(Action::from_name(c.action), decision);
+        ev.request_id = Some(c.request_id.to_string());
+        ev.client = Some(c.principal.sub().to_string());
+        ev.department = c.department.clone();
+        ev.dataset = c.dataset.clone();
+        ev.subject_ref = c.subject.as_deref().map(|s| self.audit.subject_ref(s));
+        ev.status = Some(status);
+        ev.reason = reason;
+        ev.latency_us = Some(c.started.elapsed().as_micros() as u64);
+        self.audit.append(ev).await?;
+        Ok(())
+    }
+}
+
+fn departments_detail(state: &State) -> serde_json::Value {
+    let mut out = BTreeMap::new();
+    for (name, _) in &state.settings.departments {
+        let mut d = serde_json::Map::new();
+        d.insert(
+            "adapter".into(),
+            state.adapters.department(name).is_some().into(),
+        );
+        if let Some(g) = state.protect.department(name) {
+            d.insert(
+                "breaker".into(),
+                format!("{:?}", g.breaker().state()).to_lowercase().into(),
+            );
+            d.insert("in_flight".into(), g.bulkhead().in_flight().into());
+            d.insert("queued".into(), g.bulkhead().queue_depth().into());
+        }
+        out.insert(name.clone(), serde_json::Value::Object(d));
+    }
+    serde_json::to_value(out).unwrap_or_default()
+}
+
+fn text(status: StatusCode, body: &str, ctype: &'static str) -> Resp {
+    let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
+    r
+}
+
+fn parse_query(q: Option<&str>) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for kv in q.unwrap_or_default().split('&').filter(|s| !s.is_empty()) {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        let dec = |s: &str| {
+            percent_encoding::percent_decode_str(&s.replace('+', " "))
+                .decode_utf8_lossy()
+                .into_owned()
+        };
+        out.insert(dec(k), dec(v));
+    }
+    out
+}

@@ -1,0 +1,143 @@
+//! The OpenAPI 3 document of both planes, generated from the route tables the
+//! routers are built from, so it cannot drift from the real routes.
+
+use serde_json::{Value, json};
+
+/// Descriptions of each (path, method); every route of both route tables must
+/// have one (a unit test checks).
+fn describe(path: &str, method: &str) -> Option<(&'static str, &'static str)> {
+    Some(match (path, method) {
+        ("/v1/catalog", "GET") => (
+            "data",
+            "Datasets, scenarios and proxy routes this client may use",
+        ),
+        ("/v1/datasets/{dataset}/{subject}", "GET") => (
+            "data",
+            "One shared record in canonical form (needs X-Purpose)",
+        ),
+        ("/v1/scenarios/{scenario}", "POST") => (
+            "data",
+            "Run a one-thing scenario: fan out to departments and merge (needs X-Purpose)",
+        ),
+        ("/v1/proxy/{department}", _) | ("/v1/proxy/{department}/{path}", _) => (
+            "data",
+            "Pass-through to the department's own API (needs X-Purpose and a proxy grant)",
+        ),
+        ("/healthz", "GET") => ("admin", "Liveness"),
+        ("/readyz", "GET") => (
+            "admin",
+            "Readiness: config loaded, audit writable, department breakers",
+        ),
+        ("/metrics", "GET") => ("admin", "Prometheus metrics"),
+        ("/admin/openapi.json", "GET") => ("admin", "This document"),
+        ("/admin/adapters", "GET") => (
+            "admin",
+            "Registered adapters (platform-admin: all; department-admin: own)",
+        ),
+        ("/admin/adapters/{department}", "GET") => {
+            ("admin", "The department's adapter file (TOML)")
+        }
+        ("/admin/adapters/{department}", "PUT") => (
+            "admin",
+            "Register or replace the department's adapter (TOML or JSON body); validated before it is taken",
+        ),
+        ("/admin/adapters/{department}", "DELETE") => ("admin", "Remove the department's adapter"),
+        ("/admin/cache/invalidate", "POST") => (
+            "admin",
+            "Revoke cached records: {\"dataset\", \"subject\"?}",
+        ),
+        ("/admin/audit", "GET") => ("admin", "Query the audit log (auditor)"),
+        ("/admin/audit/verify", "GET") => ("admin", "Verify the audit chain now (auditor)"),
+        ("/admin/reload", "POST") => ("admin", "Reload configuration from disk (platform-admin)"),
+        ("/admin/departments", "GET") => ("admin", "Department breaker and bulkhead state"),
+        _ => return None,
+    })
+}
+
+/// matchit `{*rest}` -> OpenAPI `{path}`.
+fn openapi_path(p: &str) -> String {
+    p.replace("{*rest}", "{path}")
+}
+
+/// All (path, methods) of both planes.
+pub fn routes() -> Vec<(String, Vec<&'static str>)> {
+    let mut out: Vec<(String, Vec<&'static str>)> = crate::routing::DATA_ROUTES
+        .iter()
+        .map(|(p, m)| (openapi_path(p), m.to_vec()))
+        .collect();
+    out.extend(
+        crate::admin::admin_routes()
+            .into_iter()
+            .map(|(p, m)| (p.to_string(), m.to_vec())),
+    );
+    out
+}
+
+/// The document.
+pub fn document() -> Value {
+    let problem = json!({"$ref": "#/components/schemas/Problem"});
+    let mut paths = serde_json::Map::new();
+    for (path, methods) in routes() {
+        let mut item = serde_json::Map::new();
+        let params: Vec<Value> = path
+            .split('/')
+            .filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+            .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
+            .collect();
+        for m in methods {
+            let (plane, summary) = describe(&path, m).unwrap_or(("unknown", "undocumented"));
+            let mut op = json!({
+                "tags": [plane],
+                "summary": summary,
+                "parameters": params,
+                "responses": {
+                    "200": {"description": "OK"},
+                    "default": {"description": "Error", "content": {"application/problem+json": {"schema": problem}}}
+                }
+            });
+            if plane == "data"
+                || !matches!(
+                    path.as_str(),
+                    "/healthz" | "/readyz" | "/metrics" | "/admin/openapi.json"
+                )
+            {
+                op["security"] = json!([{"bearer": []}]);
+            }
+            item.insert(m.to_lowercase(), op);
+        }
+        paths.insert(path, Value::Object(item));
+    }
+    json!({
+        "openapi": "3.0.3",
+        "info": {"title": "onewindow", "version": env!("CARGO_PKG_VERSION"),
+                 "description": "Data-sharing integration gateway: data plane (/v1) and admin plane."},
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
+            "schemas": {"Problem": {"type": "object", "properties": {
+                "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
+                "detail": {"type": "string"}, "request_id": {"type": "string"}}}}
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_route_is_documented() {
+        for (path, methods) in routes() {
+            for m in methods {
+                assert!(
+                    describe(&path, m).is_some(),
+                    "{m} {path} has no description"
+                );
+            }
+        }
+        let doc = document();
+        for (path, _) in routes() {
+            assert!(doc["paths"].get(&path).is_some(), "{path} missing");
+        }
+    }
+}

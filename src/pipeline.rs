@@ -1,0 +1,888 @@
+//! One data-plane request's way through the gateway, phase by phase:
+//!
+//! 1. limits (URI, headers) and path normalisation — before anything else;
+//! 2. route;
+//! 3. pre-authentication per-IP check (cheap, before any crypto);
+//! 4. authenticate (JWT, token cache, certificate binding);
+//! 5. authorise (grants, purpose) — deny by default;
+//! 6. rate limits (client, client x department, department);
+//! 7. the route's work: catalog, dataset read (cache, adapter, department
+//!    call through bulkhead, breaker, timeouts, retries), scenario, proxy;
+//! 8. audit: the reply is released only after its record is written;
+//! 9. respond.
+//!
+//! Per-request state lives in [`RequestCtx`]; configuration is read once per
+//! request from an `ArcSwap` snapshot, so a reload never mixes old and new.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use tokio::time::Instant;
+
+use crate::adapter::{CanonicalRequest, DepartmentAdapter, UpstreamReply};
+use crate::audit::{Action, AuditEvent, AuditLog, Decision};
+use crate::auth::{Attribution, ClientGrants, Principal};
+use crate::cache::{CacheStatus, Record, SharedCache};
+use crate::error::{GatewayError, RequestError, UpstreamError};
+use crate::routing::{NoRoute, Route, Router};
+use crate::scenario::{PartResult, PartStatus};
+use crate::server::{ConnInfo, Handler};
+use crate::state::State;
+use crate::upstream::{DepartmentClient, Reply, strip_hop_by_hop};
+
+/// Per-request state, filled in as the request moves through the phases and
+/// turned into the audit record at the end.
+#[derive(Debug)]
+pub struct RequestCtx {
+    /// Request id (caller's when well-formed, else generated).
+    pub request_id: String,
+    /// When the request arrived.
+    pub started: Instant,
+    /// Caller's address.
+    pub peer: std::net::IpAddr,
+    /// The audit action.
+    pub action: &'static str,
+    /// Authenticated client (`sub`).
+    pub client: Option<String>,
+    /// X-Purpose, X-End-User, X-Case-Id.
+    pub attribution: Option<Attribution>,
+    /// Department involved.
+    pub department: Option<String>,
+    /// Dataset involved.
+    pub dataset: Option<String>,
+    /// Scenario involved.
+    pub scenario: Option<String>,
+    /// Subject id (only its HMAC reaches the audit log).
+    pub subject: Option<String>,
+    /// Cache outcome.
+    pub cache: Option<CacheStatus>,
+    /// The department's status, when it was called.
+    pub upstream_status: Option<u16>,
+    /// Rate-limit state for the `RateLimit` header of successful answers.
+    pub ratelimit: Option<crate::protect::RateLimitState>,
+}
+
+/// Request ids: a per-process random prefix and a counter; unique and cheap.
+#[derive(Debug)]
+pub struct RequestIds {
+    prefix: u32,
+    next: AtomicU64,
+}
+
+impl Default for RequestIds {
+    fn default() -> Self {
+        Self {
+            prefix: rand::random(),
+            next: AtomicU64::new(1),
+        }
+    }
+}
+
+impl RequestIds {
+    /// The caller's `X-Request-Id` when it is 1..=64 characters of
+    /// `[A-Za-z0-9._-]`, else a fresh one.
+    pub fn from_headers(&self, headers: &HeaderMap) -> String {
+        if let Some(v) = headers.get("x-request-id").map(HeaderValue::as_bytes)
+            && !v.is_empty()
+            && v.len() <= 64
+            && v.iter()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        {
+            return String::from_utf8_lossy(v).into_owned();
+        }
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        format!("{:08x}-{n:012x}", self.prefix)
+    }
+}
+
+/// The data plane: everything a request needs, shared by all connections.
+pub struct DataPlane {
+    /// Current configuration snapshot.
+    pub state: Arc<ArcSwap<State>>,
+    /// The audit log.
+    pub audit: AuditLog,
+    /// Shared licence cache.
+    pub cache: Arc<SharedCache>,
+    /// Metrics.
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// Folds floods of refusals into summary records.
+    aggregator: crate::audit::DenyAggregator,
+    router: Router,
+    ids: RequestIds,
+}
+
+impl DataPlane {
+    /// Assembles the data plane.
+    pub fn new(
+        state: Arc<ArcSwap<State>>,
+        audit: AuditLog,
+        cache: Arc<SharedCache>,
+        metrics: Arc<crate::metrics::Metrics>,
+        aggregator: crate::audit::DenyAggregator,
+    ) -> Self {
+        Self {
+            state,
+            aggregator,
+            audit,
+            cache,
+            metrics,
+            router: Router::new(),
+            ids: RequestIds::default(),
+        }
+    }
+}
+
+type Resp = Response<Full<Bytes>>;
+
+impl Handler for DataPlane {
+    async fn handle(self: Arc<Self>, req: Request<Incoming>, conn: Arc<ConnInfo>) -> Resp {
+        let state = self.state.load_full();
+        let mut ctx = RequestCtx {
+            request_id: self.ids.from_headers(req.headers()),
+            started: Instant::now(),
+            peer: conn.peer.ip(),
+            action: "request",
+            client: None,
+            attribution: None,
+            department: None,
+            dataset: None,
+            scenario: None,
+            subject: None,
+            cache: None,
+            upstream_status: None,
+            ratelimit: None,
+        };
+        let result = self.process(&state, &mut ctx, req, &conn).await;
+        let (mut resp, decision, reason) = match result {
+            Ok(resp) => (resp, Decision::Allow, None),
+            Err(e) => {
+                let problem = e.problem();
+                let decision = decision_of(problem.status);
+                let reason = e.to_string();
+                if problem.status.is_server_error() {
+                    tracing::warn!(request_id = %ctx.request_id, error = %e, "request failed");
+                } else {
+                    tracing::debug!(request_id = %ctx.request_id, error = %e, "request refused");
+                }
+                (
+                    problem.into_response(&ctx.request_id),
+                    decision,
+                    Some(reason),
+                )
+            }
+        };
+        // Phase 8: the record is written before the reply is released; if it
+        // cannot be, data is not released either.
+        if let Err(e) = self.record(&ctx, decision, reason, resp.status()).await {
+            tracing::error!(request_id = %ctx.request_id, error = %e, "audit log unavailable; failing closed");
+            resp = GatewayError::Audit(e)
+                .problem()
+                .into_response(&ctx.request_id);
+        }
+        finish(&mut resp, &ctx);
+        self.metrics
+            .observe_request(ctx.action, resp.status().as_u16(), ctx.started.elapsed());
+        tracing::info!(
+            request_id = %ctx.request_id,
+            client = ctx.client.as_deref().unwrap_or("-"),
+            action = ctx.action,
+            status = resp.status().as_u16(),
+            latency_us = ctx.started.elapsed().as_micros() as u64,
+            "request"
+        );
+        resp
+    }
+}
+
+fn decision_of(status: StatusCode) -> Decision {
+    if status.is_server_error() || status == StatusCode::FAILED_DEPENDENCY {
+        Decision::Error
+    } else {
+        Decision::Deny
+    }
+}
+
+/// Headers every answer carries.
+fn finish(resp: &mut Resp, ctx: &RequestCtx) {
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
+        h.insert("x-request-id", v);
+    }
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, no-store"),
+    );
+    if let Some(rl) = &ctx.ratelimit {
+        rl.apply_headers(h);
+    }
+}
+
+impl DataPlane {
+    async fn process(
+        &self,
+        state: &State,
+        ctx: &mut RequestCtx,
+        req: Request<Incoming>,
+        conn: &ConnInfo,
+    ) -> Result<Resp, GatewayError> {
+        let limits = &state.settings.limits;
+        // Phase 1: limits the parser did not already enforce, then the path.
+        let uri_len = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
+        if uri_len > limits.max_uri_bytes {
+            return Err(RequestError::UriTooLong {
+                limit: limits.max_uri_bytes,
+            }
+            .into());
+        }
+        if req.headers().len() > limits.max_headers {
+            return Err(RequestError::HeadersTooLarge { what: "count" }.into());
+        }
+        let head_bytes: usize = req
+            .headers()
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + 4)
+            .sum();
+        if head_bytes > limits.max_header_bytes {
+            return Err(RequestError::HeadersTooLarge { what: "bytes" }.into());
+        }
+        let path = crate::path::normalise(req.uri().path())?;
+
+        // Phase 2: route.
+        let route = self
+            .router
+            .route(req.method(), &path)
+            .map_err(|e| match e {
+                NoRoute::NotFound => RequestError::NotFound("no such route".into()),
+                NoRoute::MethodNotAllowed => RequestError::MethodNotAllowed,
+            })?;
+        ctx.action = match &route {
+            Route::Catalog => "catalog.read",
+            Route::Dataset { .. } => "dataset.read",
+            Route::Scenario { .. } => "scenario.run",
+            Route::Proxy { .. } => "proxy",
+        };
+
+        // Phase 3: a flood of bad tokens from one address stops here, before crypto.
+        state.protect.ip_blocked(ctx.peer)?;
+
+        // Phase 4: authenticate. Repeated Authorization headers are refused.
+        let mut auths = req.headers().get_all(header::AUTHORIZATION).iter();
+        let authorization = auths.next();
+        let principal = if auths.next().is_some() {
+            Err(crate::auth::AuthError::malformed(
+                "more than one Authorization header",
+            ))
+        } else {
+            state
+                .auth
+                .authenticate(authorization, conn.client_cert_sha256.as_ref())
+                .await
+        };
+        let principal = match principal {
+            Ok(p) => p,
+            Err(e) => {
+                ctx.action = "auth.denied";
+                // Count the failure against the address; the answer stays 401
+                // (or 429 once the address is over its budget).
+                state.protect.record_auth_failure(ctx.peer)?;
+                return Err(e.into());
+            }
+        };
+        ctx.client = Some(principal.sub().to_string());
+        let grants = state.grants.client(principal.sub()).clone();
+
+        // Phase 5 onwards, per route.
+        match route {
+            Route::Catalog => {
+                ctx.ratelimit = Some(state.protect.check_client(principal.sub(), None)?);
+                Ok(json_response(StatusCode::OK, &self.catalog(state, &grants)))
+            }
+            Route::Dataset { dataset, subject } => {
+                let attribution = Attribution::from_headers(req.headers())?;
+                grants.check_purpose(attribution.purpose.as_deref())?;
+                ctx.attribution = Some(attribution);
+                ctx.dataset = Some(dataset.clone());
+                ctx.subject = Some(subject.clone());
+                let read = self
+                    .read_dataset(state, ctx, &principal, &grants, &dataset, &subject)
+                    .await?;
+                let mut resp = json_response(StatusCode::OK, &read.body);
+                resp.headers_mut()
+                    .insert("x-cache", HeaderValue::from_static(read.cache.as_str()));
+                Ok(resp)
+            }
+            Route::Scenario { scenario } => {
+                let attribution = Attribution::from_headers(req.headers())?;
+                grants.check_purpose(attribution.purpose.as_deref())?;
+                ctx.attribution = Some(attribution);
+                ctx.scenario = Some(scenario.clone());
+                let spec =
+                    state.scenarios.get(&scenario).cloned().ok_or_else(|| {
+                        RequestError::NotFound(format!("no scenario `{scenario}`"))
+                    })?;
+                grants.check_scenario(&scenario)?;
+                ctx.ratelimit = Some(state.protect.check_client(principal.sub(), None)?);
+                let body = read_body(req.into_body(), limits.max_body_bytes).await?;
+                let subjects = spec.parse_request(&body, &state.datasets)?;
+                self.run_scenario(state, ctx, &principal, &grants, &spec, &subjects)
+                    .await
+            }
+            Route::Proxy { department, path } => {
+                let attribution = Attribution::from_headers(req.headers())?;
+                grants.check_purpose(attribution.purpose.as_deref())?;
+                ctx.attribution = Some(attribution);
+                ctx.department = Some(department.clone());
+                if !state.settings.departments.contains_key(&department) {
+                    return Err(
+                        RequestError::NotFound(format!("no department `{department}`")).into(),
+                    );
+                }
+                grants.check_proxy(&department, req.method(), &path)?;
+                ctx.ratelimit = Some(
+                    state
+                        .protect
+                        .check_client(principal.sub(), Some(&department))?,
+                );
+                self.proxy(state, ctx, conn, req, &department, &path).await
+            }
+        }
+    }
+
+    fn catalog(&self, state: &State, grants: &ClientGrants) -> serde_json::Value {
+        let view = grants.catalog();
+        let datasets: Vec<_> = view
+            .datasets
+            .iter()
+            .filter_map(|g| {
+                let d = state.datasets.get(&g.name)?;
+                Some(serde_json::json!({
+                    "name": d.name, "title": d.title, "department": d.department,
+                    "subject_kind": d.subject_kind, "fields": g.fields,
+                    "path": format!("/v1/datasets/{}/{{subject}}", d.name),
+                }))
+            })
+            .collect();
+        let scenarios: Vec<_> = view
+            .scenarios
+            .iter()
+            .filter_map(|name| {
+                let s = state.scenarios.get(name)?;
+                Some(serde_json::json!({
+                    "name": s.name, "title": s.title,
+                    "subjects": s.kinds().collect::<std::collections::BTreeSet<_>>(),
+                    "path": format!("/v1/scenarios/{}", s.name),
+                }))
+            })
+            .collect();
+        serde_json::json!({
+            "client": grants.id(),
+            "purposes": view.purposes,
+            "datasets": datasets,
+            "scenarios": scenarios,
+            "proxy": view.proxy,
+        })
+    }
+
+    /// A single shared-record read: authorise, rate-limit, cache, adapter,
+    /// department, filter. Used by dataset reads and scenario parts alike.
+    async fn read_dataset(
+        &self,
+        state: &State,
+        ctx: &mut RequestCtx,
+        principal: &Principal,
+        grants: &ClientGrants,
+        dataset: &str,
+        subject: &str,
+    ) -> Result<DatasetRead, GatewayError> {
+        let spec = state
+            .datasets
+            .get(dataset)
+            .ok_or_else(|| RequestError::NotFound(format!("no dataset `{dataset}`")))?;
+        ctx.department = Some(spec.department.clone());
+        // Authorisation before the cache lookup: a cached record is never
+        // even looked at for a client that may not read the dataset.
+        let fields = grants.check_dataset(dataset)?;
+        if !spec.subject_is_valid(subject) {
+            return Err(RequestError::Malformed(format!(
+                "malformed subject for dataset `{dataset}`"
+            ))
+            .into());
+        }
+        ctx.ratelimit = Some(
+            state
+                .protect
+                .check_client(principal.sub(), Some(&spec.department))?,
+        );
+        let adapter = state
+            .adapters
+            .for_dataset(dataset)
+            .cloned()
+            .ok_or_else(|| UpstreamError::NoAdapter(spec.department.clone()))?;
+        let attribution = ctx.attribution.clone().unwrap_or_default();
+        let subjects = BTreeMap::new();
+        let upstream_status = std::sync::atomic::AtomicU16::new(0);
+        let load = || async {
+            let creq = CanonicalRequest {
+                dataset,
+                subject,
+                subjects: &subjects,
+                purpose: attribution.purpose.as_deref().unwrap_or_default(),
+                case_id: attribution.case_id.as_deref(),
+                end_user: attribution.end_user.as_deref(),
+            };
+            let r = self
+                .call_adapter(state, &adapter, &creq, &ctx.request_id)
+                .await;
+            if let Some(s) = r.1 {
+                upstream_status.store(s, Ordering::Relaxed);
+            }
+            r.0
+        };
+        let (entry, status) = if spec.shareable {
+            let (entry, status) = self
+                .cache
+                .get(spec, subject, load)
+                .await
+                .map_err(GatewayError::Shared)?;
+            (entry, status)
+        } else {
+            let record = load().await?;
+            (
+                Arc::new(crate::cache::Entry::new(record, spec)),
+                CacheStatus::Miss,
+            )
+        };
+        let us = upstream_status.load(Ordering::Relaxed);
+        if us != 0 {
+            ctx.upstream_status = Some(us);
+        }
+        ctx.cache = Some(status);
+        self.metrics.observe_cache(status);
+        // Field filtering after the lookup: the shared record is never changed.
+        let mut record: Record = (*entry.record).clone();
+        fields.filter(&mut record);
+        let fetched_at = httpdate_rfc3339(entry.fetched_at);
+        let valid = record
+            .get("valid_until")
+            .and_then(|v| v.as_str())
+            .map(|d| format!(" Valid until {d}."))
+            .unwrap_or_default();
+        let body = serde_json::json!({
+            "dataset": dataset,
+            "subject": subject,
+            "record": record,
+            "source": {
+                "department": spec.department,
+                "fetched_at": fetched_at,
+                "cache": status.as_str(),
+            },
+            "notice": format!("{}{valid}", spec.notice),
+        });
+        Ok(DatasetRead {
+            body,
+            cache: status,
+        })
+    }
+
+    /// Translates, calls the department through its protections, maps back.
+    /// Returns the department's status too (for the audit record).
+    async fn call_adapter(
+        &self,
+        state: &State,
+        adapter: &DepartmentAdapter,
+        creq: &CanonicalRequest<'_>,
+        request_id: &str,
+    ) -> (Result<Record, GatewayError>, Option<u16>) {
+        let ureq = match adapter.build_request(creq) {
+            Ok(r) => r,
+            Err(e) => return (Err(e.into()), None),
+        };
+        let mut headers = ureq.headers;
+        if let Ok(v) = HeaderValue::from_str(request_id) {
+            headers.insert("x-request-id", v);
+        }
+        let reply = self
+            .send_protected(
+                state,
+                &adapter.department,
+                ureq.method,
+                &ureq.path_and_query,
+                headers,
+                ureq.body,
+            )
+            .await;
+        match reply {
+            Ok(reply) => {
+                let status = reply.status.as_u16();
+                let mapped = adapter
+                    .map_response(
+                        creq.dataset,
+                        UpstreamReply {
+                            status: reply.status,
+                            headers: &reply.headers,
+                            body: &reply.body,
+                        },
+                    )
+                    .map_err(GatewayError::from);
+                (mapped, Some(status))
+            }
+            Err(e) => (Err(e), None),
+        }
+    }
+
+    /// Sends one request to a department inside its bulkhead, through its
+    /// breaker, with per-attempt and total timeouts and budgeted retries for
+    /// idempotent methods. A 5xx counts as a failure for the breaker but is
+    /// returned for the adapter to map.
+    async fn send_protected(
+        &self,
+        state: &State,
+        department: &str,
+        method: Method,
+        path_and_query: &str,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> Result<Reply, GatewayError> {
+        let client = state
+            .upstreams
+            .get(department)
+            .ok_or_else(|| UpstreamError::NoAdapter(department.to_string()))?;
+        let guard = state
+            .protect
+            .department(department)
+            .ok_or_else(|| UpstreamError::NoAdapter(department.to_string()))?;
+        let _slot = guard.bulkhead().acquire().await?;
+        let timeouts = guard.timeouts();
+        let retry = guard.retry();
+        retry.on_request();
+        let start = Instant::now();
+        let mut attempt: u32 = 1;
+        loop {
+            let permit = guard.breaker().try_acquire()?;
+            let remaining = timeouts.total.saturating_sub(start.elapsed());
+            let budget = timeouts.attempt.min(remaining);
+            if budget.is_zero() {
+                permit.failure();
+                return Err(UpstreamError::Timeout(timeouts.total).into());
+            }
+            let mut req = Request::new(Full::new(body.clone()));
+            *req.method_mut() = method.clone();
+            *req.headers_mut() = headers.clone();
+            let max_reply = state.settings.limits.max_reply_bytes;
+            let result = send_once(client, req, path_and_query, budget, max_reply).await;
+            let failure = match &result {
+                Ok(r) if matches!(r.status.as_u16(), 502..=504) => {
+                    Some(crate::protect::FailureKind::Unavailable)
+                }
+                Ok(r) if r.status.is_server_error() => Some(crate::protect::FailureKind::Other),
+                Ok(_) => None,
+                Err(UpstreamError::Timeout(_)) => Some(crate::protect::FailureKind::AttemptTimeout),
+                Err(_) => Some(crate::protect::FailureKind::Connect),
+            };
+            match failure {
+                None => {
+                    permit.success();
+                    self.metrics.observe_upstream(department, start.elapsed());
+                    return result.map_err(GatewayError::from);
+                }
+                Some(kind) => {
+                    permit.failure();
+                    if let Some(backoff) =
+                        retry.should_retry(&method, attempt, kind, start.elapsed())
+                    {
+                        tokio::time::sleep(backoff).await;
+                        attempt += 1;
+                        continue;
+                    }
+                    self.metrics.observe_upstream(department, start.elapsed());
+                    return match result {
+                        Err(UpstreamError::Timeout(_)) => {
+                            Err(UpstreamError::Timeout(budget).into())
+                        }
+                        other => other.map_err(GatewayError::from),
+                    };
+                }
+            }
+        }
+    }
+
+    async fn run_scenario(
+        &self,
+        state: &State,
+        ctx: &mut RequestCtx,
+        principal: &Principal,
+        grants: &ClientGrants,
+        spec: &crate::scenario::Scenario,
+        subjects: &BTreeMap<String, String>,
+    ) -> Result<Resp, GatewayError> {
+        let parent = &*ctx;
+        let run_part = |part: &crate::scenario::Part, subject: &str| {
+            let part_dataset = part.dataset.clone();
+            let subject = subject.to_string();
+            async move {
+                let mut pctx = RequestCtx {
+                    request_id: parent.request_id.clone(),
+                    started: Instant::now(),
+                    peer: parent.peer,
+                    action: "scenario.part",
+                    client: parent.client.clone(),
+                    attribution: parent.attribution.clone(),
+                    department: None,
+                    dataset: Some(part_dataset.clone()),
+                    scenario: parent.scenario.clone(),
+                    subject: Some(subject.clone()),
+                    cache: None,
+                    upstream_status: None,
+                    ratelimit: None,
+                };
+                let r = self
+                    .read_dataset(state, &mut pctx, principal, grants, &part_dataset, &subject)
+                    .await;
+                let (result, decision, reason) = match r {
+                    Ok(read) => (
+                        PartResult {
+                            status: PartStatus::Ok,
+                            http_status: 200,
+                            record: read.body.get("record").cloned(),
+                            detail: None,
+                        },
+                        Decision::Allow,
+                        None,
+                    ),
+                    Err(e) => {
+                        let p = e.problem();
+                        let status = match p.status.as_u16() {
+                            403 => PartStatus::Denied,
+                            404 => PartStatus::Missing,
+                            _ => PartStatus::Error,
+                        };
+                        (
+                            PartResult {
+                                status,
+                                http_status: p.status.as_u16(),
+                                record: None,
+                                detail: Some(p.detail),
+                            },
+                            decision_of(p.status),
+                            Some(e.to_string()),
+                        )
+                    }
+                };
+                // Each part is its own decision in the audit log.
+                let rec = self
+                    .record(
+                        &pctx,
+                        decision,
+                        reason,
+                        StatusCode::from_u16(result.http_status).unwrap_or(StatusCode::OK),
+                    )
+                    .await;
+                match rec {
+                    Ok(()) => result,
+                    Err(_) => PartResult {
+                        status: PartStatus::Error,
+                        http_status: 503,
+                        record: None,
+                        detail: Some("audit log unavailable".into()),
+                    },
+                }
+            }
+        };
+        let (reply, failed_required) = spec.run(subjects, run_part).await;
+        if reply
+            .parts
+            .values()
+            .any(|p| p.http_status == 503 && p.detail.as_deref() == Some("audit log unavailable"))
+        {
+            return Err(GatewayError::Audit(crate::audit::AuditError::Unavailable));
+        }
+        let status = if failed_required && spec.mode == crate::scenario::Mode::AllOrNothing {
+            StatusCode::FAILED_DEPENDENCY
+        } else {
+            StatusCode::OK
+        };
+        Ok(json_response(status, &reply))
+    }
+
+    async fn proxy(
+        &self,
+        state: &State,
+        ctx: &mut RequestCtx,
+        conn: &ConnInfo,
+        req: Request<Incoming>,
+        department: &str,
+        path: &str,
+    ) -> Result<Resp, GatewayError> {
+        let (parts, body) = req.into_parts();
+        let body = read_body(body, state.settings.limits.max_body_bytes).await?;
+        let mut headers = parts.headers;
+        strip_hop_by_hop(&mut headers);
+        // The caller's credentials are for the gateway, never for the department.
+        for h in [header::AUTHORIZATION, header::COOKIE, header::HOST] {
+            headers.remove(h);
+        }
+        headers.remove("x-forwarded-for");
+        headers.remove("x-forwarded-proto");
+        headers.remove("x-forwarded-host");
+        headers.remove("forwarded");
+        if let Ok(v) = HeaderValue::from_str(&conn.peer.ip().to_string()) {
+            headers.insert("x-forwarded-for", v);
+        }
+        headers.insert(
+            "x-forwarded-proto",
+            HeaderValue::from_static(if conn.tls { "https" } else { "http" }),
+        );
+        headers.append(header::VIA, HeaderValue::from_static("1.1 onewindow"));
+        if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
+            headers.insert("x-request-id", v);
+        }
+        if let Some(adapter) = state.adapters.department(department)
+            && let Some(crate::adapter::UpstreamAuth {
+                header: Some((name, value)),
+                ..
+            }) = &adapter.upstream_auth
+        {
+            headers.insert(name.clone(), value.clone());
+        }
+        let path_and_query = match parts.uri.query() {
+            Some(q) => format!("{path}?{q}"),
+            None => path.to_string(),
+        };
+        let reply = self
+            .send_protected(
+                state,
+                department,
+                parts.method,
+                &path_and_query,
+                headers,
+                body,
+            )
+            .await?;
+        ctx.upstream_status = Some(reply.status.as_u16());
+        if reply.status.is_server_error() {
+            return Err(
+                UpstreamError::Broken(format!("department answered {}", reply.status)).into(),
+            );
+        }
+        let mut resp = Response::new(Full::new(reply.body));
+        *resp.status_mut() = reply.status;
+        let h = resp.headers_mut();
+        for (k, v) in reply.headers.iter() {
+            if k != header::CONTENT_LENGTH && k != header::SET_COOKIE {
+                h.append(k.clone(), v.clone());
+            }
+        }
+        h.append(header::VIA, HeaderValue::from_static("1.1 onewindow"));
+        Ok(resp)
+    }
+
+    /// Writes the summary records of folded refusals (called periodically).
+    pub async fn flush_aggregates(&self) {
+        for ev in self.aggregator.drain() {
+            if let Err(e) = self.audit.append(ev).await {
+                tracing::error!(error = %e, "audit log unavailable for refusal summaries");
+            }
+        }
+    }
+
+    /// Writes the audit record of one decision and waits until it is durable.
+    async fn record(
+        &self,
+        ctx: &RequestCtx,
+        decision: Decision,
+        reason: Option<String>,
+        status: StatusCode,
+    ) -> Result<(), crate::audit::AuditError> {
+        let mut ev = AuditEvent::new(Action::from_name(ctx.action), decision);
+        ev.request_id = Some(ctx.request_id.clone());
+        ev.client = ctx.client.clone();
+        if let Some(a) = &ctx.attribution {
+            ev.end_user = a.end_user.clone();
+            ev.purpose = a.purpose.clone();
+            ev.case_id = a.case_id.clone();
+        }
+        ev.department = ctx.department.clone();
+        ev.dataset = ctx.dataset.clone();
+        ev.scenario = ctx.scenario.clone();
+        ev.subject_ref = ctx.subject.as_deref().map(|s| self.audit.subject_ref(s));
+        ev.reason = reason;
+        ev.status = Some(status.as_u16());
+        ev.cache = ctx.cache.map(|c| c.as_str().to_string());
+        ev.upstream_status = ctx.upstream_status;
+        ev.latency_us = Some(ctx.started.elapsed().as_micros() as u64);
+        if decision != Decision::Allow && matches!(ctx.action, "auth.denied")
+            || status == StatusCode::TOO_MANY_REQUESTS
+        {
+            // Floods of refusals are folded into periodic summary records.
+            let who = ctx.client.clone().unwrap_or_else(|| ctx.peer.to_string());
+            let r = ev.reason.clone().unwrap_or_default();
+            if let crate::audit::AggregateDecision::Suppressed =
+                self.aggregator.observe(&who, &ev.action, &r)
+            {
+                return Ok(());
+            }
+        }
+        self.audit.append(ev).await.map(|_| ())
+    }
+}
+
+/// The body of a dataset answer and how it was obtained.
+struct DatasetRead {
+    body: serde_json::Value,
+    cache: CacheStatus,
+}
+
+async fn send_once(
+    client: &DepartmentClient,
+    req: Request<Full<Bytes>>,
+    path_and_query: &str,
+    timeout: Duration,
+    max_reply: usize,
+) -> Result<Reply, UpstreamError> {
+    client.send(req, path_and_query, timeout, max_reply).await
+}
+
+/// Reads a request body up to `limit` bytes (Content-Length and chunked alike).
+pub async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, GatewayError> {
+    use hyper::body::Body;
+    if body.size_hint().lower() > limit as u64 {
+        return Err(RequestError::BodyTooLarge { limit }.into());
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(b) => Ok(b.to_bytes()),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(RequestError::BodyTooLarge { limit }.into())
+        }
+        Err(_) => Err(RequestError::BodyUnreadable.into()),
+    }
+}
+
+/// A JSON answer.
+pub fn json_response<T: serde::Serialize>(status: StatusCode, v: &T) -> Resp {
+    let body = serde_json::to_vec(v).unwrap_or_default();
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+fn httpdate_rfc3339(t: std::time::SystemTime) -> String {
+    let micros = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
+    crate::audit::time::format_rfc3339_micros(micros)
+}
