@@ -46,12 +46,8 @@ pub struct Answer {
 
 impl Answer {
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
-                "not JSON ({e}): {}",
-                String::from_utf8_lossy(&self.body)
-            )
-        })
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
     }
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
@@ -270,7 +266,7 @@ async fn serve_mock(
                 return;
             }
             Fault::Reset => {
-                let _ = sock.set_linger(Some(Duration::ZERO));
+                let _ = sock.set_zero_linger();
                 return;
             }
             Fault::Raw(bytes) => {
@@ -354,13 +350,19 @@ impl WorldBuilder {
             std::fs::create_dir_all(root.join(d)).unwrap();
         }
         let src = repo();
-        copy(&src.join("config/datasets.toml"), &root.join("config/datasets.toml"));
+        copy(
+            &src.join("config/datasets.toml"),
+            &root.join("config/datasets.toml"),
+        );
         let mut clients = std::fs::read_to_string(src.join("config/clients.toml")).unwrap();
         clients.push_str(&self.clients_extra);
         std::fs::write(root.join("config/clients.toml"), clients).unwrap();
         for e in std::fs::read_dir(src.join("config/scenarios")).unwrap() {
             let p = e.unwrap().path();
-            copy(&p, &root.join("config/scenarios").join(p.file_name().unwrap()));
+            copy(
+                &p,
+                &root.join("config/scenarios").join(p.file_name().unwrap()),
+            );
         }
         // Departments: a mock where given, else the simulated department on port 0.
         let sims = CancellationToken::new();
@@ -374,9 +376,10 @@ impl WorldBuilder {
                 Some(m) => m.base_url(),
                 None => {
                     let sim = onewindow::demo::Sim::for_department(dept).unwrap();
-                    let a = onewindow::demo::start(sim, "127.0.0.1:0".parse().unwrap(), sims.clone())
-                        .await
-                        .unwrap();
+                    let a =
+                        onewindow::demo::start(sim, "127.0.0.1:0".parse().unwrap(), sims.clone())
+                            .await
+                            .unwrap();
                     format!("http://{a}")
                 }
             };
@@ -385,8 +388,14 @@ impl WorldBuilder {
             std::fs::write(root.join(format!("adapters/{dept}.toml")), text).unwrap();
         }
         let mut gw = std::fs::read_to_string(src.join("config/gateway.toml")).unwrap();
-        gw = gw.replace("listen_tls = \"127.0.0.1:8443\"", "listen_tls = \"127.0.0.1:0\"\nlisten = \"127.0.0.1:0\"");
-        gw = gw.replace("admin_listen = \"127.0.0.1:9090\"", "admin_listen = \"127.0.0.1:0\"");
+        gw = gw.replace(
+            "listen_tls = \"127.0.0.1:8443\"",
+            "listen_tls = \"127.0.0.1:0\"\nlisten = \"127.0.0.1:0\"",
+        );
+        gw = gw.replace(
+            "admin_listen = \"127.0.0.1:9090\"",
+            "admin_listen = \"127.0.0.1:0\"",
+        );
         gw = gw.replace("drain_timeout_secs = 15", "drain_timeout_secs = 2");
         let demo_at = gw.find("[demo]").unwrap();
         gw.truncate(demo_at);
