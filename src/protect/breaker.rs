@@ -546,6 +546,32 @@ mod tests {
     }
 
     #[test]
+    fn concurrent_callers_in_half_open_get_exactly_one_probe() {
+        let clock = FakeRelativeClock::default();
+        let b = breaker(&clock);
+        for _ in 0..20 {
+            run(&b, || false);
+        }
+        clock.advance(Duration::from_secs(10));
+        let barrier = std::sync::Barrier::new(64);
+        let permits: Vec<_> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..64)
+                .map(|_| {
+                    s.spawn(|| {
+                        barrier.wait();
+                        b.try_acquire().ok()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let granted: Vec<_> = permits.into_iter().flatten().collect();
+        assert_eq!(granted.len(), 1, "exactly one probe");
+        assert!(granted[0].is_probe());
+        assert_eq!(b.transitions().half_opened, 1);
+    }
+
+    #[test]
     fn dropped_probe_frees_the_half_open_slot() {
         let clock = FakeRelativeClock::default();
         let b = breaker(&clock);
