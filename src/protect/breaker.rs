@@ -30,6 +30,9 @@ use super::error::BreakerOpen;
 /// Buckets of the rolling window.
 const BUCKETS: usize = 10;
 
+/// `closed_epoch` value while the breaker is open or half-open.
+const NOT_CLOSED: u64 = u64::MAX;
+
 /// The observable state of a breaker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BreakerState<I> {
@@ -45,7 +48,8 @@ pub enum BreakerState<I> {
 }
 
 impl<I> BreakerState<I> {
-    fn name(&self) -> &'static str {
+    /// `closed`, `open` or `half-open` (for logs and metric labels).
+    pub fn as_str(&self) -> &'static str {
         match self {
             BreakerState::Closed => "closed",
             BreakerState::Open { .. } => "open",
@@ -96,6 +100,9 @@ struct Shared<C: Clock> {
     half_opened: AtomicU64,
     closed: AtomicU64,
     refused: AtomicU64,
+    /// The epoch while closed, [`NOT_CLOSED`] otherwise: lets a closed
+    /// breaker hand out permits without taking the lock.
+    closed_epoch: AtomicU64,
 }
 
 /// The circuit breaker of one department. Cheap to clone (shared state).
@@ -152,6 +159,7 @@ impl<C: Clock> Breaker<C> {
                 half_opened: AtomicU64::new(0),
                 closed: AtomicU64::new(0),
                 refused: AtomicU64::new(0),
+                closed_epoch: AtomicU64::new(0),
             }),
         }
     }
@@ -159,6 +167,17 @@ impl<C: Clock> Breaker<C> {
     /// Leave to call the department, or `BreakerOpen` (503) without calling it.
     pub fn try_acquire(&self) -> Result<BreakerPermit<C>, BreakerOpen> {
         let s = &self.shared;
+        let epoch = s.closed_epoch.load(Ordering::Acquire);
+        if epoch != NOT_CLOSED {
+            // Fast path: closed. A transition racing with this load only
+            // means the permit's report will be ignored as stale.
+            return Ok(BreakerPermit {
+                shared: s.clone(),
+                epoch,
+                probe: false,
+                reported: false,
+            });
+        }
         let now = s.clock.now();
         let mut transition = None;
         let result = {
@@ -172,6 +191,7 @@ impl<C: Clock> Breaker<C> {
                     transition = Some((inner.state, BreakerState::HalfOpen));
                     inner.state = BreakerState::HalfOpen;
                     inner.epoch += 1;
+                    s.closed_epoch.store(NOT_CLOSED, Ordering::Release);
                     inner.probe_in_flight = true;
                     Ok((inner.epoch, true))
                 }
@@ -237,8 +257,8 @@ impl<C: Clock> Shared<C> {
         .fetch_add(1, Ordering::Relaxed);
         tracing::warn!(
             department = %self.department,
-            from = from.name(),
-            to = to.name(),
+            from = from.as_str(),
+            to = to.as_str(),
             "circuit breaker transition"
         );
     }
@@ -267,6 +287,8 @@ impl<C: Clock> Shared<C> {
                     };
                 }
                 inner.epoch += 1;
+                self.closed_epoch
+                    .store(if ok { inner.epoch } else { NOT_CLOSED }, Ordering::Release);
                 transition = Some((from, inner.state));
             } else if matches!(inner.state, BreakerState::Closed) {
                 let tick = now.duration_since(self.start).as_u64() / self.bucket_nanos;
@@ -290,6 +312,7 @@ impl<C: Clock> Shared<C> {
                             until: now + Nanos::from(self.settings.open),
                         };
                         inner.epoch += 1;
+                        self.closed_epoch.store(NOT_CLOSED, Ordering::Release);
                         inner.consecutive_failures = 0;
                         inner.buckets = [Bucket::default(); BUCKETS];
                         transition = Some((BreakerState::Closed, inner.state));
@@ -520,6 +543,32 @@ mod tests {
         );
         run(&b, || true);
         assert_eq!(b.state(), BreakerState::Closed, "9/20 failed < 0.5");
+    }
+
+    #[test]
+    fn concurrent_callers_in_half_open_get_exactly_one_probe() {
+        let clock = FakeRelativeClock::default();
+        let b = breaker(&clock);
+        for _ in 0..20 {
+            run(&b, || false);
+        }
+        clock.advance(Duration::from_secs(10));
+        let barrier = std::sync::Barrier::new(64);
+        let permits: Vec<_> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..64)
+                .map(|_| {
+                    s.spawn(|| {
+                        barrier.wait();
+                        b.try_acquire().ok()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let granted: Vec<_> = permits.into_iter().flatten().collect();
+        assert_eq!(granted.len(), 1, "exactly one probe");
+        assert!(granted[0].is_probe());
+        assert_eq!(b.transitions().half_opened, 1);
     }
 
     #[test]

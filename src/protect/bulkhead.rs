@@ -199,6 +199,38 @@ mod tests {
         assert_eq!(b.queue_depth(), 0);
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn in_flight_never_exceeds_the_cap_under_parallel_load() {
+        use std::sync::atomic::AtomicUsize;
+        let b = Arc::new(Bulkhead::new(
+            Arc::from("public-security"),
+            &BulkheadSettings {
+                max_in_flight: nz(4),
+                max_queue: 1000,
+                queue_timeout: Duration::from_secs(60),
+            },
+        ));
+        let (now, peak) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let tasks: Vec<_> = (0..200)
+            .map(|_| {
+                let (b, now, peak) = (b.clone(), now.clone(), peak.clone());
+                tokio::spawn(async move {
+                    let _permit = b.acquire().await.unwrap();
+                    let n = now.fetch_add(1, Ordering::SeqCst) + 1;
+                    peak.fetch_max(n, Ordering::SeqCst);
+                    assert!(b.in_flight() <= 4);
+                    tokio::task::yield_now().await;
+                    now.fetch_sub(1, Ordering::SeqCst);
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert!(peak.load(Ordering::SeqCst) <= 4);
+        assert_eq!((b.in_flight(), b.queue_depth()), (0, 0));
+    }
+
     #[tokio::test]
     async fn no_queue_means_immediate_refusal() {
         let b = bulkhead(1, 0);
