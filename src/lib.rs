@@ -21,4 +21,5 @@ pub mod routing;
 pub mod scenario;
 pub mod server;
 pub mod state;
+pub mod trace;
 pub mod upstream;

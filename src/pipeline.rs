@@ -68,6 +68,8 @@ pub struct RequestCtx {
     pub upstream_status: Option<u16>,
     /// Rate-limit state for the `RateLimit` header of successful answers.
     pub ratelimit: Option<crate::protect::RateLimitState>,
+    /// W3C trace context, propagated to departments.
+    pub trace: crate::trace::TraceContext,
 }
 
 /// Request ids: a per-process random prefix and a counter; unique and cheap.
@@ -159,6 +161,7 @@ impl Handler for DataPlane {
             cache: None,
             upstream_status: None,
             ratelimit: None,
+            trace: crate::trace::TraceContext::from_header(req.headers().get("traceparent")),
         };
         let result = self.process(&state, &mut ctx, req, &conn).await;
         let (mut resp, decision, reason) = match result {
@@ -194,6 +197,7 @@ impl Handler for DataPlane {
             request_id = %ctx.request_id,
             client = ctx.client.as_deref().unwrap_or("-"),
             action = ctx.action,
+            trace_id = %ctx.trace.trace_id,
             status = resp.status().as_u16(),
             latency_us = ctx.started.elapsed().as_micros() as u64,
             "request"
@@ -312,7 +316,7 @@ impl DataPlane {
                 ctx.dataset = Some(dataset.clone());
                 ctx.subject = Some(subject.clone());
                 let read = self
-                    .read_dataset(state, ctx, &principal, &grants, &dataset, &subject)
+                    .read_dataset(state, ctx, &principal, &grants, &dataset, &subject, None)
                     .await?;
                 let mut resp = json_response(StatusCode::OK, &read.body);
                 resp.headers_mut()
@@ -392,7 +396,9 @@ impl DataPlane {
     }
 
     /// A single shared-record read: authorise, rate-limit, cache, adapter,
-    /// department, filter. Used by dataset reads and scenario parts alike.
+    /// department, filter. Used by dataset reads and scenario parts alike;
+    /// a scenario passes all its subjects (adapters may use `{subject.<kind>}`).
+    #[allow(clippy::too_many_arguments)]
     async fn read_dataset(
         &self,
         state: &State,
@@ -401,6 +407,7 @@ impl DataPlane {
         grants: &ClientGrants,
         dataset: &str,
         subject: &str,
+        scenario_subjects: Option<&BTreeMap<String, String>>,
     ) -> Result<DatasetRead, GatewayError> {
         let spec = state
             .datasets
@@ -427,7 +434,10 @@ impl DataPlane {
             .cloned()
             .ok_or_else(|| UpstreamError::NoAdapter(spec.department.clone()))?;
         let attribution = ctx.attribution.clone().unwrap_or_default();
-        let subjects = BTreeMap::new();
+        let subjects = match scenario_subjects {
+            Some(s) => s.clone(),
+            None => BTreeMap::from([(spec.subject_kind.clone(), subject.to_string())]),
+        };
         let upstream_status = std::sync::atomic::AtomicU16::new(0);
         let load = || async {
             let creq = CanonicalRequest {
@@ -438,9 +448,7 @@ impl DataPlane {
                 case_id: attribution.case_id.as_deref(),
                 end_user: attribution.end_user.as_deref(),
             };
-            let r = self
-                .call_adapter(state, &adapter, &creq, &ctx.request_id)
-                .await;
+            let r = self.call_adapter(state, &adapter, &creq, ctx).await;
             if let Some(s) = r.1 {
                 upstream_status.store(s, Ordering::Relaxed);
             }
@@ -499,16 +507,17 @@ impl DataPlane {
         state: &State,
         adapter: &DepartmentAdapter,
         creq: &CanonicalRequest<'_>,
-        request_id: &str,
+        ctx: &RequestCtx,
     ) -> (Result<Record, GatewayError>, Option<u16>) {
         let ureq = match adapter.build_request(creq) {
             Ok(r) => r,
             Err(e) => return (Err(e.into()), None),
         };
         let mut headers = ureq.headers;
-        if let Ok(v) = HeaderValue::from_str(request_id) {
+        if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
             headers.insert("x-request-id", v);
         }
+        headers.insert("traceparent", ctx.trace.header());
         let reply = self
             .send_protected(
                 state,
@@ -642,9 +651,18 @@ impl DataPlane {
                     cache: None,
                     upstream_status: None,
                     ratelimit: None,
+                    trace: parent.trace.clone(),
                 };
                 let r = self
-                    .read_dataset(state, &mut pctx, principal, grants, &part_dataset, &subject)
+                    .read_dataset(
+                        state,
+                        &mut pctx,
+                        principal,
+                        grants,
+                        &part_dataset,
+                        &subject,
+                        Some(subjects),
+                    )
                     .await;
                 let (result, decision, reason) = match r {
                     Ok(read) => (
@@ -744,6 +762,9 @@ impl DataPlane {
         if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
             headers.insert("x-request-id", v);
         }
+        // The caller's trace state is replaced by ours (validated, re-parented).
+        headers.remove("tracestate");
+        headers.insert("traceparent", ctx.trace.header());
         if let Some(adapter) = state.adapters.department(department)
             && let Some(crate::adapter::UpstreamAuth {
                 header: Some((name, value)),
