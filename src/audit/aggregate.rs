@@ -14,6 +14,10 @@ use super::record::{Action, AuditEvent, Decision};
 use super::writer::AuditLog;
 
 const SHARDS: usize = 16;
+/// Distinct keys tracked per shard and interval; beyond that (e.g. a flood
+/// from very many addresses) new sources are counted under one `*` key so
+/// memory stays bounded.
+const MAX_KEYS_PER_SHARD: usize = 4096;
 
 /// What to do with one deny.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,9 +70,11 @@ impl DenyAggregator {
         let Ok(mut map) = shard.lock() else {
             return AggregateDecision::Record;
         };
-        let c = map
-            .entry((who.to_string(), action.clone(), reason.to_string()))
-            .or_insert((0, 0));
+        let mut key = (who.to_string(), action.clone(), reason.to_string());
+        if map.len() >= MAX_KEYS_PER_SHARD && !map.contains_key(&key) {
+            key.0 = "*".to_string();
+        }
+        let c = map.entry(key).or_insert((0, 0));
         c.0 += 1;
         if c.0 <= self.threshold {
             AggregateDecision::Record

@@ -8,7 +8,7 @@ use std::path::Path;
 use ed25519_dalek::{Signature, Signer, Verifier, VerifyingKey};
 
 use super::keys::SigningKeys;
-use super::record::{Action, AuditEvent, AuditRecord, Checkpoint, Decision};
+use super::record::{Action, AuditEvent, AuditRecord, Chained, Checkpoint, Decision};
 
 /// Name of the sidecar holding the latest checkpoint line, in the log directory.
 pub const HEAD_FILE: &str = "audit-head.json";
@@ -41,14 +41,17 @@ pub(crate) fn checkpoint_record(
 }
 
 /// Checks a checkpoint record's fields and signature; `Err` says what is wrong.
-pub(crate) fn check_checkpoint(rec: &AuditRecord, key: &VerifyingKey) -> Result<(), String> {
-    let Some(cp) = &rec.checkpoint else {
+pub(crate) fn check_checkpoint(rec: &impl Chained, key: &VerifyingKey) -> Result<(), String> {
+    let Some(cp) = rec.checkpoint() else {
         return Err("checkpoint record without `checkpoint` object".into());
     };
-    if rec.action != Action::CHECKPOINT {
-        return Err(format!("`checkpoint` object on a `{}` record", rec.action));
+    if rec.action() != Action::CHECKPOINT.as_str() {
+        return Err(format!(
+            "`checkpoint` object on a `{}` record",
+            rec.action()
+        ));
     }
-    if cp.covers_seq + 1 != rec.seq || cp.covers_hash != rec.prev {
+    if cp.covers_seq + 1 != rec.seq() || cp.covers_hash != rec.prev() {
         return Err("checkpoint does not cover the record before it".into());
     }
     let mut sig = [0u8; 64];

@@ -281,32 +281,126 @@ impl AuditRecord {
     }
 }
 
+/// The chain-relevant fields of a parsed line (owned or borrowed record).
+pub(crate) trait Chained {
+    fn seq(&self) -> u64;
+    fn prev(&self) -> &str;
+    fn hash(&self) -> &str;
+    fn action(&self) -> &str;
+    fn checkpoint(&self) -> Option<&Checkpoint>;
+}
+
+impl Chained for AuditRecord {
+    fn seq(&self) -> u64 {
+        self.seq
+    }
+    fn prev(&self) -> &str {
+        &self.prev
+    }
+    fn hash(&self) -> &str {
+        &self.hash
+    }
+    fn action(&self) -> &str {
+        self.action.as_str()
+    }
+    fn checkpoint(&self) -> Option<&Checkpoint> {
+        self.checkpoint.as_ref()
+    }
+}
+
+/// A record borrowed from its line (no allocation unless a string has
+/// escapes): what `verify` parses, with the same schema as [`AuditRecord`].
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // fields are parsed to validate the schema
+pub(crate) struct RecordView<'a> {
+    pub seq: u64,
+    #[serde(borrow)]
+    pub time: Cow<'a, str>,
+    #[serde(borrow)]
+    pub request_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub client: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub end_user: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub purpose: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub case_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub action: Cow<'a, str>,
+    #[serde(borrow)]
+    pub department: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub dataset: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub scenario: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub subject_ref: Option<Cow<'a, str>>,
+    pub decision: Decision,
+    #[serde(borrow)]
+    pub reason: Option<Cow<'a, str>>,
+    pub status: Option<u16>,
+    #[serde(borrow)]
+    pub cache: Option<Cow<'a, str>>,
+    pub upstream_status: Option<u16>,
+    pub latency_us: Option<u64>,
+    pub checkpoint: Option<Checkpoint>,
+    #[serde(borrow)]
+    pub prev: Cow<'a, str>,
+    #[serde(borrow)]
+    pub hash: Cow<'a, str>,
+}
+
+impl Chained for RecordView<'_> {
+    fn seq(&self) -> u64 {
+        self.seq
+    }
+    fn prev(&self) -> &str {
+        &self.prev
+    }
+    fn hash(&self) -> &str {
+        &self.hash
+    }
+    fn action(&self) -> &str {
+        &self.action
+    }
+    fn checkpoint(&self) -> Option<&Checkpoint> {
+        self.checkpoint.as_ref()
+    }
+}
+
 /// Why one line is not a valid record.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum LineError {
+#[derive(Debug)]
+pub(crate) enum LineError<T> {
     /// Not a record at all (not JSON, unknown fields, not canonical).
     Garbage(String),
     /// A record whose stored hash does not match its content.
-    HashMismatch(Box<AuditRecord>),
+    HashMismatch(Box<T>),
 }
 
 /// Parses one line (without its `\n`) and checks its own hash.
-pub(crate) fn parse_line(line: &[u8]) -> Result<AuditRecord, LineError> {
-    let rec: AuditRecord =
-        serde_json::from_slice(line).map_err(|e| LineError::Garbage(e.to_string()))?;
+pub(crate) fn parse_line(line: &[u8]) -> Result<AuditRecord, LineError<AuditRecord>> {
+    parse_line_as(line)
+}
+
+/// [`parse_line`] into any record shape.
+pub(crate) fn parse_line_as<'a, T: Deserialize<'a> + Chained>(
+    line: &'a [u8],
+) -> Result<T, LineError<T>> {
+    let rec: T = serde_json::from_slice(line).map_err(|e| LineError::Garbage(e.to_string()))?;
     if line.len() < HASH_SUFFIX_LEN + 2 {
         return Err(LineError::Garbage("line too short".into()));
     }
     let split = line.len() - HASH_SUFFIX_LEN;
     let (body, suffix) = line.split_at(split);
+    let hash = rec.hash().as_bytes();
     let well_formed = suffix.starts_with(br#","hash":""#)
         && suffix.ends_with(b"\"}")
-        && &suffix[9..9 + 64] == rec.hash.as_bytes()
-        && rec
-            .hash
-            .bytes()
-            .all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'));
-    if !well_formed {
+        && &suffix[9..9 + 64] == hash
+        && hash.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'));
+    let mut stored = [0u8; 32];
+    if !well_formed || hex::decode_to_slice(hash, &mut stored).is_err() {
         return Err(LineError::Garbage(
             "`hash` is not the last member in canonical form".into(),
         ));
@@ -314,7 +408,7 @@ pub(crate) fn parse_line(line: &[u8]) -> Result<AuditRecord, LineError> {
     let mut h = Sha256::new();
     h.update(body);
     h.update(b"}");
-    if hex::encode(h.finalize()) != rec.hash {
+    if h.finalize().as_slice() != stored {
         return Err(LineError::HashMismatch(Box::new(rec)));
     }
     Ok(rec)

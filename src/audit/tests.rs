@@ -767,3 +767,41 @@ fn config_defaults_and_errors() {
     let err = crate::config::parse_toml::<RawAudit>(file, "fsynk = \"always\"\n").unwrap_err();
     assert_eq!(err.field, "fsynk");
 }
+
+#[tokio::test]
+async fn empty_newest_segment_resumes_from_the_one_before() {
+    // A crash right after rotation created the next file.
+    let t = Tmp::new("emptyseg");
+    populate(&t, settings(), 5).await;
+    let before = t.verify().unwrap();
+    fs::write(t.seg(2), b"").unwrap();
+    let (log, w) = open(&t, settings()).await;
+    let a = log.append(ev(6)).await.unwrap();
+    assert_eq!(a.seq, before.last_seq + 1);
+    w.shutdown().await.unwrap();
+    assert_eq!(rec(&lines(&t.seg(2))[0]).prev, before.last_hash);
+    let r = t.verify().unwrap();
+    assert_eq!(r.files, 2);
+}
+
+#[tokio::test]
+async fn live_verify_tolerates_a_line_being_written() {
+    let t = Tmp::new("live");
+    let (log, w) = open(&t, settings()).await;
+    for i in 0..5 {
+        log.append(ev(i)).await.unwrap();
+    }
+    log.checkpoint_now().await.unwrap();
+    fs::OpenOptions::new()
+        .append(true)
+        .open(t.seg(1))
+        .unwrap()
+        .write_all(b"{\"seq\":7,\"ti")
+        .unwrap();
+    let r = log.verify().await.unwrap().unwrap();
+    assert!(r.partial_tail);
+    assert_eq!(r.last_seq, 6);
+    // The strict verifier (CLI) does not tolerate it.
+    expect_fail(&t, FailureKind::Truncated, Some(7));
+    drop(w);
+}

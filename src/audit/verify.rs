@@ -11,7 +11,7 @@ use ed25519_dalek::VerifyingKey;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::checkpoint::{HEAD_FILE, check_checkpoint};
-use super::record::{Action, GENESIS_HASH, LineError, parse_line};
+use super::record::{Action, GENESIS_HASH, LineError, RecordView, parse_line, parse_line_as};
 use super::segment::list_segments;
 
 /// How to verify.
@@ -153,6 +153,8 @@ struct Lines<'a> {
     line: u64,
     peeked: Option<Item>,
     bytes: u64,
+    /// A line buffer handed back for reuse.
+    spare: Vec<u8>,
 }
 
 impl Lines<'_> {
@@ -171,7 +173,8 @@ impl Lines<'_> {
             let Some(r) = self.reader.as_mut() else {
                 continue;
             };
-            let mut bytes = Vec::with_capacity(512);
+            let mut bytes = std::mem::take(&mut self.spare);
+            bytes.clear();
             let n = r.read_until(b'\n', &mut bytes).map_err(|e| {
                 fail(
                     &self.files[self.idx],
@@ -239,19 +242,13 @@ pub fn verify_with(
     opts: &VerifyOptions,
 ) -> Result<VerifyReport, VerifyFailure> {
     let started = Instant::now();
-    let (files, head_path) = match paths {
-        [dir] if dir.is_dir() => {
-            // Read the head before the files: a writer may add to both meanwhile.
-            let head = dir.join(HEAD_FILE);
-            let segs = list_segments(dir)
-                .map_err(|e| fail(dir, 0, None, FailureKind::Unreadable, e.to_string()))?;
-            (
-                segs.into_iter().map(|s| s.path).collect::<Vec<_>>(),
-                Some(head),
-            )
-        }
-        _ => (paths.to_vec(), None),
+    let dir = match paths {
+        [dir] if dir.is_dir() => Some(dir),
+        _ => None,
     };
+    // Read the head before listing and reading the files: a live writer only
+    // ever moves the head forward, so the files then hold at least the head.
+    let head_path = dir.map(|d| d.join(HEAD_FILE));
     let head = match &head_path {
         Some(p) => match std::fs::read(p) {
             Ok(bytes) => {
@@ -280,6 +277,14 @@ pub fn verify_with(
         },
         None => None,
     };
+    let files = match dir {
+        Some(dir) => list_segments(dir)
+            .map_err(|e| fail(dir, 0, None, FailureKind::Unreadable, e.to_string()))?
+            .into_iter()
+            .map(|s| s.path)
+            .collect::<Vec<_>>(),
+        None => paths.to_vec(),
+    };
 
     let total: u64 = files
         .iter()
@@ -305,6 +310,7 @@ pub fn verify_with(
         line: 0,
         peeked: None,
         bytes: 0,
+        spare: Vec::with_capacity(1024),
     };
     let mut expected_seq = 1u64;
     let mut last_hash = GENESIS_HASH.to_string();
@@ -313,7 +319,8 @@ pub fn verify_with(
     let mut first_seq = None;
     let mut last_prev = String::new();
     let mut last_loc: Option<(usize, u64)> = None;
-    let mut recent: VecDeque<(u64, String)> = VecDeque::with_capacity(1024);
+    // Recent (seq, hash) pairs, to tell a duplicate from a reordering.
+    let mut recent: VecDeque<(u64, [u8; 64])> = VecDeque::with_capacity(1024);
     let mut checkpoints = 0u64;
     let mut last_cp: Option<u64> = None;
     let mut head_seen = false;
@@ -340,7 +347,7 @@ pub fn verify_with(
                 "last line is incomplete (torn or cut)",
             ));
         }
-        let rec = match parse_line(&item.bytes) {
+        let rec = match parse_line_as::<RecordView>(&item.bytes) {
             Ok(r) => r,
             Err(LineError::Garbage(d)) => {
                 return Err(fail(
@@ -353,8 +360,8 @@ pub fn verify_with(
             }
             Err(LineError::HashMismatch(r)) => {
                 // A checkpoint whose signature was touched: say so, not just "edited".
-                if (r.checkpoint.is_some() || r.action == Action::CHECKPOINT)
-                    && let Err(d) = check_checkpoint(&r, public_key)
+                if (r.checkpoint.is_some() || r.action == Action::CHECKPOINT.as_str())
+                    && let Err(d) = check_checkpoint(&*r, public_key)
                 {
                     return Err(fail(
                         file,
@@ -376,13 +383,18 @@ pub fn verify_with(
         if !anchored {
             anchored = true;
             expected_seq = rec.seq;
-            last_hash = rec.prev.clone();
+            last_hash.clear();
+            last_hash.push_str(&rec.prev);
         }
         first_seq.get_or_insert(rec.seq);
         let at = |kind, detail: String| fail(file, item.line, Some(rec.seq), kind, detail);
         if rec.seq > expected_seq {
             let next_is_expected = match lines.peek()? {
-                Some(n) => n.complete && parse_line(&n.bytes).is_ok_and(|n| n.seq == expected_seq),
+                Some(n) => {
+                    n.complete
+                        && parse_line_as::<RecordView>(&n.bytes)
+                            .is_ok_and(|n| n.seq == expected_seq)
+                }
                 None => false,
             };
             if next_is_expected {
@@ -412,7 +424,10 @@ pub fn verify_with(
                     "same record as the line before".into(),
                 ));
             }
-            if recent.iter().any(|(s, h)| *s == rec.seq && *h == rec.hash) {
+            if recent
+                .iter()
+                .any(|(s, h)| *s == rec.seq && h[..] == *rec.hash.as_bytes())
+            {
                 return Err(at(
                     FailureKind::Duplicated,
                     format!("seq {} already appeared earlier", rec.seq),
@@ -453,7 +468,7 @@ pub fn verify_with(
                 ),
             });
         }
-        if rec.checkpoint.is_some() || rec.action == Action::CHECKPOINT {
+        if rec.checkpoint.is_some() || rec.action == Action::CHECKPOINT.as_str() {
             check_checkpoint(&rec, public_key).map_err(|d| at(FailureKind::BadSignature, d))?;
             checkpoints += 1;
             last_cp = Some(rec.seq);
@@ -472,11 +487,16 @@ pub fn verify_with(
         if recent.len() == 1024 {
             recent.pop_front();
         }
-        recent.push_back((rec.seq, rec.hash.clone()));
+        let mut h = [0u8; 64];
+        h.copy_from_slice(rec.hash.as_bytes()); // 64 hex, checked by parse_line_as
+        recent.push_back((rec.seq, h));
         expected_seq += 1;
-        last_prev = rec.prev;
-        last_hash = rec.hash;
+        last_prev.clear();
+        last_prev.push_str(&rec.prev);
+        last_hash.clear();
+        last_hash.push_str(&rec.hash);
         last_loc = Some((item.file, item.line));
+        lines.spare = item.bytes;
     }
     bar.finish_and_clear();
     let last_seq = expected_seq - 1;
