@@ -58,12 +58,3 @@ pub use record::{Action, AuditEvent, AuditRecord, Checkpoint, Decision, GENESIS_
 pub use time::{now_rfc3339, parse_rfc3339_micros};
 pub use verify::{FailureKind, VerifyFailure, VerifyOptions, VerifyReport, verify, verify_with};
 pub use writer::{Appended, AuditLog, WriterHandle};
-
-/// The log files of `dir`, oldest first (what `onewindow audit verify`
-/// checks when no files are named).
-pub fn log_files(dir: &std::path::Path) -> Result<Vec<std::path::PathBuf>, AuditError> {
-    Ok(segment::list_segments(dir)?
-        .into_iter()
-        .map(|s| s.path)
-        .collect())
-}
