@@ -65,6 +65,14 @@ pub(crate) fn bearer_token(
         .rposition(|b| *b != b' ')
         .map_or(start, |i| i + 1);
     let token = &rest[start..end];
+    check_token_chars(token, max_token_bytes)?;
+    // Only ASCII is left, so this cannot fail.
+    std::str::from_utf8(token).map_err(|_| AuthError::malformed("token is not ASCII"))
+}
+
+/// A token is non-empty, at most `max_token_bytes`, and only base64url
+/// characters and `.`.
+pub(crate) fn check_token_chars(token: &[u8], max_token_bytes: usize) -> Result<(), AuthError> {
     if token.is_empty() {
         return Err(AuthError::malformed("empty bearer token"));
     }
@@ -84,8 +92,7 @@ pub(crate) fn bearer_token(
             "character outside base64url in token"
         }));
     }
-    // Only ASCII is left, so this cannot fail.
-    std::str::from_utf8(token).map_err(|_| AuthError::malformed("token is not ASCII"))
+    Ok(())
 }
 
 /// The three segments of a compact JWS, each non-empty.

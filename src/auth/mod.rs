@@ -180,8 +180,9 @@ impl Authenticator {
                 jwt::check_binding(p.cnf_x5t_s256(), peer_cert_sha256)?;
                 return Ok(p);
             }
+            // Past `exp`: drop it and verify afresh, so the leeway rules are
+            // the same as for a token never seen.
             inner.cache.remove(&key);
-            return Err(AuthError::Expired);
         }
         let p = Arc::new(
             inner
@@ -201,9 +202,7 @@ impl Authenticator {
         token: &str,
         peer_cert_sha256: Option<&[u8; 32]>,
     ) -> Result<Principal, AuthError> {
-        if token.len() > self.inner.max_token_bytes {
-            return Err(AuthError::malformed("token too long"));
-        }
+        jwt::check_token_chars(token.as_bytes(), self.inner.max_token_bytes)?;
         let parts = jwt::split_token(token)?;
         self.inner
             .verifier

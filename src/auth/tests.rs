@@ -187,7 +187,7 @@ async fn cached_token_stops_working_at_exp() {
         .mint("portal-binhai", &[], None, Duration::from_secs(100))
         .unwrap();
     assert!(w.auth(&t).await.is_ok());
-    w.clock.advance(101);
+    w.clock.advance(100 + 30); // exp + leeway
     assert_eq!(w.auth(&t).await.unwrap_err(), AuthError::Expired);
 }
 
@@ -1028,4 +1028,37 @@ async fn alg_must_fit_the_key_type_even_when_pinned() {
             e.detail()
         );
     }
+}
+
+#[tokio::test]
+async fn expired_cache_entry_is_reverified_with_leeway() {
+    let w = world().await;
+    let t = w
+        .demo
+        .mint("portal-binhai", &[], None, Duration::from_secs(100))
+        .unwrap();
+    let a = w.auth(&t).await.unwrap();
+    w.clock.advance(110); // past exp, inside the 30 s leeway
+    let b = w.auth(&t).await.unwrap();
+    assert!(
+        !Arc::ptr_eq(&a, &b),
+        "re-verified, not served from the cache"
+    );
+    w.clock.advance(30);
+    assert_eq!(w.auth(&t).await.unwrap_err(), AuthError::Expired);
+}
+
+#[tokio::test]
+async fn verify_uncached_applies_the_same_gates() {
+    let w = world().await;
+    let t = w.token(&good_claims());
+    assert!(w.auth.verify_uncached(&t, None).await.is_ok());
+    assert!(matches!(
+        w.auth.verify_uncached(&format!("{t} {t}"), None).await,
+        Err(AuthError::Malformed(_))
+    ));
+    assert!(matches!(
+        w.auth.verify_uncached(&".".repeat(100_000), None).await,
+        Err(AuthError::Malformed(_))
+    ));
 }
