@@ -330,6 +330,7 @@ impl AdminPlane {
                     b.subject.clone(),
                 );
                 self.cache.invalidate(&b.dataset, b.subject.as_deref());
+                self.metrics.observe_invalidation();
                 let r = Ok(json_response(
                     StatusCode::OK,
                     &serde_json::json!({

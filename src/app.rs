@@ -534,7 +534,11 @@ impl Running {
         let settings_audit = loaded.audit.clone();
         let settings = loaded.settings.clone();
         let state = Arc::new(ArcSwap::from_pointee(build_state(loaded, &shutdown).await?));
-        let metrics = Arc::new(Metrics::new());
+        let metrics = Arc::new(Metrics::new(Some(crate::metrics::Runtime {
+            state: state.clone(),
+            audit: audit.clone(),
+            cache: cache.clone(),
+        })));
         let data = Arc::new(DataPlane::new(
             state.clone(),
             audit.clone(),

@@ -167,6 +167,9 @@ impl Handler for DataPlane {
         let (mut resp, decision, reason) = match result {
             Ok(resp) => (resp, Decision::Allow, None),
             Err(e) => {
+                if let GatewayError::RateLimited(r) = &e {
+                    self.metrics.observe_rate_limited(r.limiter().name());
+                }
                 let problem = e.problem();
                 let decision = decision_of(problem.status);
                 let reason = e.to_string();
@@ -191,8 +194,23 @@ impl Handler for DataPlane {
                 .into_response(&ctx.request_id);
         }
         finish(&mut resp, &ctx);
-        self.metrics
-            .observe_request(ctx.action, resp.status().as_u16(), ctx.started.elapsed());
+        // Label values only from configuration: a caller's unknown dataset
+        // or department never creates a series.
+        let dataset = ctx
+            .dataset
+            .as_deref()
+            .filter(|d| state.datasets.get(d).is_some());
+        let department = ctx
+            .department
+            .as_deref()
+            .filter(|d| state.settings.departments.contains_key(*d));
+        self.metrics.observe_request(
+            ctx.action,
+            resp.status().as_u16(),
+            department,
+            dataset,
+            ctx.started.elapsed(),
+        );
         tracing::info!(
             request_id = %ctx.request_id,
             client = ctx.client.as_deref().unwrap_or("-"),

@@ -5,7 +5,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ed25519_dalek::VerifyingKey;
@@ -48,6 +48,7 @@ enum Cmd {
 
 struct Shared {
     healthy: AtomicBool,
+    stats: StatCounters,
     subject_key: SubjectKey,
     public: VerifyingKey,
     dir: PathBuf,
@@ -121,6 +122,7 @@ impl AuditLog {
         .map_err(|_| AuditError::Unavailable)??;
         let shared = Arc::new(Shared {
             healthy: AtomicBool::new(true),
+            stats: StatCounters::default(),
             subject_key,
             public: state.keys.public(),
             dir: state.dir.clone(),
@@ -160,6 +162,19 @@ impl AuditLog {
             .await
             .map_err(|_| AuditError::Unavailable)?;
         rx.await.map_err(|_| AuditError::Unavailable)?
+    }
+
+    /// Writer counters and the current queue depth (for `/metrics`).
+    pub fn stats(&self) -> AuditStats {
+        let s = &self.shared.stats;
+        AuditStats {
+            queued: self.tx.max_capacity() - self.tx.capacity(),
+            batches: s.batches.load(Ordering::Relaxed),
+            records: s.records.load(Ordering::Relaxed),
+            write_failures: s.failures.load(Ordering::Relaxed),
+            write_seconds: s.write_nanos.load(Ordering::Relaxed) as f64 / 1e9,
+            last_batch: s.last_batch.load(Ordering::Relaxed),
+        }
     }
 
     /// False while the last write failed (the lead turns `/readyz` red and
@@ -484,6 +499,7 @@ enum Op {
 /// Runs one operation on a blocking thread; returns the state (None if the
 /// blocking task panicked, which stops the writer).
 async fn exec(state: State, op: Op, shared: &Shared) -> Option<State> {
+    let started = std::time::Instant::now();
     let res = tokio::task::spawn_blocking(move || {
         let mut st = state;
         match op {
@@ -522,6 +538,7 @@ async fn exec(state: State, op: Op, shared: &Shared) -> Option<State> {
     };
     if let Some((r, acks, cp_acks)) = outcome {
         let ok = r.is_ok();
+        shared.stats.record_batch(acks.len(), started.elapsed(), ok);
         match r {
             Ok(appended) => {
                 shared.healthy.store(true, Ordering::Release);
@@ -622,5 +639,47 @@ async fn run(
             }
         })
         .await;
+    }
+}
+
+/// A snapshot of the writer's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct AuditStats {
+    /// Records waiting in the queue for the writer.
+    pub queued: usize,
+    /// Batches written (each one write + the fsync policy).
+    pub batches: u64,
+    /// Records acknowledged through batches.
+    pub records: u64,
+    /// Batches that failed to write (callers got `Unavailable`).
+    pub write_failures: u64,
+    /// Total seconds spent writing and syncing batches.
+    pub write_seconds: f64,
+    /// Size of the last batch.
+    pub last_batch: u64,
+}
+
+#[derive(Default)]
+struct StatCounters {
+    batches: AtomicU64,
+    records: AtomicU64,
+    failures: AtomicU64,
+    write_nanos: AtomicU64,
+    last_batch: AtomicU64,
+}
+
+impl StatCounters {
+    fn record_batch(&self, records: usize, took: std::time::Duration, ok: bool) {
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        self.last_batch.store(records as u64, Ordering::Relaxed);
+        self.write_nanos.fetch_add(
+            u64::try_from(took.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        if ok {
+            self.records.fetch_add(records as u64, Ordering::Relaxed);
+        } else {
+            self.failures.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }

@@ -82,6 +82,8 @@ struct Inner {
     max_token_bytes: usize,
     clock: Arc<dyn Clock>,
     cancel: CancellationToken,
+    hits: std::sync::atomic::AtomicU64,
+    misses: std::sync::atomic::AtomicU64,
 }
 
 impl Drop for Inner {
@@ -155,6 +157,8 @@ impl Authenticator {
                 max_token_bytes: settings.max_token_bytes,
                 clock,
                 cancel,
+                hits: std::sync::atomic::AtomicU64::new(0),
+                misses: std::sync::atomic::AtomicU64::new(0),
             }),
         })
     }
@@ -178,12 +182,18 @@ impl Authenticator {
         if let Some(p) = inner.cache.get(&key) {
             if inner.clock.now_unix() < p.exp() {
                 jwt::check_binding(p.cnf_x5t_s256(), peer_cert_sha256)?;
+                inner
+                    .hits
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 return Ok(p);
             }
             // Past `exp`: drop it and verify afresh, so the leeway rules are
             // the same as for a token never seen.
             inner.cache.remove(&key);
         }
+        inner
+            .misses
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let p = Arc::new(
             inner
                 .verifier
@@ -217,6 +227,20 @@ impl Authenticator {
             Some(i) => i.keys.reload().await,
             None => Err(AuthError::setup(format!("unknown issuer `{issuer}`"))),
         }
+    }
+
+    /// Token-cache hits and misses since start (metrics).
+    pub fn cache_hits_misses(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.inner.hits.load(Relaxed),
+            self.inner.misses.load(Relaxed),
+        )
+    }
+
+    /// The configured issuers (metrics labels come from configuration).
+    pub fn issuers(&self) -> impl Iterator<Item = &str> {
+        self.inner.verifier.issuers.keys().map(String::as_str)
     }
 
     /// How many HTTPS JWKS fetches this issuer has made (metrics, tests);
