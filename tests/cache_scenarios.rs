@@ -4,6 +4,9 @@
 //! invalidation, and scenarios that validate their subjects, survive a
 //! department going down and never leak a part the client is not granted.
 
+// Tests may unwrap; `useless_format` is for the shared harness in tests/common.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::useless_format)]
+
 mod common;
 
 use std::sync::Arc;
@@ -189,8 +192,7 @@ async fn twenty_concurrent_first_reads_make_one_department_call() {
     ms.set_delay(Duration::from_millis(400));
     let t = w.token("portal-binhai", &[], None);
     let path = licence_path(FULL);
-    let answers =
-        futures_util::future::join_all((0..20).map(|_| w.read(&path, &t))).await;
+    let answers = futures_util::future::join_all((0..20).map(|_| w.read(&path, &t))).await;
     for a in &answers {
         assert_eq!(a.status, 200, "{}", a.text());
         assert_eq!(a.json()["record"]["uscc"], FULL);
@@ -214,7 +216,11 @@ async fn invalidation_during_a_slow_load_is_not_undone() {
         } else {
             "新名称餐饮有限公司"
         };
-        (200, "application/json".into(), licence_json(FULL, name, "存续"))
+        (
+            200,
+            "application/json".into(),
+            licence_json(FULL, name, "存续"),
+        )
     })
     .await;
     mock.set_delay(Duration::from_millis(800));
@@ -243,7 +249,11 @@ async fn invalidation_during_a_slow_load_is_not_undone() {
     ms.set_delay(Duration::ZERO);
     let after = w.read(&path, &t).await;
     assert_eq!(after.status, 200, "{}", after.text());
-    assert_eq!(ms.calls(), 2, "the read after the push went to the department");
+    assert_eq!(
+        ms.calls(),
+        2,
+        "the read after the push went to the department"
+    );
     assert_eq!(after.header("x-cache"), Some("miss"));
     assert_eq!(after.json()["record"]["name"], "新名称餐饮有限公司");
 }
@@ -256,7 +266,11 @@ async fn a_revoked_licence_is_seen_right_after_the_push() {
     let d2 = djzt.clone();
     let mock = MockDept::start(move |_| {
         let s = *d2.lock().unwrap();
-        (200, "application/json".into(), licence_json(FULL, "海味轩", s))
+        (
+            200,
+            "application/json".into(),
+            licence_json(FULL, "海味轩", s),
+        )
     })
     .await;
     let w = World::builder()
@@ -327,7 +341,10 @@ async fn stale_if_error_but_never_after_invalidation() {
     let j = stale.json();
     assert_eq!(j["source"]["cache"], "stale");
     assert_eq!(j["record"]["uscc"], FULL);
-    assert!(ms.calls() >= 2, "the department was tried before going stale");
+    assert!(
+        ms.calls() >= 2,
+        "the department was tried before going stale"
+    );
 
     invalidate(&w, Some(FULL)).await;
     let gone = w.read(&path, &t).await;
@@ -381,14 +398,26 @@ async fn bad_scenario_bodies_are_400_naming_the_problem() {
     let cases: Vec<(&str, String, &str)> = vec![
         ("open-restaurant", r#"{"subjects":{}}"#.into(), "uscc"),
         ("open-restaurant", "{}".into(), "subjects"),
-        ("open-restaurant", r#"{"subjects":{"uscc":"../../etc"}}"#.into(), "uscc"),
-        ("open-restaurant", r#"{"subjects":{"uscc":123}}"#.into(), "subjects"),
+        (
+            "open-restaurant",
+            r#"{"subjects":{"uscc":"../../etc"}}"#.into(),
+            "uscc",
+        ),
+        (
+            "open-restaurant",
+            r#"{"subjects":{"uscc":123}}"#.into(),
+            "subjects",
+        ),
         (
             "open-restaurant",
             format!(r#"{{"subjects":{{"uscc":"{}"}}}}"#, "9".repeat(400)),
             "uscc",
         ),
-        ("newborn", r#"{"subjects":{"birth_cert":"T120116202600001"}}"#.into(), "guardian_id"),
+        (
+            "newborn",
+            r#"{"subjects":{"birth_cert":"T120116202600001"}}"#.into(),
+            "guardian_id",
+        ),
         ("open-restaurant", many, "subjects"),
         (
             "open-restaurant",
@@ -404,7 +433,10 @@ async fn bad_scenario_bodies_are_400_naming_the_problem() {
         assert_eq!(a.status, 400, "{name} {shown}: {}", a.text());
         assert_eq!(a.header("content-type"), Some("application/problem+json"));
         let detail = a.json()["detail"].as_str().unwrap().to_string();
-        assert!(detail.contains(names), "{shown}: detail `{detail}` names `{names}`");
+        assert!(
+            detail.contains(names),
+            "{shown}: detail `{detail}` names `{names}`"
+        );
     }
     assert_eq!(
         w.mocks["market-supervision"].calls(),
