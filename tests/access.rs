@@ -3,6 +3,9 @@
 //! attribution headers, roles on both planes, tokens kept out of the audit
 //! log, and certificate-bound tokens on an mTLS listener.
 
+// `useless_format`: a pre-existing lint in tests/common/mod.rs (append-only for helpers).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::useless_format)]
+
 mod common;
 
 use std::net::SocketAddr;
@@ -13,14 +16,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
-use common::{Answer, FULL, REVOKED, World};
+use common::{Answer, FULL, REVOKED, World, raw_status};
 use http::{HeaderValue, Method, Request};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use onewindow::auth::{DEMO_AUDIENCE, DEMO_ISSUER, DemoIssuer};
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 fn now() -> u64 {
@@ -71,55 +73,6 @@ async fn send_bytes(addr: SocketAddr, path: &str, headers: &[(&str, &[u8])]) -> 
         headers: parts.headers,
         body: body.collect().await.unwrap().to_bytes(),
     }
-}
-
-/// Writes `bytes` (ignoring a peer that closes early) and returns the status
-/// line's code of whatever the peer answered, with the whole answer.
-async fn raw_status(addr: SocketAddr, bytes: Vec<u8>) -> (Option<u16>, String) {
-    let s = TcpStream::connect(addr).await.unwrap();
-    let (mut r, mut wr) = s.into_split();
-    let writer = tokio::spawn(async move {
-        for chunk in bytes.chunks(16 * 1024) {
-            if wr.write_all(chunk).await.is_err() {
-                return;
-            }
-        }
-        let _ = wr.flush().await;
-        // Keep the write half open until the reader is done.
-        tokio::time::sleep(Duration::from_secs(20)).await;
-    });
-    let mut out = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(20), async {
-        let mut buf = [0u8; 8192];
-        loop {
-            match r.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => {
-                    out.extend_from_slice(&buf[..n]);
-                    // One complete answer is enough.
-                    if let Some(p) = out.windows(4).position(|w| w == b"\r\n\r\n") {
-                        let head = String::from_utf8_lossy(&out[..p]).to_ascii_lowercase();
-                        let len = head
-                            .lines()
-                            .find_map(|l| l.strip_prefix("content-length:"))
-                            .and_then(|v| v.trim().parse::<usize>().ok())
-                            .unwrap_or(0);
-                        if out.len() >= p + 4 + len {
-                            return;
-                        }
-                    }
-                }
-            }
-        }
-    })
-    .await;
-    writer.abort();
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let code = text
-        .strip_prefix("HTTP/1.1 ")
-        .and_then(|s| s.get(..3))
-        .and_then(|s| s.parse().ok());
-    (code, text)
 }
 
 fn assert_invalid_token(a: &Answer, token: Option<&str>, what: &str) {
