@@ -265,7 +265,20 @@ impl AdminPlane {
             }
             AdminRoute::Adapter => {
                 let department = department.unwrap_or_default();
-                principal.require_department_admin(&department)?;
+                if let Err(e) = principal.require_department_admin(&department) {
+                    // A refused change attempt is a decision: audit it.
+                    let r = Err(e.into());
+                    let action = match *req.method() {
+                        Method::PUT => Some("admin.adapter.put"),
+                        Method::DELETE => Some("admin.adapter.delete"),
+                        _ => None,
+                    };
+                    if let Some(action) = action {
+                        let c = change(action, Some(department.clone()), None, None);
+                        self.audit_change(&c, &r).await?;
+                    }
+                    return r;
+                }
                 if !state.settings.departments.contains_key(&department) {
                     return Err(
                         RequestError::NotFound(format!("no department `{department}`")).into(),
@@ -322,13 +335,17 @@ impl AdminPlane {
                     .datasets
                     .get(&b.dataset)
                     .ok_or_else(|| RequestError::NotFound(format!("no dataset `{}`", b.dataset)))?;
-                principal.require_department_admin(&spec.department)?;
                 let c = change(
                     "admin.cache.invalidate",
                     Some(spec.department.clone()),
                     Some(b.dataset.clone()),
                     b.subject.clone(),
                 );
+                if let Err(e) = principal.require_department_admin(&spec.department) {
+                    let r = Err(e.into());
+                    self.audit_change(&c, &r).await?;
+                    return r;
+                }
                 self.cache.invalidate(&b.dataset, b.subject.as_deref());
                 self.metrics.observe_invalidation();
                 let r = Ok(json_response(

@@ -105,10 +105,23 @@ pub fn parse_toml<T: DeserializeOwned>(file: &Path, text: &str) -> Result<T, Con
             .span()
             .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
         let message = e.message().to_string();
-        let field = field_from_message(&message).unwrap_or_else(|| match line {
-            Some(l) => format!("line {l}"),
-            None => "(document)".to_string(),
+        // Type errors do not name the key: take it from the text before the value.
+        let key_at = e.span().and_then(|s| {
+            let start = s.start.min(text.len());
+            let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+            let before = text[line_start..start].trim_end().strip_suffix('=')?;
+            let key = before
+                .rsplit(|c: char| c == '{' || c == ',' || c.is_whitespace())
+                .find(|k| !k.is_empty())?
+                .trim_matches('"');
+            (!key.is_empty()).then(|| key.to_string())
         });
+        let field = field_from_message(&message)
+            .or(key_at)
+            .unwrap_or_else(|| match line {
+                Some(l) => format!("line {l}"),
+                None => "(document)".to_string(),
+            });
         let problem = match line {
             Some(l) => format!("{message} (line {l})"),
             None => message.clone(),
@@ -158,5 +171,8 @@ mod tests {
         let err =
             parse_toml::<Sample>(Path::new("x.toml"), "name = \"a\"\nport = \"x\"\n").unwrap_err();
         assert!(err.problem.contains("line 2"), "{err}");
+        assert_eq!(err.field, "port", "{err}");
+        let err = parse_toml::<toml::Table>(Path::new("x.toml"), "a = { b = 1, c = }\n");
+        assert!(err.is_err());
     }
 }

@@ -565,3 +565,54 @@ pub async fn raw_exchange(addr: SocketAddr, bytes: &[u8], wait: Duration) -> (St
     .unwrap_or(false);
     (String::from_utf8_lossy(&out).into_owned(), closed)
 }
+
+// ---- Helpers added for tests/access.rs and tests/admin.rs (t-access) ----
+
+/// Writes `bytes` (ignoring a peer that closes early) and returns the status
+/// line's code of whatever the peer answered, with the whole answer.
+pub async fn raw_status(addr: SocketAddr, bytes: Vec<u8>) -> (Option<u16>, String) {
+    let s = TcpStream::connect(addr).await.unwrap();
+    let (mut r, mut wr) = s.into_split();
+    let writer = tokio::spawn(async move {
+        for chunk in bytes.chunks(16 * 1024) {
+            if wr.write_all(chunk).await.is_err() {
+                return;
+            }
+        }
+        let _ = wr.flush().await;
+        // Keep the write half open until the reader is done.
+        tokio::time::sleep(Duration::from_secs(20)).await;
+    });
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(20), async {
+        let mut buf = [0u8; 8192];
+        loop {
+            match r.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    out.extend_from_slice(&buf[..n]);
+                    // One complete answer is enough.
+                    if let Some(p) = out.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&out[..p]).to_ascii_lowercase();
+                        let len = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .and_then(|v| v.trim().parse::<usize>().ok())
+                            .unwrap_or(0);
+                        if out.len() >= p + 4 + len {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    writer.abort();
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let code = text
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|s| s.get(..3))
+        .and_then(|s| s.parse().ok());
+    (code, text)
+}
