@@ -466,19 +466,22 @@ impl AdminPlane {
     ) -> Result<Resp, GatewayError> {
         let _g = self.changes.lock().await;
         let state = self.state.load_full();
+        // Messages name the file as the department knows it, never the
+        // server's absolute path.
+        let shown = std::path::PathBuf::from(format!("adapters/{department}.toml"));
         let spec = if json {
-            AdapterSpec::from_json(file, body)
+            AdapterSpec::from_json(&shown, body)
         } else {
             let text = std::str::from_utf8(body)
                 .map_err(|_| RequestError::Malformed("adapter file must be UTF-8".into()))?;
-            AdapterSpec::from_toml(file, text)
+            AdapterSpec::from_toml(&shown, text)
         }
         .map_err(GatewayError::InvalidAdapter)?;
         let adapter = {
             let registry = AdapterRegistry::builtin();
             let secret = |var: &str| std::env::var(var).ok();
             let cx = CompileContext {
-                file,
+                file: &shown,
                 expected_department: department,
                 datasets: &state.datasets,
                 registry: &registry,
@@ -500,7 +503,7 @@ impl AdminPlane {
             .map_err(|e| {
                 GatewayError::InvalidAdapter(
                     crate::config::ConfigError::new(
-                        file,
+                        &shown,
                         "base_url",
                         e,
                         "use an address the department's allow-list permits",
@@ -525,11 +528,21 @@ impl AdminPlane {
         next.adapters = state.adapters.with(adapter);
         next.upstreams.insert(department.to_string(), client);
         self.state.store(Arc::new(next));
+        // Records fetched through the old adapter (mapping, upstream) must not
+        // outlive it.
+        self.invalidate_department(&state, department);
         tracing::info!(department, "adapter registered");
         Ok(json_response(
             StatusCode::OK,
             &serde_json::json!({"department": department, "kind": kind, "datasets": datasets}),
         ))
+    }
+
+    /// Revokes every cached record of the department's datasets.
+    fn invalidate_department(&self, state: &State, department: &str) {
+        for d in state.datasets.iter().filter(|d| d.department == department) {
+            self.cache.invalidate(&d.name, None);
+        }
     }
 
     async fn delete_adapter(
@@ -554,6 +567,7 @@ impl AdminPlane {
         next.adapters = state.adapters.without(department);
         next.upstreams.remove(department);
         self.state.store(Arc::new(next));
+        self.invalidate_department(&state, department);
         tracing::info!(department, "adapter removed");
         let mut r = Response::new(Full::new(Bytes::new()));
         *r.status_mut() = StatusCode::NO_CONTENT;

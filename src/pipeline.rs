@@ -653,6 +653,7 @@ impl DataPlane {
         let parent = &*ctx;
         let run_part = |part: &crate::scenario::Part, subject: &str| {
             let part_dataset = part.dataset.clone();
+            let part_timeout = part.timeout;
             let subject = subject.to_string();
             async move {
                 let mut pctx = RequestCtx {
@@ -671,8 +672,11 @@ impl DataPlane {
                     ratelimit: None,
                     trace: parent.trace.clone(),
                 };
-                let r = self
-                    .read_dataset(
+                // The part enforces its own deadline so that a timed-out part
+                // is still recorded (the scenario's deadline is only a backstop).
+                let r = tokio::time::timeout(
+                    part_timeout,
+                    self.read_dataset(
                         state,
                         &mut pctx,
                         principal,
@@ -680,8 +684,10 @@ impl DataPlane {
                         &part_dataset,
                         &subject,
                         Some(subjects),
-                    )
-                    .await;
+                    ),
+                )
+                .await
+                .unwrap_or(Err(UpstreamError::Timeout(part_timeout).into()));
                 let (result, decision, reason) = match r {
                     Ok(read) => (
                         PartResult {
@@ -842,7 +848,12 @@ impl DataPlane {
     ) -> Result<(), crate::audit::AuditError> {
         let mut ev = AuditEvent::new(Action::from_name(ctx.action), decision);
         ev.request_id = Some(ctx.request_id.clone());
-        ev.client = ctx.client.clone();
+        // Unauthenticated callers are known by their address.
+        ev.client = Some(
+            ctx.client
+                .clone()
+                .unwrap_or_else(|| format!("ip:{}", ctx.peer)),
+        );
         if let Some(a) = &ctx.attribution {
             ev.end_user = a.end_user.clone();
             ev.purpose = a.purpose.clone();

@@ -91,6 +91,10 @@ fn yes() -> bool {
     true
 }
 
+/// Extra time the scenario gives a part beyond its own timeout before
+/// abandoning it, so the part's runner can record its own timeout first.
+pub const PART_GRACE: Duration = Duration::from_millis(250);
+
 /// Most subjects a scenario request may carry.
 pub const MAX_SUBJECTS: usize = 16;
 
@@ -369,7 +373,9 @@ impl Scenario {
                         record: None,
                         detail: Some(format!("no `{}` subject given", p.subject_kind)),
                     },
-                    Some(fut) => match tokio::time::timeout(p.timeout, fut).await {
+                    // The runner is expected to enforce `p.timeout` itself (and
+                    // record the outcome); this deadline is a backstop.
+                    Some(fut) => match tokio::time::timeout(p.timeout + PART_GRACE, fut).await {
                         Ok(r) => r,
                         Err(_) => PartResult {
                             status: PartStatus::Error,
