@@ -579,7 +579,7 @@ impl AdminPlane {
 
 fn departments_detail(state: &State) -> serde_json::Value {
     let mut out = BTreeMap::new();
-    for (name, _) in &state.settings.departments {
+    for name in state.settings.departments.keys() {
         let mut d = serde_json::Map::new();
         d.insert(
             "adapter".into(),

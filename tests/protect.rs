@@ -3,6 +3,10 @@
 //! bulkhead, retries, and the per-address limit on failed authentications.
 //! (The limiter and breaker units are tested in src/protect.)
 
+// Tests may unwrap (clippy.toml only covers #[test] fns, not helpers);
+// `useless_format` is pre-existing in tests/common/mod.rs (CloseMidBody).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::useless_format)]
+
 mod common;
 
 use std::sync::{Arc, Mutex};
