@@ -220,7 +220,8 @@ impl AdminPlane {
         {
             Ok(p) => p,
             Err(e) => {
-                state.protect.record_auth_failure(conn.peer.ip())?;
+                // This answer stays 401; later ones are 429 (ip_blocked above).
+                let _ = state.protect.record_auth_failure(conn.peer.ip());
                 return Err(e.into());
             }
         };
@@ -617,10 +618,7 @@ fn departments_detail(state: &State) -> serde_json::Value {
             state.adapters.department(name).is_some().into(),
         );
         if let Some(g) = state.protect.department(name) {
-            d.insert(
-                "breaker".into(),
-                format!("{:?}", g.breaker().state()).to_lowercase().into(),
-            );
+            d.insert("breaker".into(), g.breaker().state().as_str().into());
             d.insert("in_flight".into(), g.bulkhead().in_flight().into());
             d.insert("queued".into(), g.bulkhead().queue_depth().into());
         }

@@ -292,12 +292,15 @@ impl DataPlane {
             Route::Proxy { .. } => "proxy",
         };
 
-        // Phase 3: a flood of bad tokens from one address stops here, before crypto.
-        state.protect.ip_blocked(ctx.peer)?;
-
         // Phase 4: authenticate. Repeated Authorization headers are refused.
         let mut auths = req.headers().get_all(header::AUTHORIZATION).iter();
         let authorization = auths.next();
+        // Phase 3: a flood of bad tokens from one address stops here, before
+        // crypto; a token already verified (cached) costs none, so honest
+        // callers behind the same address are not locked out.
+        if !state.auth.is_cached(authorization) {
+            state.protect.ip_blocked(ctx.peer)?;
+        }
         let principal = if auths.next().is_some() {
             Err(crate::auth::AuthError::malformed(
                 "more than one Authorization header",
@@ -312,9 +315,9 @@ impl DataPlane {
             Ok(p) => p,
             Err(e) => {
                 ctx.action = "auth.denied";
-                // Count the failure against the address; the answer stays 401
-                // (or 429 once the address is over its budget).
-                state.protect.record_auth_failure(ctx.peer)?;
+                // Count the failure against the address; this answer stays
+                // 401, later ones from a blocked address are 429 (phase 3).
+                let _ = state.protect.record_auth_failure(ctx.peer);
                 return Err(e.into());
             }
         };

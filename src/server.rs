@@ -183,6 +183,9 @@ pub async fn serve<H: Handler>(
             }
         });
     }
+    // Stop listening now: new connections are refused during the drain
+    // instead of waiting in the kernel's backlog until it ends.
+    drop(listener);
     tracker.close();
     // Connections see `shutdown` themselves and drain; wait for them, bounded.
     let _ = tokio::time::timeout(drain + Duration::from_secs(1), tracker.wait()).await;

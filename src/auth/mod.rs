@@ -206,6 +206,15 @@ impl Authenticator {
         Ok(p)
     }
 
+    /// True when the request's bearer token is in the verified-token cache
+    /// (hash + lookup, no crypto): such a caller is answered without
+    /// verification, so the per-address failed-authentication block need not
+    /// stop it.
+    pub fn is_cached(&self, authorization: Option<&http::HeaderValue>) -> bool {
+        jwt::bearer_token(authorization, self.inner.max_token_bytes)
+            .is_ok_and(|t| self.inner.cache.get(&cache::token_key(t)).is_some())
+    }
+
     /// Verifies a bare token without the cache (benchmarks, diagnostics).
     pub async fn verify_uncached(
         &self,

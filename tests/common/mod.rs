@@ -3,6 +3,9 @@
 //! project directory (its own config, certs, data). No fixed ports, no
 //! external processes.
 #![allow(dead_code)]
+// Test helpers, not #[test] functions: clippy's allow-unwrap-in-tests does not
+// reach them, and a panic is the right failure here.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -282,9 +285,7 @@ async fn serve_mock(
                 }
             }
             Fault::CloseMidBody => {
-                let partial = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{{\"code\":0,\"data\":{{"
-                );
+                let partial = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{\"code\":0,\"data\":{";
                 let _ = sock.write_all(partial.as_bytes()).await;
                 return;
             }
@@ -615,4 +616,74 @@ pub async fn raw_status(addr: SocketAddr, bytes: Vec<u8>) -> (Option<u16>, Strin
         .and_then(|s| s.get(..3))
         .and_then(|s| s.parse().ok());
     (code, text)
+}
+
+// ---------------------------------------------------------------------------
+// Added for tests/core.rs and tests/protect.rs (t-core).
+// ---------------------------------------------------------------------------
+
+/// GET `path` on the data plane at `addr` with a bearer token and
+/// `X-Purpose: service-handling`, on a client of its own (so it can run in a
+/// spawned task while the world is stopped or busy).
+pub async fn get_on(addr: SocketAddr, path: &str, token: &str) -> Answer {
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    let req = Request::builder()
+        .method(Method::GET)
+        .uri(format!("http://{addr}{path}"))
+        .header("authorization", format!("Bearer {token}"))
+        .header("x-purpose", "service-handling")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(30), client.request(req))
+        .await
+        .expect("gateway answered in time")
+        .expect("request sent");
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    Answer {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
+}
+
+/// The status code on the first line of a raw HTTP/1.1 answer.
+pub fn status_of(resp: &str) -> Option<u16> {
+    let line = resp.lines().next()?;
+    let mut it = line.split(' ');
+    if !it.next()?.starts_with("HTTP/1.") {
+        return None;
+    }
+    it.next()?.parse().ok()
+}
+
+/// Asserts an RFC 9457 problem answer with `status` and every required field.
+pub fn assert_problem(a: &Answer, status: u16) {
+    assert_eq!(a.status, status, "{}", a.text());
+    assert_eq!(
+        a.header("content-type"),
+        Some("application/problem+json"),
+        "{}",
+        a.text()
+    );
+    let j = a.json();
+    for f in ["type", "title", "detail", "request_id"] {
+        assert!(j[f].is_string(), "problem field `{f}` missing: {j}");
+    }
+    assert_eq!(j["status"], status, "{j}");
+}
+
+/// A market-supervision mock answering in its own dialect: every request gets
+/// the business licence of the last path segment.
+pub async fn market_supervision_mock() -> MockDept {
+    MockDept::start(|seen| {
+        let path = seen.target.split('?').next().unwrap_or_default();
+        let uscc = path.rsplit('/').next().unwrap_or_default();
+        let body = serde_json::json!({"code": "0000", "data": {
+            "tyshxydm": uscc, "qymc": "滨海面馆有限公司", "fddbr": "李伟",
+            "yxqz": "2046-03-01", "djzt": "存续"}});
+        (200, "application/json".into(), body.to_string())
+    })
+    .await
 }
