@@ -131,6 +131,18 @@ fn bench(c: &mut Criterion) {
         })
     });
 
+    // Components of the hot path, to see where its time goes.
+    c.bench_function("auth/part_sha256_token", |b| {
+        use sha2::Digest as _;
+        b.iter(|| sha2::Sha256::digest(black_box(token.as_bytes())))
+    });
+    let cache: moka::sync::Cache<[u8; 32], std::sync::Arc<u64>> =
+        moka::sync::Cache::builder().max_capacity(100_000).build();
+    cache.insert([7u8; 32], std::sync::Arc::new(1));
+    c.bench_function("auth/part_moka_get", |b| {
+        b.iter(|| cache.get(black_box(&[7u8; 32])))
+    });
+
     let bad = HeaderValue::from_str(&format!("Bearer {}", "A".repeat(9000))).expect("header");
     c.bench_function("auth/reject_oversize", |b| {
         b.iter_custom(|iters| {

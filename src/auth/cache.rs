@@ -16,8 +16,8 @@ use super::principal::Principal;
 pub(crate) type TokenKey = [u8; 32];
 
 /// The key of `token`.
-pub(crate) fn token_key(token: &str) -> TokenKey {
-    Sha256::digest(token.as_bytes()).into()
+pub(crate) fn token_key(token: &[u8]) -> TokenKey {
+    Sha256::digest(token).into()
 }
 
 struct ExpireAtExp {

@@ -31,21 +31,20 @@ const MAX_CLAIM_BYTES: usize = 256;
 /// Most roles read from one token.
 const MAX_ROLES: usize = 16;
 
-/// The token from an `Authorization: Bearer <token>` value.
+/// The token bytes from an `Authorization: Bearer <token>` value.
 ///
-/// Refuses (before any decoding): a missing header, other schemes, more than
-/// one token, characters outside the base64url/`.` alphabet and tokens over
-/// `max_token_bytes`.
-pub(crate) fn bearer_token(
+/// Refuses a missing header, other schemes, an empty token and tokens over
+/// `max_token_bytes` (the whole value is bounded before it is scanned). The
+/// characters are checked by [`check_token`], which the cache-hit path can
+/// skip: a hit is byte-identical to a token that passed it.
+pub(crate) fn bearer_bytes(
     authorization: Option<&http::HeaderValue>,
     max_token_bytes: usize,
-) -> Result<&str, AuthError> {
+) -> Result<&[u8], AuthError> {
     let Some(v) = authorization else {
         return Err(AuthError::Missing);
     };
     let bytes = v.as_bytes();
-    // "Bearer" + spaces; anything much longer than the token limit is refused
-    // before it is even scanned.
     if bytes.len() > max_token_bytes + 16 {
         return Err(AuthError::malformed(format!(
             "authorization header of {} bytes",
@@ -65,14 +64,6 @@ pub(crate) fn bearer_token(
         .rposition(|b| *b != b' ')
         .map_or(start, |i| i + 1);
     let token = &rest[start..end];
-    check_token_chars(token, max_token_bytes)?;
-    // Only ASCII is left, so this cannot fail.
-    std::str::from_utf8(token).map_err(|_| AuthError::malformed("token is not ASCII"))
-}
-
-/// A token is non-empty, at most `max_token_bytes`, and only base64url
-/// characters and `.`.
-pub(crate) fn check_token_chars(token: &[u8], max_token_bytes: usize) -> Result<(), AuthError> {
     if token.is_empty() {
         return Err(AuthError::malformed("empty bearer token"));
     }
@@ -82,28 +73,51 @@ pub(crate) fn check_token_chars(token: &[u8], max_token_bytes: usize) -> Result<
             token.len()
         )));
     }
-    if let Some(bad) = token
-        .iter()
-        .find(|b| !(b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')))
-    {
-        return Err(AuthError::malformed(if matches!(bad, b' ' | b',') {
-            "more than one token"
-        } else {
-            "character outside base64url in token"
-        }));
-    }
-    Ok(())
+    Ok(token)
 }
 
-/// The three segments of a compact JWS, each non-empty.
-pub(crate) fn split_token(token: &str) -> Result<[&str; 3], AuthError> {
-    let mut it = token.splitn(4, '.');
-    match (it.next(), it.next(), it.next(), it.next()) {
-        (Some(h), Some(p), Some(s), None) if !h.is_empty() && !p.is_empty() && !s.is_empty() => {
-            Ok([h, p, s])
-        }
-        _ => Err(AuthError::malformed("not three non-empty segments")),
+/// Bytes allowed in a compact JWS: base64url and `.`.
+const TOKEN_BYTE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.';
+        i += 1;
     }
+    t
+};
+
+/// Checks a token in one pass: only base64url characters and `.`, exactly
+/// three non-empty segments. Returns it as `&str` with its segments.
+pub(crate) fn check_token(token: &[u8]) -> Result<(&str, [&str; 3]), AuthError> {
+    let mut dots = [0usize; 2];
+    let mut n = 0usize;
+    for (i, b) in token.iter().enumerate() {
+        if !TOKEN_BYTE[usize::from(*b)] {
+            return Err(AuthError::malformed(if matches!(b, b' ' | b',') {
+                "more than one token"
+            } else {
+                "character outside base64url in token"
+            }));
+        }
+        if *b == b'.' {
+            if n == 2 {
+                return Err(AuthError::malformed("more than three segments"));
+            }
+            dots[n] = i;
+            n += 1;
+        }
+    }
+    if n != 2 || dots[0] == 0 || dots[1] == dots[0] + 1 || dots[1] + 1 == token.len() {
+        return Err(AuthError::malformed("not three non-empty segments"));
+    }
+    // Only ASCII is left, so this cannot fail.
+    let s = std::str::from_utf8(token).map_err(|_| AuthError::malformed("token is not ASCII"))?;
+    Ok((
+        s,
+        [&s[..dots[0]], &s[dots[0] + 1..dots[1]], &s[dots[1] + 1..]],
+    ))
 }
 
 /// The JOSE header fields we look at. Unknown fields are collected to

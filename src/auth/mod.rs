@@ -176,9 +176,10 @@ impl Authenticator {
         peer_cert_sha256: Option<&[u8; 32]>,
     ) -> Result<Arc<Principal>, AuthError> {
         let inner = &*self.inner;
-        let token = jwt::bearer_token(authorization, inner.max_token_bytes)?;
-        let parts = jwt::split_token(token)?;
-        let key = cache::token_key(token);
+        let raw = jwt::bearer_bytes(authorization, inner.max_token_bytes)?;
+        // Size-bounded above; a hit is byte-identical to a token that passed
+        // every check, so the hot path only hashes and looks up.
+        let key = cache::token_key(raw);
         if let Some(p) = inner.cache.get(&key) {
             if inner.clock.now_unix() < p.exp() {
                 jwt::check_binding(p.cnf_x5t_s256(), peer_cert_sha256)?;
@@ -194,6 +195,7 @@ impl Authenticator {
         inner
             .misses
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (token, parts) = jwt::check_token(raw)?;
         let p = Arc::new(
             inner
                 .verifier
@@ -211,7 +213,7 @@ impl Authenticator {
     /// verification, so the per-address failed-authentication block need not
     /// stop it.
     pub fn is_cached(&self, authorization: Option<&http::HeaderValue>) -> bool {
-        jwt::bearer_token(authorization, self.inner.max_token_bytes)
+        jwt::bearer_bytes(authorization, self.inner.max_token_bytes)
             .is_ok_and(|t| self.inner.cache.get(&cache::token_key(t)).is_some())
     }
 
@@ -221,8 +223,10 @@ impl Authenticator {
         token: &str,
         peer_cert_sha256: Option<&[u8; 32]>,
     ) -> Result<Principal, AuthError> {
-        jwt::check_token_chars(token.as_bytes(), self.inner.max_token_bytes)?;
-        let parts = jwt::split_token(token)?;
+        if token.len() > self.inner.max_token_bytes {
+            return Err(AuthError::malformed("token too long"));
+        }
+        let (token, parts) = jwt::check_token(token.as_bytes())?;
         self.inner
             .verifier
             .verify(token, parts, peer_cert_sha256)
