@@ -205,26 +205,7 @@ impl AdminPlane {
             _ => {}
         }
         // Everything else needs a verified token.
-        state.protect.ip_blocked(conn.peer.ip())?;
-        let mut auths = req.headers().get_all(header::AUTHORIZATION).iter();
-        let authorization = auths.next();
-        if auths.next().is_some() {
-            return Err(
-                crate::auth::AuthError::malformed("more than one Authorization header").into(),
-            );
-        }
-        let principal = match state
-            .auth
-            .authenticate(authorization, conn.client_cert_sha256.as_ref())
-            .await
-        {
-            Ok(p) => p,
-            Err(e) => {
-                // This answer stays 401; later ones are 429 (ip_blocked above).
-                let _ = state.protect.record_auth_failure(conn.peer.ip());
-                return Err(e.into());
-            }
-        };
+        let principal = state.authenticate(req.headers(), conn).await?;
         let started = Instant::now();
         let change = |action,
                       department: Option<String>,

@@ -428,6 +428,8 @@ struct Peek {
     server: RawServer,
     #[serde(default)]
     demo: RawDemo,
+    #[serde(default)]
+    audit: RawAudit,
 }
 
 fn peek(config: &Path) -> Option<Peek> {
@@ -442,6 +444,16 @@ pub fn dirs(config: &Path, data_dir: Option<&Path>) -> (PathBuf, PathBuf) {
     let server = peek(config).map(|p| p.server).unwrap_or_default();
     let data = data_dir.map_or_else(|| root.join(&server.data_dir), Path::to_path_buf);
     (data, root.join(&server.certs_dir))
+}
+
+/// The audit log directory named by gateway.toml (`[audit] dir` under the
+/// data dir), for the offline `audit` commands.
+pub fn audit_dir(config: &Path, data_dir: &Path) -> PathBuf {
+    let raw = peek(config).map(|p| p.audit).unwrap_or_default();
+    match AuditSettings::from_raw(raw, config) {
+        Ok(s) => s.resolve_dir(data_dir),
+        Err(_) => data_dir.join("audit"),
+    }
 }
 
 /// Generates what the shipped config needs before it can load: the demo

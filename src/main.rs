@@ -340,7 +340,7 @@ fn certs_dev(args: &ServeArgs) -> ExitCode {
 async fn audit(args: &ServeArgs, command: AuditCommand) -> ExitCode {
     use onewindow::audit;
     let (data_dir, certs_dir) = app::dirs(&args.config, args.data_dir.as_deref());
-    let audit_dir = data_dir.join("audit");
+    let audit_dir = app::audit_dir(&args.config, &data_dir);
     match command {
         AuditCommand::Verify { files } => {
             // The whole directory: every file in order, plus the signed head

@@ -292,33 +292,12 @@ impl DataPlane {
             Route::Proxy { .. } => "proxy",
         };
 
-        // Phase 4: authenticate. Repeated Authorization headers are refused.
-        let mut auths = req.headers().get_all(header::AUTHORIZATION).iter();
-        let authorization = auths.next();
-        // Phase 3: a flood of bad tokens from one address stops here, before
-        // crypto; a token already verified (cached) costs none, so honest
-        // callers behind the same address are not locked out.
-        if !state.auth.is_cached(authorization) {
-            state.protect.ip_blocked(ctx.peer)?;
-        }
-        let principal = if auths.next().is_some() {
-            Err(crate::auth::AuthError::malformed(
-                "more than one Authorization header",
-            ))
-        } else {
-            state
-                .auth
-                .authenticate(authorization, conn.client_cert_sha256.as_ref())
-                .await
-        };
-        let principal = match principal {
+        // Phases 3-4: per-address block of failed authentications, then the token.
+        let principal = match state.authenticate(req.headers(), conn).await {
             Ok(p) => p,
             Err(e) => {
                 ctx.action = "auth.denied";
-                // Count the failure against the address; this answer stays
-                // 401, later ones from a blocked address are 429 (phase 3).
-                let _ = state.protect.record_auth_failure(ctx.peer);
-                return Err(e.into());
+                return Err(e);
             }
         };
         ctx.client = Some(principal.sub().to_string());
