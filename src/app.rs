@@ -292,14 +292,19 @@ pub async fn department_client(
         .await
         .map_err(|e| e.to_string())?;
     let https = checked.scheme == Scheme::Https;
+    // An https department is verified against its own CA, `certs/<department>-ca.pem`
+    // (no public web PKI is bundled); its optional client certificate for mTLS
+    // comes from `upstream_auth`, relative to the project root.
     let tls = if https {
         let ca = root
             .join("certs")
             .join(format!("{}-ca.pem", adapter.department));
-        let client_cert = adapter
-            .upstream_auth
-            .as_ref()
-            .and_then(|a| Some((a.client_cert.clone()?, a.client_key.clone()?)));
+        let client_cert = adapter.upstream_auth.as_ref().and_then(|a| {
+            Some((
+                root.join(a.client_cert.as_ref()?),
+                root.join(a.client_key.as_ref()?),
+            ))
+        });
         let cc = client_cert
             .as_ref()
             .map(|(c, k)| (c.as_path(), k.as_path()));
