@@ -118,43 +118,15 @@ impl Scenarios {
     pub fn load_dir(dir: &Path, datasets: &Datasets) -> Result<Self, ConfigErrors> {
         let mut errors = ConfigErrors::default();
         let mut by_name = BTreeMap::new();
-        let entries = match std::fs::read_dir(dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
-            Err(e) => {
-                return Err(ConfigError::new(
-                    dir,
-                    "(folder)",
-                    format!("cannot read: {e}"),
-                    "check the folder exists and is readable, or fix paths.scenarios",
-                )
-                .into());
-            }
+        let Some(files) = crate::config::read_toml_dir(dir, &mut errors)? else {
+            return Ok(Self::default());
         };
-        let mut files: Vec<_> = entries
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-            .collect();
-        files.sort();
-        for file in files {
-            let name = file
-                .file_stem()
-                .and_then(|s| s.to_str())
-                .unwrap_or_default()
-                .to_string();
-            let text = match std::fs::read_to_string(&file) {
-                Ok(t) => t,
-                Err(e) => {
-                    errors.push(ConfigError::new(
-                        &file,
-                        "(file)",
-                        format!("cannot read: {e}"),
-                        "make the file readable",
-                    ));
-                    continue;
-                }
-            };
+        for crate::config::TomlFile {
+            path: file,
+            stem: name,
+            text,
+        } in files
+        {
             match Self::parse(&file, &name, &text, datasets) {
                 Ok(s) => {
                     by_name.insert(name, Arc::new(s));

@@ -1,6 +1,9 @@
 //! The shipped demo world answers through the gateway: every dataset of the
 //! demo subjects, both scenarios, the pass-through proxy and the catalog.
 
+// Test helpers outside #[test] fns may panic: that is how a test fails.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::{FULL, NO_FIRE, REVOKED, World};

@@ -1,6 +1,9 @@
 //! Connection limits of the listener: idle keep-alive timeout and the
 //! connection cap.
 
+// Test helpers outside #[test] fns may panic: that is how a test fails.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::Duration;

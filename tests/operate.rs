@@ -1,5 +1,8 @@
 //! Operating the gateway: metrics, trace context, readiness detail.
 
+// Test helpers outside #[test] fns may panic: that is how a test fails.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::{FULL, MockDept, World};

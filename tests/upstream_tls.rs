@@ -2,6 +2,9 @@
 //! against `certs/<department>-ca.pem` and presents the client certificate
 //! named in the adapter's `[upstream_auth]`.
 
+// Test helpers outside #[test] fns may panic: that is how a test fails.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::sync::Arc;

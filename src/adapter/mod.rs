@@ -345,46 +345,23 @@ impl AdapterSet {
     ) -> Result<Self, ConfigErrors> {
         let mut errors = ConfigErrors::default();
         let mut adapters = Vec::new();
-        let entries = std::fs::read_dir(dir).map_err(|e| {
+        let files = crate::config::read_toml_dir(dir, &mut errors)?.ok_or_else(|| {
             ConfigError::new(
                 dir,
                 "(directory)",
-                format!("cannot read the adapters directory: {e}"),
-                "create it or point the configuration at the right place",
+                "the adapters directory does not exist",
+                "create it or point [paths] adapters at the right place",
             )
         })?;
-        let mut files: Vec<PathBuf> = entries
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-            .collect();
-        files.sort();
-        for file in files {
-            let department = file
-                .file_stem()
-                .and_then(|s| s.to_str())
-                .unwrap_or_default()
-                .to_string();
-            let text = match std::fs::read_to_string(&file) {
-                Ok(t) => t,
-                Err(e) => {
-                    errors.push(ConfigError::new(
-                        &file,
-                        "(file)",
-                        format!("cannot read: {e}"),
-                        "check the file's permissions",
-                    ));
-                    continue;
-                }
-            };
+        for f in files {
             let cx = CompileContext {
-                file: &file,
-                expected_department: &department,
+                file: &f.path,
+                expected_department: &f.stem,
                 datasets,
                 registry,
                 secret,
             };
-            match AdapterSpec::from_toml(&file, &text).and_then(|s| s.compile(&cx)) {
+            match AdapterSpec::from_toml(&f.path, &f.text).and_then(|s| s.compile(&cx)) {
                 Ok(a) => adapters.push(a),
                 Err(e) => errors.0.extend(e.0),
             }
