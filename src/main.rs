@@ -27,16 +27,16 @@ struct ServeArgs {
     #[arg(long, global = true, default_value = "config/gateway.toml")]
     config: PathBuf,
     /// Plain-HTTP data-plane listener (benchmarks, behind a TLS-terminating balancer).
-    #[arg(long)]
+    #[arg(long, global = true)]
     listen: Option<std::net::SocketAddr>,
     /// Admin listener.
-    #[arg(long)]
+    #[arg(long, global = true)]
     admin_listen: Option<std::net::SocketAddr>,
     /// State directory (audit log).
     #[arg(long, global = true)]
     data_dir: Option<PathBuf>,
     /// Log as JSON lines instead of text.
-    #[arg(long)]
+    #[arg(long, global = true)]
     log_json: bool,
 }
 
