@@ -307,6 +307,9 @@ run_wrk() {
 }
 measure() {
     local key=$1 url=$2 res
+    # Earlier runs' dirty pages (audit files) are flushed first, so that their
+    # write-back does not land on the fdatasyncs of this run.
+    sync
     res=$(run_wrk "$key" "$url" "$DURATION")
     RPS[$key]+="${res% *} "
     P99[$key]+="${res#* } "
