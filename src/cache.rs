@@ -87,7 +87,8 @@ pub struct SharedCache {
     /// Global invalidation clock; every invalidation takes the next value.
     clock: AtomicU64,
     /// Clock value of the last whole-dataset invalidation.
-    dataset_gen: Mutex<HashMap<Arc<str>, u64>>,
+    /// (Sharded map: read on every lookup, so no global lock.)
+    dataset_gen: dashmap::DashMap<Arc<str>, u64>,
     /// Clock value of the last single-record invalidation, kept longer than
     /// any entry can live so an older generation can never resurface.
     key_gen: moka::sync::Cache<Key, u64>,
@@ -123,7 +124,7 @@ impl SharedCache {
                 .time_to_live(life)
                 .build(),
             clock: AtomicU64::new(0),
-            dataset_gen: Mutex::new(HashMap::new()),
+            dataset_gen: dashmap::DashMap::new(),
             key_gen: moka::sync::Cache::builder()
                 .max_capacity(1_000_000)
                 .time_to_live(life * 2 + Duration::from_secs(60))
@@ -134,11 +135,7 @@ impl SharedCache {
     }
 
     fn generation(&self, key: &Key) -> u64 {
-        let d = self
-            .dataset_gen
-            .lock()
-            .map(|m| m.get(&key.0).copied().unwrap_or(0))
-            .unwrap_or(u64::MAX);
+        let d = self.dataset_gen.get(&key.0).map_or(0, |g| *g);
         let k = self.key_gen.get(key).unwrap_or(0);
         d.max(k)
     }
@@ -237,9 +234,7 @@ impl SharedCache {
                 self.entries.invalidate(&(key, old));
             }
             None => {
-                if let Ok(mut m) = self.dataset_gen.lock() {
-                    m.insert(Arc::from(dataset), g);
-                }
+                self.dataset_gen.insert(Arc::from(dataset), g);
                 // Old generations are unreachable now; they age out by TTL and size.
             }
         }
