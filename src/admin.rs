@@ -420,15 +420,26 @@ impl AdminPlane {
 
     fn readyz(&self, state: &State) -> Resp {
         let audit_ok = self.audit.is_healthy();
+        let keys = state.auth.key_freshness();
+        let jwks_fresh = keys.iter().all(|(_, fresh, _)| *fresh);
+        let jwks: serde_json::Map<_, _> = keys
+            .into_iter()
+            .map(|(issuer, fresh, age)| {
+                (issuer, serde_json::json!({"fresh": fresh, "age_secs": age}))
+            })
+            .collect();
+        let ready = audit_ok && jwks_fresh;
         let detail = serde_json::json!({
-            "ready": audit_ok,
+            "ready": ready,
             "config_loaded": true,
             "audit_writable": audit_ok,
+            "jwks_fresh": jwks_fresh,
+            "jwks": jwks,
             "adapters": state.adapters.len(),
             "departments": departments_detail(state),
         });
         json_response(
-            if audit_ok {
+            if ready {
                 StatusCode::OK
             } else {
                 StatusCode::SERVICE_UNAVAILABLE

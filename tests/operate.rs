@@ -135,5 +135,10 @@ async fn readyz_details() {
     let j = r.json();
     assert_eq!(j["audit_writable"], true);
     assert_eq!(j["config_loaded"], true);
+    assert_eq!(j["jwks_fresh"], true);
+    assert_eq!(
+        j["jwks"]["https://demo-issuer.onewindow.local"]["fresh"],
+        true
+    );
     assert_eq!(j["departments"]["fire-rescue"]["breaker"], "closed");
 }

@@ -358,6 +358,17 @@ impl IssuerKeys {
         })
     }
 
+    /// Usable keys now (loaded, and within `max_stale` for a URL issuer),
+    /// and the age of the key set in seconds (readiness detail).
+    pub(crate) fn freshness(&self) -> (bool, Option<u64>) {
+        let age = self
+            .current
+            .load()
+            .as_ref()
+            .map(|s| self.clock.now_unix().saturating_sub(s.loaded_at));
+        (self.usable().is_ok(), age)
+    }
+
     /// Number of JWKS fetches attempted over HTTPS so far.
     pub(crate) fn fetches(&self) -> u64 {
         self.fetches.load(Ordering::Relaxed)

@@ -242,6 +242,23 @@ impl Authenticator {
         }
     }
 
+    /// Per issuer: whether its keys are usable now, and their age in seconds
+    /// (the readiness detail).
+    pub fn key_freshness(&self) -> Vec<(String, bool, Option<u64>)> {
+        let mut v: Vec<_> = self
+            .inner
+            .verifier
+            .issuers
+            .iter()
+            .map(|(name, i)| {
+                let (fresh, age) = i.keys.freshness();
+                (name.clone(), fresh, age)
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
     /// Token-cache hits and misses since start (metrics).
     pub fn cache_hits_misses(&self) -> (u64, u64) {
         use std::sync::atomic::Ordering::Relaxed;
