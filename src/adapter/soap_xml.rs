@@ -262,15 +262,7 @@ pub fn compile(
             ));
         }
         let record_path = record_path.unwrap_or_default();
-        for s in &r.not_found_status {
-            if !(100..=599).contains(s) || (200..300).contains(s) {
-                errors.push(cx.err(
-                    format!("{at}.response.not_found_status"),
-                    format!("{s} is not a non-success HTTP status"),
-                    "list statuses such as 404",
-                ));
-            }
-        }
+        cx.check_not_found_status(&r.not_found_status, &at, &mut errors);
         let fields_at = format!("{at}.response.fields");
         cx.check_fields(
             &spec,

@@ -368,6 +368,19 @@ fn field_from_message(message: &str) -> Option<String> {
 }
 
 impl KindContext<'_> {
+    /// Checks `not_found_status` lists: each must be a non-success HTTP status.
+    pub fn check_not_found_status(&self, statuses: &[u16], at: &str, errors: &mut ConfigErrors) {
+        for s in statuses {
+            if !(100..=599).contains(s) || (200..300).contains(s) {
+                errors.push(self.err(
+                    format!("{at}.response.not_found_status"),
+                    format!("{s} is not a non-success HTTP status"),
+                    "list statuses such as 404 or 410",
+                ));
+            }
+        }
+    }
+
     /// A configuration error on `field` of this file.
     pub fn err(
         &self,
