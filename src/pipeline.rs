@@ -17,7 +17,6 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -36,7 +35,7 @@ use crate::routing::{NoRoute, Route, Router};
 use crate::scenario::{PartResult, PartStatus};
 use crate::server::{ConnInfo, Handler};
 use crate::state::State;
-use crate::upstream::{DepartmentClient, Reply, strip_hop_by_hop};
+use crate::upstream::{Reply, strip_hop_by_hop};
 
 /// Per-request state, filled in as the request moves through the phases and
 /// turned into the audit record at the end.
@@ -318,9 +317,10 @@ impl DataPlane {
                 let read = self
                     .read_dataset(state, ctx, &principal, &grants, &dataset, &subject, None)
                     .await?;
-                let mut resp = json_response(StatusCode::OK, &read.body);
+                let cache = read.cache;
+                let mut resp = json_response(StatusCode::OK, &read.reply(&subject));
                 resp.headers_mut()
-                    .insert("x-cache", HeaderValue::from_static(read.cache.as_str()));
+                    .insert("x-cache", HeaderValue::from_static(cache.as_str()));
                 Ok(resp)
             }
             Route::Scenario { scenario } => {
@@ -433,20 +433,27 @@ impl DataPlane {
             .for_dataset(dataset)
             .cloned()
             .ok_or_else(|| UpstreamError::NoAdapter(spec.department.clone()))?;
-        let attribution = ctx.attribution.clone().unwrap_or_default();
-        let subjects = match scenario_subjects {
-            Some(s) => s.clone(),
-            None => BTreeMap::from([(spec.subject_kind.clone(), subject.to_string())]),
-        };
         let upstream_status = std::sync::atomic::AtomicU16::new(0);
+        // Only a miss builds the department request; a hit allocates nothing here.
         let load = || async {
+            let single;
+            let subjects = match scenario_subjects {
+                Some(s) => s,
+                None => {
+                    single = BTreeMap::from([(spec.subject_kind.clone(), subject.to_string())]);
+                    &single
+                }
+            };
+            let attribution = ctx.attribution.as_ref();
             let creq = CanonicalRequest {
                 dataset,
                 subject,
-                subjects: &subjects,
-                purpose: attribution.purpose.as_deref().unwrap_or_default(),
-                case_id: attribution.case_id.as_deref(),
-                end_user: attribution.end_user.as_deref(),
+                subjects,
+                purpose: attribution
+                    .and_then(|a| a.purpose.as_deref())
+                    .unwrap_or_default(),
+                case_id: attribution.and_then(|a| a.case_id.as_deref()),
+                end_user: attribution.and_then(|a| a.end_user.as_deref()),
             };
             let r = self.call_adapter(state, &adapter, &creq, ctx).await;
             if let Some(s) = r.1 {
@@ -454,48 +461,32 @@ impl DataPlane {
             }
             r.0
         };
-        let (entry, status) = if spec.shareable {
+        // Field filtering after the lookup: the shared record is never changed.
+        let (mut record, fetched_at, status) = if spec.shareable {
             let (entry, status) = self
                 .cache
                 .get(spec, subject, load)
                 .await
                 .map_err(GatewayError::Shared)?;
-            (entry, status)
+            ((*entry.record).clone(), entry.fetched_at, status)
         } else {
-            let record = load().await?;
             (
-                Arc::new(crate::cache::Entry::new(record, spec)),
+                load().await?,
+                std::time::SystemTime::now(),
                 CacheStatus::Miss,
             )
         };
+        fields.filter(&mut record);
         let us = upstream_status.load(Ordering::Relaxed);
         if us != 0 {
             ctx.upstream_status = Some(us);
         }
         ctx.cache = Some(status);
         self.metrics.observe_cache(status);
-        // Field filtering after the lookup: the shared record is never changed.
-        let mut record: Record = (*entry.record).clone();
-        fields.filter(&mut record);
-        let fetched_at = httpdate_rfc3339(entry.fetched_at);
-        let valid = record
-            .get("valid_until")
-            .and_then(|v| v.as_str())
-            .map(|d| format!(" Valid until {d}."))
-            .unwrap_or_default();
-        let body = serde_json::json!({
-            "dataset": dataset,
-            "subject": subject,
-            "record": record,
-            "source": {
-                "department": spec.department,
-                "fetched_at": fetched_at,
-                "cache": status.as_str(),
-            },
-            "notice": format!("{}{valid}", spec.notice),
-        });
         Ok(DatasetRead {
-            body,
+            spec: spec.clone(),
+            record,
+            fetched_at,
             cache: status,
         })
     }
@@ -586,7 +577,7 @@ impl DataPlane {
             *req.method_mut() = method.clone();
             *req.headers_mut() = headers.clone();
             let max_reply = state.settings.limits.max_reply_bytes;
-            let result = send_once(client, req, path_and_query, budget, max_reply).await;
+            let result = client.send(req, path_and_query, budget, max_reply).await;
             let failure = match &result {
                 Ok(r) if matches!(r.status.as_u16(), 502..=504) => {
                     Some(crate::protect::FailureKind::Unavailable)
@@ -633,6 +624,8 @@ impl DataPlane {
         subjects: &BTreeMap<String, String>,
     ) -> Result<Resp, GatewayError> {
         let parent = &*ctx;
+        let unrecorded = std::sync::atomic::AtomicBool::new(false);
+        let unrecorded = &unrecorded;
         let run_part = |part: &crate::scenario::Part, subject: &str| {
             let part_dataset = part.dataset.clone();
             let part_timeout = part.timeout;
@@ -675,7 +668,7 @@ impl DataPlane {
                         PartResult {
                             status: PartStatus::Ok,
                             http_status: 200,
-                            record: read.body.get("record").cloned(),
+                            record: Some(serde_json::Value::Object(read.record)),
                             detail: None,
                         },
                         Decision::Allow,
@@ -709,23 +702,15 @@ impl DataPlane {
                         StatusCode::from_u16(result.http_status).unwrap_or(StatusCode::OK),
                     )
                     .await;
-                match rec {
-                    Ok(()) => result,
-                    Err(_) => PartResult {
-                        status: PartStatus::Error,
-                        http_status: 503,
-                        record: None,
-                        detail: Some("audit log unavailable".into()),
-                    },
+                if rec.is_err() {
+                    // No data leaves without its record: the whole scenario fails closed.
+                    unrecorded.store(true, Ordering::Relaxed);
                 }
+                result
             }
         };
         let (reply, failed_required) = spec.run(subjects, run_part).await;
-        if reply
-            .parts
-            .values()
-            .any(|p| p.http_status == 503 && p.detail.as_deref() == Some("audit log unavailable"))
-        {
+        if unrecorded.load(Ordering::Relaxed) {
             return Err(GatewayError::Audit(crate::audit::AuditError::Unavailable));
         }
         let status = if failed_required && spec.mode == crate::scenario::Mode::AllOrNothing {
@@ -850,14 +835,13 @@ impl DataPlane {
         ev.cache = ctx.cache.map(|c| c.as_str().to_string());
         ev.upstream_status = ctx.upstream_status;
         ev.latency_us = Some(ctx.started.elapsed().as_micros() as u64);
-        if decision != Decision::Allow && matches!(ctx.action, "auth.denied")
-            || status == StatusCode::TOO_MANY_REQUESTS
-        {
-            // Floods of refusals are folded into periodic summary records.
-            let who = ctx.client.clone().unwrap_or_else(|| ctx.peer.to_string());
-            let r = ev.reason.clone().unwrap_or_default();
+        if ctx.action == "auth.denied" || status == StatusCode::TOO_MANY_REQUESTS {
+            // Floods of refusals are folded into periodic summary records,
+            // per client (or address, when unauthenticated).
+            let who = ev.client.as_deref().unwrap_or_default();
+            let why = ev.reason.as_deref().unwrap_or_default();
             if let crate::audit::AggregateDecision::Suppressed =
-                self.aggregator.observe(&who, &ev.action, &r)
+                self.aggregator.observe(who, &ev.action, why)
             {
                 return Ok(());
             }
@@ -866,20 +850,36 @@ impl DataPlane {
     }
 }
 
-/// The body of a dataset answer and how it was obtained.
+/// A record as the client may see it, and how it was obtained.
 struct DatasetRead {
-    body: serde_json::Value,
+    spec: Arc<crate::config::DatasetSpec>,
+    record: Record,
+    fetched_at: std::time::SystemTime,
     cache: CacheStatus,
 }
 
-async fn send_once(
-    client: &DepartmentClient,
-    req: Request<Full<Bytes>>,
-    path_and_query: &str,
-    timeout: Duration,
-    max_reply: usize,
-) -> Result<Reply, UpstreamError> {
-    client.send(req, path_and_query, timeout, max_reply).await
+impl DatasetRead {
+    /// The dataset reply of DESIGN.md, with provenance and the usage notice.
+    fn reply(self, subject: &str) -> serde_json::Value {
+        let spec = &self.spec;
+        let valid = self
+            .record
+            .get("valid_until")
+            .and_then(|v| v.as_str())
+            .map(|d| format!(" Valid until {d}."))
+            .unwrap_or_default();
+        serde_json::json!({
+            "dataset": spec.name,
+            "subject": subject,
+            "record": self.record,
+            "source": {
+                "department": spec.department,
+                "fetched_at": rfc3339(self.fetched_at),
+                "cache": self.cache.as_str(),
+            },
+            "notice": format!("{}{valid}", spec.notice),
+        })
+    }
 }
 
 /// Reads a request body up to `limit` bytes (Content-Length and chunked alike).
@@ -912,7 +912,7 @@ pub fn json_response<T: serde::Serialize>(status: StatusCode, v: &T) -> Resp {
     resp
 }
 
-fn httpdate_rfc3339(t: std::time::SystemTime) -> String {
+fn rfc3339(t: std::time::SystemTime) -> String {
     let micros = t
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
