@@ -90,6 +90,8 @@ pub struct Overrides {
     pub tls_listen: Option<Option<SocketAddr>>,
     /// `--data-dir`.
     pub data_dir: Option<PathBuf>,
+    /// The wall clock approvals and the transparency view read (tests inject one).
+    pub clock: Option<crate::sharing::WallClock>,
 }
 
 /// Everything loaded from disk and validated, before anything is started.
@@ -415,6 +417,9 @@ pub enum StartError {
     /// The demo issuer key could not be made.
     #[error("demo issuer: {0}")]
     Issuer(#[from] crate::auth::AuthError),
+    /// The record-signing keys could not be loaded or made.
+    #[error("record-signing keys: {0}")]
+    RecordKeys(#[from] crate::sharing::error::KeyError),
     /// A listener could not bind.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -547,6 +552,28 @@ impl Running {
             &loaded.settings.server.certs_dir,
         )
         .await?;
+        let (record_keys, generated) =
+            crate::sharing::RecordKeys::load_or_generate(&loaded.settings.server.certs_dir)?;
+        if generated {
+            tracing::info!(
+                kid = record_keys.kid(),
+                "generated the record-signing key in {}",
+                loaded.settings.server.certs_dir.display()
+            );
+        }
+        let index = crate::transparency::SubjectIndex::start(
+            &loaded.settings.server.data_dir,
+            &audit,
+            shutdown.clone(),
+        );
+        let sharing = Arc::new(crate::sharing::Accountable {
+            keys: record_keys,
+            transparency: crate::transparency::Transparency {
+                index,
+                cursor_key: crate::transparency::CursorKey::derive(audit.subject_key()),
+            },
+            clock: overrides.clock.clone().unwrap_or_default(),
+        });
         let cache = Arc::new(SharedCache::new(&loaded.cache));
         let settings_audit = loaded.audit.clone();
         let settings = loaded.settings.clone();
@@ -562,6 +589,7 @@ impl Running {
             cache.clone(),
             metrics.clone(),
             crate::audit::DenyAggregator::from_settings(&settings_audit),
+            sharing,
         ));
         let admin = Arc::new(AdminPlane::new(
             state.clone(),

@@ -49,6 +49,9 @@ pub struct Entry {
     pub record: Arc<Record>,
     /// When the department answered.
     pub fetched_at: SystemTime,
+    /// The record's signatures, one per field projection, made once while
+    /// the entry lives (a hit reuses them).
+    pub signatures: crate::sharing::SignatureMemo,
     fresh_until: Instant,
     stale_until: Instant,
     weight: u32,
@@ -62,6 +65,7 @@ impl Entry {
         Self {
             record: Arc::new(record),
             fetched_at: SystemTime::now(),
+            signatures: crate::sharing::SignatureMemo::default(),
             fresh_until: now + spec.ttl,
             stale_until: now + spec.ttl + spec.max_stale,
             weight: u32::try_from(weight).unwrap_or(u32::MAX),
@@ -302,6 +306,8 @@ mod tests {
             ttl: Duration::from_secs(60),
             max_stale: Duration::from_secs(300),
             notice: String::new(),
+            issuer: "Issuing authority".into(),
+            sharing: crate::sharing::Sharing::Unconditional,
         }
     }
 

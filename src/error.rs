@@ -113,6 +113,9 @@ pub enum GatewayError {
     /// An error shared by coalesced callers (the cache's single load).
     #[error("{0}")]
     Shared(std::sync::Arc<dyn std::error::Error + Send + Sync>),
+    /// A refused data-subject transparency request, or its index unavailable.
+    #[error(transparent)]
+    Transparency(#[from] crate::transparency::TransparencyError),
     /// The gateway itself failed; details are logged, never answered.
     #[error("internal error: {0}")]
     Internal(String),
@@ -249,8 +252,13 @@ impl GatewayError {
                 | crate::auth::AccessError::ScenarioNotGranted(_)
                 | crate::auth::AccessError::ProxyNotGranted { .. }
                 | crate::auth::AccessError::RoleRequired(_)
-                | crate::auth::AccessError::NotDepartmentAdmin(_) => {
+                | crate::auth::AccessError::NotDepartmentAdmin(_)
+                | crate::auth::AccessError::SubjectAccessNotGranted => {
                     (StatusCode::FORBIDDEN, "not-granted", e.to_string())
+                }
+                crate::auth::AccessError::ApprovalLapsed { .. }
+                | crate::auth::AccessError::ApprovalPurpose { .. } => {
+                    (StatusCode::FORBIDDEN, "approval-required", e.to_string())
                 }
             },
             G::Attribution(e) => (StatusCode::BAD_REQUEST, "bad-attribution", e.to_string()),
@@ -326,6 +334,30 @@ impl GatewayError {
                     };
                 }
             },
+            G::Transparency(e) => {
+                use crate::transparency::TransparencyError as T;
+                match e {
+                    T::UnknownKind { .. } => (
+                        StatusCode::BAD_REQUEST,
+                        "unknown-subject-kind",
+                        e.to_string(),
+                    ),
+                    T::MalformedSubject(_) | T::BadParameter(_) => {
+                        (StatusCode::BAD_REQUEST, "bad-request", e.to_string())
+                    }
+                    T::BadCursor => (StatusCode::BAD_REQUEST, "bad-cursor", e.to_string()),
+                    T::Index(_) => {
+                        return Problem {
+                            status: StatusCode::SERVICE_UNAVAILABLE,
+                            kind: "index-unavailable",
+                            detail:
+                                "the access index is being checked or rebuilt; try again shortly"
+                                    .to_string(),
+                            headers: vec![retry_after(Duration::from_secs(5))],
+                        };
+                    }
+                }
+            }
             G::Scenario(e) => (
                 StatusCode::BAD_REQUEST,
                 "bad-scenario-request",

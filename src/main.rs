@@ -71,6 +71,29 @@ enum Command {
         #[command(subcommand)]
         command: CertsCommand,
     },
+    /// Signed records: verify a saved reply, rotate the signing key.
+    Record {
+        #[command(subcommand)]
+        command: RecordCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum RecordCommand {
+    /// Check a saved dataset or scenario reply's signatures offline.
+    /// Exit 0 "valid"; 1 and what failed otherwise.
+    Verify {
+        /// The saved reply (JSON); `-` reads standard input.
+        #[arg(default_value = "-")]
+        file: String,
+        /// JWK Set with the gateway's public keys (default: the certs dir's
+        /// record-signing.jwks.json; or save GET /.well-known/jwks.json).
+        #[arg(long)]
+        jwks: Option<PathBuf>,
+    },
+    /// Make a new record-signing key current; the old public key stays in
+    /// the JWKS so earlier records keep verifying. Restart to sign with it.
+    RotateKey,
 }
 
 // Parsed once per run: the size difference of the variants does not matter.
@@ -119,6 +142,8 @@ enum AuditCommand {
         #[arg(long)]
         limit: Option<usize>,
     },
+    /// Rebuild the data-subject index (<data-dir>/subject-index.sqlite) from the log.
+    Reindex,
 }
 
 #[derive(Subcommand)]
@@ -169,6 +194,7 @@ fn main() -> ExitCode {
             Command::Certs {
                 command: CertsCommand::Dev,
             } => certs_dev(&cli.serve),
+            Command::Record { command } => record(&cli.serve, command),
         }
     })
 }
@@ -179,6 +205,7 @@ fn overrides(a: &ServeArgs) -> Overrides {
         admin_listen: a.admin_listen,
         tls_listen: None,
         data_dir: a.data_dir.clone(),
+        clock: None,
     }
 }
 
@@ -280,12 +307,78 @@ fn check(args: &ServeArgs) -> ExitCode {
                 l.scenarios.iter().count(),
                 l.adapters.len()
             );
+            for w in onewindow::sharing::approval::lapse_warnings(
+                &l.grants,
+                onewindow::sharing::Date::today(),
+            ) {
+                println!("{w}");
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {
             eprintln!("{e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn record(args: &ServeArgs, command: RecordCommand) -> ExitCode {
+    use onewindow::sharing::{RECORD_JWKS_FILE, RecordKeys, keys::read_jwks, verify_document};
+    let certs_dir = app::dirs(&args.config, args.data_dir.as_deref()).1;
+    match command {
+        RecordCommand::Verify { file, jwks } => {
+            let jwks_path = jwks.unwrap_or_else(|| certs_dir.join(RECORD_JWKS_FILE));
+            let keys = match read_jwks(&jwks_path) {
+                Ok(k) => k,
+                Err(e) => {
+                    println!("invalid: cannot read the JWKS: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            let text = if file == "-" {
+                let mut buf = Vec::new();
+                std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf).map(|_| buf)
+            } else {
+                std::fs::read(&file)
+            };
+            let text = match text {
+                Ok(t) => t,
+                Err(e) => {
+                    println!("invalid: cannot read {file}: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            let doc: serde_json::Value = match serde_json::from_slice(&text) {
+                Ok(d) => d,
+                Err(e) => {
+                    println!("invalid: not JSON: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            match verify_document(&doc, &keys) {
+                Ok(what) => {
+                    println!("valid: {}", what.join(", "));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    println!("invalid: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        RecordCommand::RotateKey => match RecordKeys::rotate(&certs_dir) {
+            Ok((old, new)) => {
+                println!(
+                    "record-signing key rotated: {new} is current; {old} stays in {} for verification. Restart the gateway to sign with the new key.",
+                    certs_dir.join(RECORD_JWKS_FILE).display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("onewindow record rotate-key: {e}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 
@@ -342,6 +435,22 @@ async fn audit(args: &ServeArgs, command: AuditCommand) -> ExitCode {
     let (data_dir, certs_dir) = app::dirs(&args.config, args.data_dir.as_deref());
     let audit_dir = app::audit_dir(&args.config, &data_dir);
     match command {
+        AuditCommand::Reindex => {
+            match onewindow::transparency::reindex(&data_dir, &audit_dir).await {
+                Ok(pos) => {
+                    println!(
+                        "subject index rebuilt: {} covers the log up to seq {}",
+                        data_dir.join(onewindow::transparency::INDEX_FILE).display(),
+                        pos.last_seq
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("onewindow audit reindex: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         AuditCommand::Verify { files } => {
             // The whole directory: every file in order, plus the signed head
             // that proves the log was not cut before its last checkpoint.

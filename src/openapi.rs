@@ -23,6 +23,14 @@ fn describe(path: &str, method: &str) -> Option<(&'static str, &'static str)> {
             "data",
             "Pass-through to the department's own API (needs X-Purpose and a proxy grant)",
         ),
+        ("/.well-known/jwks.json", "GET") => (
+            "data",
+            "The gateway's record-signing public keys (JWK Set, OKP/Ed25519); no token needed",
+        ),
+        ("/v1/subjects/{kind}/{subject}/accesses", "GET") => (
+            "data",
+            "Data-subject transparency: who read this subject's data, when and why (subject_access clients; since, until, limit, cursor)",
+        ),
         ("/healthz", "GET") => ("admin", "Liveness"),
         ("/readyz", "GET") => (
             "admin",

@@ -20,6 +20,15 @@ pub enum Route {
         /// Scenario name.
         scenario: String,
     },
+    /// `GET /.well-known/jwks.json`: the record-signing public keys (no auth).
+    Jwks,
+    /// `GET /v1/subjects/{kind}/{subject}/accesses`: data-subject transparency.
+    SubjectAccesses {
+        /// Subject kind (`uscc`, `guardian_id`...).
+        kind: String,
+        /// Subject id (decoded).
+        subject: String,
+    },
     /// `ANY /v1/proxy/{department}/{path...}`.
     Proxy {
         /// Department name.
@@ -37,6 +46,8 @@ impl Route {
             Route::Dataset { .. } => "dataset",
             Route::Scenario { .. } => "scenario",
             Route::Proxy { .. } => "proxy",
+            Route::Jwks => "jwks",
+            Route::SubjectAccesses { .. } => "subject-accesses",
         }
     }
 }
@@ -57,6 +68,8 @@ enum Id {
     Scenario,
     ProxyRoot,
     Proxy,
+    Jwks,
+    SubjectAccesses,
 }
 
 /// Data-plane routes (matchit syntax) and their methods; the router and the
@@ -67,17 +80,21 @@ pub const DATA_ROUTES: &[(&str, &[&str])] = &[
     ("/v1/scenarios/{scenario}", &["POST"]),
     ("/v1/proxy/{department}", PROXY_METHODS),
     ("/v1/proxy/{department}/{*rest}", PROXY_METHODS),
+    ("/.well-known/jwks.json", &["GET"]),
+    ("/v1/subjects/{kind}/{subject}/accesses", &["GET"]),
 ];
 
 const PROXY_METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"];
 
 /// Route ids in the order of [`DATA_ROUTES`].
-const IDS: [Id; 5] = [
+const IDS: [Id; 7] = [
     Id::Catalog,
     Id::Dataset,
     Id::Scenario,
     Id::ProxyRoot,
     Id::Proxy,
+    Id::Jwks,
+    Id::SubjectAccesses,
 ];
 
 /// The data-plane router, built once.
@@ -126,9 +143,17 @@ impl Router {
                 department: p("department"),
                 path: format!("/{}", p("rest")),
             },
+            Id::Jwks => Route::Jwks,
+            Id::SubjectAccesses => Route::SubjectAccesses {
+                kind: p("kind"),
+                subject: crate::path::decode_value(&p("subject")).ok_or(NoRoute::NotFound)?,
+            },
         };
         let allowed = match route {
-            Route::Catalog | Route::Dataset { .. } => method == Method::GET,
+            Route::Catalog
+            | Route::Dataset { .. }
+            | Route::Jwks
+            | Route::SubjectAccesses { .. } => method == Method::GET,
             Route::Scenario { .. } => method == Method::POST,
             Route::Proxy { .. } => PROXY_METHODS.contains(&method.as_str()),
         };
@@ -175,6 +200,17 @@ mod tests {
             Ok(Route::Proxy {
                 department: "market-supervision".into(),
                 path: "/".into()
+            })
+        );
+        assert_eq!(
+            r.route(&Method::GET, "/.well-known/jwks.json"),
+            Ok(Route::Jwks)
+        );
+        assert_eq!(
+            r.route(&Method::GET, "/v1/subjects/uscc/9112/accesses"),
+            Ok(Route::SubjectAccesses {
+                kind: "uscc".into(),
+                subject: "9112".into()
             })
         );
         assert_eq!(r.route(&Method::GET, "/v2/x"), Err(NoRoute::NotFound));

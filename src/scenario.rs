@@ -309,6 +309,11 @@ pub struct PartResult {
     /// Why not ok.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// For an ok part: the record's provenance and signature (`dataset`,
+    /// `subject`, `source`, `notice`, `signature`), flattened into the part
+    /// so the part verifies like a dataset reply (docs/SIGNATURES.md).
+    #[serde(flatten)]
+    pub signed: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// The scenario reply of DESIGN.md.
@@ -344,6 +349,7 @@ impl Scenario {
                         http_status: 400,
                         record: None,
                         detail: Some(format!("no `{}` subject given", p.subject_kind)),
+                        signed: None,
                     },
                     // The runner is expected to enforce `p.timeout` itself (and
                     // record the outcome); this deadline is a backstop.
@@ -354,6 +360,7 @@ impl Scenario {
                             http_status: 504,
                             record: None,
                             detail: Some("the department did not answer in time".into()),
+                            signed: None,
                         },
                     },
                 };
@@ -473,6 +480,7 @@ required = false
                         http_status: 200,
                         record: Some(serde_json::json!({})),
                         detail: None,
+                        signed: None,
                     }
                 } else {
                     PartResult {
@@ -480,6 +488,7 @@ required = false
                         http_status: 404,
                         record: None,
                         detail: None,
+                        signed: None,
                     }
                 }
             })
@@ -504,6 +513,7 @@ required = false
                     http_status: 200,
                     record: None,
                     detail: None,
+                    signed: None,
                 }
             })
             .await;

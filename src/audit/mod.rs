@@ -57,4 +57,4 @@ pub use query::{Filter, QueryFilter, QueryIter, QueryPage, query};
 pub use record::{Action, AuditEvent, AuditRecord, Checkpoint, Decision, GENESIS_HASH, SubjectRef};
 pub use time::{now_rfc3339, parse_rfc3339_micros};
 pub use verify::{FailureKind, VerifyFailure, VerifyOptions, VerifyReport, verify, verify_with};
-pub use writer::{Appended, AuditLog, AuditStats, WriterHandle};
+pub use writer::{Appended, AuditLog, AuditStats, RecordSink, WriterHandle};

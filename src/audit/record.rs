@@ -121,6 +121,8 @@ pub struct AuditEvent {
     pub purpose: Option<String>,
     /// `X-Case-Id`.
     pub case_id: Option<String>,
+    /// The approval a conditionally shared dataset's read rests on.
+    pub approval: Option<String>,
     /// What was attempted.
     pub action: Action,
     /// Department concerned.
@@ -155,6 +157,7 @@ impl AuditEvent {
             end_user: None,
             purpose: None,
             case_id: None,
+            approval: None,
             action,
             department: None,
             dataset: None,
@@ -200,6 +203,10 @@ pub struct AuditRecord {
     pub purpose: Option<String>,
     /// See [`AuditEvent`].
     pub case_id: Option<String>,
+    /// See [`AuditEvent::approval`]. Omitted (not `null`) when absent, so
+    /// records written before the field existed keep their canonical form.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<String>,
     /// See [`AuditEvent`].
     pub action: Action,
     /// See [`AuditEvent`].
@@ -244,6 +251,7 @@ impl AuditRecord {
             end_user: ev.end_user,
             purpose: ev.purpose,
             case_id: ev.case_id,
+            approval: ev.approval,
             action: ev.action,
             department: ev.department,
             dataset: ev.dataset,
@@ -327,6 +335,8 @@ pub(crate) struct RecordView<'a> {
     pub purpose: Option<Cow<'a, str>>,
     #[serde(borrow)]
     pub case_id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub approval: Option<Cow<'a, str>>,
     #[serde(borrow)]
     pub action: Cow<'a, str>,
     #[serde(borrow)]
