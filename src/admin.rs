@@ -48,6 +48,8 @@ pub struct AdminPlane {
     changes: Mutex<()>,
     ids: RequestIds,
     router: matchit::Router<AdminRoute>,
+    /// The data-subject index, reported by `/readyz`.
+    subject_index: std::sync::OnceLock<crate::transparency::SubjectIndex>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,7 +130,13 @@ impl AdminPlane {
             changes: Mutex::new(()),
             ids: RequestIds::default(),
             router,
+            subject_index: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Lets `/readyz` report the data-subject index.
+    pub fn set_subject_index(&self, index: crate::transparency::SubjectIndex) {
+        let _ = self.subject_index.set(index);
     }
 
     /// Reloads every configuration file from disk; an invalid configuration is
@@ -437,6 +445,16 @@ impl AdminPlane {
             "jwks": jwks,
             "adapters": state.adapters.len(),
             "departments": departments_detail(state),
+            // The transparency view's index: `ready`, `starting`, `rebuilding`
+            // or `failed: ...` (that view answers 503 meanwhile; data reads
+            // are not affected, so it does not make the gateway unready).
+            "subject_index": self
+                .subject_index
+                .get()
+                .map(|i| serde_json::json!({
+                    "status": i.status().to_string(),
+                    "covers_seq": i.position().last_seq,
+                })),
         });
         json_response(
             if ready {

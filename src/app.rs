@@ -569,7 +569,7 @@ impl Running {
         let sharing = Arc::new(crate::sharing::Accountable {
             keys: record_keys,
             transparency: crate::transparency::Transparency {
-                index,
+                index: index.clone(),
                 cursor_key: crate::transparency::CursorKey::derive(audit.subject_key()),
             },
             clock: overrides.clock.clone().unwrap_or_default(),
@@ -600,6 +600,7 @@ impl Running {
             overrides,
             shutdown.clone(),
         ));
+        admin.set_subject_index(index);
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr)
                 .await

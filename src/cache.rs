@@ -244,6 +244,14 @@ impl SharedCache {
         }
     }
 
+    /// The current entry of `subject` in `dataset`, fresh or not, without
+    /// loading (tests and diagnostics).
+    pub fn peek(&self, dataset: &str, subject: &str) -> Option<Arc<Entry>> {
+        let key: Key = (Arc::from(dataset), Arc::from(subject));
+        let generation = self.generation(&key);
+        self.entries.get(&(key, generation))
+    }
+
     /// Entries currently held (approximate).
     pub fn entry_count(&self) -> u64 {
         self.entries.entry_count()

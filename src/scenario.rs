@@ -396,12 +396,14 @@ mod tests {
         let text = r#"
 [datasets.business-licence]
 department = "ms"
+issuer = "Market supervision"
 subject_kind = "uscc"
 subject_max_len = 18
 [datasets.business-licence.fields.uscc]
 type = "string"
 [datasets.fire-safety-inspection]
 department = "fr"
+issuer = "Fire and rescue"
 subject_kind = "uscc"
 subject_max_len = 18
 [datasets.fire-safety-inspection.fields.no]

@@ -530,6 +530,10 @@ async fn build_fresh(inner: &Inner, names: &mut HashMap<String, i64>) -> Result<
     }
     inner.set_pos(Position::default());
     catch_up(inner, names).await?;
+    // Record the position even for an empty log, so the file says what it covers.
+    if let Some(db) = inner.db.load_full().as_ref() {
+        db.apply(names, &[], &inner.pos()).await?;
+    }
     // Swap the finished file in under the real name and reopen it there.
     if let Some(db) = inner.db.swap(Arc::new(None)).as_ref() {
         db.close().await;
