@@ -316,7 +316,7 @@ pub struct PartResult {
     pub signed: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
-/// The scenario reply of DESIGN.md.
+/// The scenario reply (see docs/ARCHITECTURE.md).
 #[derive(Debug, Clone, Serialize)]
 pub struct ScenarioReply {
     /// Scenario name.

@@ -307,23 +307,23 @@ impl SubjectIndex {
 
 /// The index row of one audit record, if it is a data access about a subject.
 pub fn row_of(r: &AuditRecord) -> Option<IndexRow> {
-    if !INDEXED_ACTIONS.contains(&r.action.as_str()) {
+    if !INDEXED_ACTIONS.contains(&r.event.action.as_str()) {
         return None;
     }
     let mut subject = [0u8; 32];
-    hex::decode_to_slice(r.subject_ref.as_ref()?.as_str(), &mut subject).ok()?;
+    hex::decode_to_slice(r.event.subject_ref.as_ref()?.as_str(), &mut subject).ok()?;
     Some(IndexRow {
         seq: r.seq,
-        time_us: crate::audit::parse_rfc3339_micros(&r.time).unwrap_or(0),
+        time_us: crate::audit::parse_rfc3339_micros(&r.event.time).unwrap_or(0),
         subject,
-        client: r.client.clone(),
-        department: r.department.clone(),
-        dataset: r.dataset.clone(),
-        scenario: r.scenario.clone(),
-        purpose: r.purpose.clone(),
-        decision: r.decision.as_str().to_string(),
-        action: r.action.as_str().to_string(),
-        case_id: r.case_id.clone(),
+        client: r.event.client.clone(),
+        department: r.event.department.clone(),
+        dataset: r.event.dataset.clone(),
+        scenario: r.event.scenario.clone(),
+        purpose: r.event.purpose.clone(),
+        decision: r.event.decision.as_str().to_string(),
+        action: r.event.action.as_str().to_string(),
+        case_id: r.event.case_id.clone(),
     })
 }
 
