@@ -177,8 +177,8 @@ impl AuditLog {
         }
     }
 
-    /// False while the last write failed (the lead turns `/readyz` red and
-    /// answers data requests 503); true again after a successful write.
+    /// False while the last write failed (`/readyz` turns red and data
+    /// requests are answered 503); true again after a successful write.
     pub fn is_healthy(&self) -> bool {
         self.shared.healthy.load(Ordering::Acquire)
     }

@@ -1,5 +1,5 @@
-//! Errors of the protection layer. No status codes here: the lead maps each
-//! variant in src/error.rs; the intended status is written on each variant.
+//! Errors of the protection layer. No status codes here: src/error.rs maps each
+//! variant; the intended status is written on each variant.
 
 use std::sync::Arc;
 use std::time::Duration;
