@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use onewindow::app::{self, Overrides, Running};
+use onewindow::app::{self, Running};
+use onewindow::config::{self, Overrides};
 
 #[derive(Parser)]
 #[command(
@@ -297,7 +298,7 @@ fn check(args: &ServeArgs) -> ExitCode {
         eprintln!("{e}");
         return ExitCode::FAILURE;
     }
-    match app::load(&args.config, &overrides(args)) {
+    match config::load(&args.config, &overrides(args)) {
         Ok(l) => {
             println!(
                 "{}: ok ({} departments, {} datasets, {} scenarios, {} adapters)",
@@ -324,7 +325,7 @@ fn check(args: &ServeArgs) -> ExitCode {
 
 fn record(args: &ServeArgs, command: RecordCommand) -> ExitCode {
     use onewindow::sharing::{RECORD_JWKS_FILE, RecordKeys, keys::read_jwks, verify_document};
-    let certs_dir = app::dirs(&args.config, args.data_dir.as_deref()).1;
+    let certs_dir = config::dirs(&args.config, args.data_dir.as_deref()).1;
     match command {
         RecordCommand::Verify { file, jwks } => {
             let jwks_path = jwks.unwrap_or_else(|| certs_dir.join(RECORD_JWKS_FILE));
@@ -389,7 +390,7 @@ fn token(
     department: Option<&str>,
     ttl: u64,
 ) -> ExitCode {
-    let certs_dir = app::dirs(&args.config, args.data_dir.as_deref()).1;
+    let certs_dir = config::dirs(&args.config, args.data_dir.as_deref()).1;
     let issuer = match onewindow::auth::DemoIssuer::load_or_generate(&certs_dir) {
         Ok((i, _)) => i,
         Err(e) => {
@@ -410,7 +411,7 @@ fn token(
 }
 
 fn certs_dev(args: &ServeArgs) -> ExitCode {
-    let (_, certs_dir) = app::dirs(&args.config, None);
+    let (_, certs_dir) = config::dirs(&args.config, None);
     let cert = certs_dir.join("dev-server.crt");
     let key = certs_dir.join("dev-server.key");
     match onewindow::certs::ensure_dev_server_cert(&certs_dir, &cert, &key, true) {
@@ -432,8 +433,8 @@ fn certs_dev(args: &ServeArgs) -> ExitCode {
 
 async fn audit(args: &ServeArgs, command: AuditCommand) -> ExitCode {
     use onewindow::audit;
-    let (data_dir, certs_dir) = app::dirs(&args.config, args.data_dir.as_deref());
-    let audit_dir = app::audit_dir(&args.config, &data_dir);
+    let (data_dir, certs_dir) = config::dirs(&args.config, args.data_dir.as_deref());
+    let audit_dir = config::audit_dir(&args.config, &data_dir);
     match command {
         AuditCommand::Reindex => {
             match onewindow::transparency::reindex(&data_dir, &audit_dir).await {

@@ -38,3 +38,32 @@ pub struct Accountable {
     /// Wall clock (injected in tests).
     pub clock: WallClock,
 }
+
+impl Accountable {
+    /// Loads (or generates) the record-signing keys in `certs_dir` and starts
+    /// the subject index in `data_dir`, fed by `audit`.
+    pub fn start(
+        certs_dir: &std::path::Path,
+        data_dir: &std::path::Path,
+        audit: &crate::audit::AuditLog,
+        clock: WallClock,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> Result<Self, error::KeyError> {
+        let (keys, generated) = RecordKeys::load_or_generate(certs_dir)?;
+        if generated {
+            tracing::info!(
+                kid = keys.kid(),
+                "generated the record-signing key in {}",
+                certs_dir.display()
+            );
+        }
+        Ok(Self {
+            keys,
+            transparency: crate::transparency::Transparency {
+                index: crate::transparency::SubjectIndex::start(data_dir, audit, shutdown),
+                cursor_key: crate::transparency::CursorKey::derive(audit.subject_key()),
+            },
+            clock,
+        })
+    }
+}
