@@ -57,7 +57,7 @@ struct RawFile {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawDepartmentFull {
-    title: Option<String>,
+    title: Option<crate::config::gateway::RawTitle>,
     #[serde(default)]
     allow_upstream: Vec<String>,
     #[serde(default)]
@@ -90,6 +90,8 @@ pub struct Overrides {
     pub tls_listen: Option<Option<SocketAddr>>,
     /// `--data-dir`.
     pub data_dir: Option<PathBuf>,
+    /// A case store to use instead of `<data-dir>/cases.sqlite` (tests).
+    pub case_store: Option<Arc<dyn crate::case::CaseStore>>,
 }
 
 /// Everything loaded from disk and validated, before anything is started.
@@ -210,6 +212,9 @@ pub fn load(config: &Path, o: &Overrides) -> Result<Loaded, ConfigErrors> {
     })?;
     let scenarios =
         Scenarios::load_dir(&settings.paths.scenarios, &datasets).map_err(|e| errors.0.extend(e.0));
+    if let Ok(s) = &scenarios {
+        s.check_department_titles(&datasets, &settings.departments, config, &mut errors);
+    }
     let known = KnownNames {
         datasets: datasets.iter().map(|d| d.name.clone()).collect(),
         scenarios: scenarios
@@ -412,6 +417,14 @@ pub enum StartError {
     /// The audit log could not be opened.
     #[error("audit log: {0}")]
     Audit(#[from] crate::audit::AuditError),
+    /// The case store could not be opened.
+    #[error("case store {path}: {source}")]
+    Cases {
+        /// The store's file.
+        path: PathBuf,
+        /// The cause.
+        source: crate::case::CaseError,
+    },
     /// The demo issuer key could not be made.
     #[error("demo issuer: {0}")]
     Issuer(#[from] crate::auth::AuthError),
@@ -548,6 +561,20 @@ impl Running {
         )
         .await?;
         let cache = Arc::new(SharedCache::new(&loaded.cache));
+        let case_store: Arc<dyn crate::case::CaseStore> = match &overrides.case_store {
+            Some(s) => s.clone(),
+            None => {
+                let path = loaded.settings.server.data_dir.join("cases.sqlite");
+                match crate::case::SqliteCaseStore::open(&path).await {
+                    Ok(s) => Arc::new(s),
+                    Err(source) => return Err(StartError::Cases { path, source }),
+                }
+            }
+        };
+        let cases = Arc::new(crate::case::Cases::new(
+            case_store,
+            crate::clock::WallClock::new(),
+        ));
         let settings_audit = loaded.audit.clone();
         let settings = loaded.settings.clone();
         let state = Arc::new(ArcSwap::from_pointee(build_state(loaded, &shutdown).await?));
@@ -555,6 +582,7 @@ impl Running {
             state: state.clone(),
             audit: audit.clone(),
             cache: cache.clone(),
+            cases: Some(cases.clone()),
         })));
         let data = Arc::new(DataPlane::new(
             state.clone(),
@@ -562,6 +590,7 @@ impl Running {
             cache.clone(),
             metrics.clone(),
             crate::audit::DenyAggregator::from_settings(&settings_audit),
+            cases,
         ));
         let admin = Arc::new(AdminPlane::new(
             state.clone(),
@@ -669,6 +698,7 @@ impl Running {
         if let Err(e) = self.writer.shutdown().await {
             tracing::error!(error = %e, "audit log did not close cleanly");
         }
+        self.data.cases.close().await;
         self.demo_shutdown.cancel();
     }
 }

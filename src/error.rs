@@ -104,6 +104,9 @@ pub enum GatewayError {
     /// A malformed scenario request.
     #[error(transparent)]
     Scenario(#[from] crate::scenario::ScenarioError),
+    /// A case that is not there, does not match, or cannot be stored.
+    #[error(transparent)]
+    Case(#[from] crate::case::CaseError),
     /// A refused adapter registration (admin PUT).
     #[error("invalid adapter: {0}")]
     InvalidAdapter(crate::config::ConfigErrors),
@@ -326,6 +329,25 @@ impl GatewayError {
                     };
                 }
             },
+            G::Case(e) => {
+                use crate::case::CaseError as C;
+                match e {
+                    C::NotFound(_) | C::ScenarioGone(_) => {
+                        (StatusCode::NOT_FOUND, "not-found", e.to_string())
+                    }
+                    C::Mismatch(_) | C::Conflict(_) => {
+                        (StatusCode::CONFLICT, "case-conflict", e.to_string())
+                    }
+                    C::Store(_) => {
+                        return Problem {
+                            status: StatusCode::SERVICE_UNAVAILABLE,
+                            kind: "case-store-unavailable",
+                            detail: "cases cannot be kept right now".to_string(),
+                            headers: vec![retry_after(Duration::from_secs(5))],
+                        };
+                    }
+                }
+            }
             G::Scenario(e) => (
                 StatusCode::BAD_REQUEST,
                 "bad-scenario-request",

@@ -179,6 +179,7 @@ fn overrides(a: &ServeArgs) -> Overrides {
         admin_listen: a.admin_listen,
         tls_listen: None,
         data_dir: a.data_dir.clone(),
+        case_store: None,
     }
 }
 

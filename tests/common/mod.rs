@@ -372,6 +372,7 @@ impl WorldBuilder {
             "health-commission",
             "fire-rescue",
             "public-security",
+            "ecology-environment",
         ] {
             let base = match self.mocks.get(dept) {
                 Some(m) => m.base_url(),
