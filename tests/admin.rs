@@ -1010,7 +1010,10 @@ async fn openapi_lists_every_route() {
     let expected: Vec<(&str, &[&str])> = vec![
         ("/v1/catalog", &["get"]),
         ("/v1/datasets/{dataset}/{subject}", &["get"]),
-        ("/v1/scenarios/{scenario}", &["post"]),
+        ("/v1/scenarios", &["get"]),
+        ("/v1/scenarios/{scenario}", &["get", "post"]),
+        ("/v1/cases/{case_id}", &["get"]),
+        ("/v1/cases/{case_id}/refresh", &["post"]),
         ("/v1/proxy/{department}", &proxy),
         ("/v1/proxy/{department}/{path}", &proxy),
         ("/healthz", &["get"]),
