@@ -206,7 +206,7 @@ async fn a_department_admin_owns_its_adapter() {
         .map(|x| x["department"].as_str().unwrap().to_string())
         .collect();
     assert!(!listed.contains(&MS.to_string()), "{listed:?}");
-    assert_eq!(listed.len(), 3);
+    assert_eq!(listed.len(), 4);
     let a = w
         .send(
             Method::GET,
@@ -258,6 +258,7 @@ async fn the_adapter_listing_is_scoped_to_the_caller() {
     assert_eq!(
         all,
         [
+            "ecology-environment",
             "fire-rescue",
             "health-commission",
             "market-supervision",
@@ -448,8 +449,8 @@ async fn refused_puts_change_nothing() {
 async fn ssrf_base_urls_are_refused() {
     let w = World::builder()
         .gateway_replace(
-            "title = \"Public Security Bureau\"\nallow_upstream = [\"loopback\"]",
-            "title = \"Public Security Bureau\"\nallow_upstream = []",
+            "en = \"Public Security Bureau\" }\nallow_upstream = [\"loopback\"]",
+            "en = \"Public Security Bureau\" }\nallow_upstream = []",
         )
         .prepare()
         .await;
