@@ -497,3 +497,57 @@ async fn cases_survive_a_restart() {
     let r = refresh(&w, &t, CASE, "after-restart").await;
     assert_eq!(r.json()["complete"], true, "{}", r.text());
 }
+
+/// Overdue is a matter of dates: on a paused clock the test moves 30 days
+/// ahead (the case's supply-later period) without waiting.
+#[tokio::test(start_paused = true)]
+async fn an_open_case_is_overdue_after_its_supply_later_period() {
+    use common::mem::Mem;
+    let w = Mem::demo().await;
+    let t = w.token(PORTAL, &[], None);
+    let run = |uscc: &'static str, case: &'static str, t: String| {
+        let w = &w;
+        async move {
+            w.post("/v1/scenarios/open-restaurant")
+                .token(&t)
+                .purpose("service-handling")
+                .header("x-case-id", case)
+                .json(&serde_json::json!({"subjects": {"uscc": uscc}}))
+                .send()
+                .await
+        }
+    };
+    let a = run(NO_FIRE, CASE, t.clone()).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    let a = run(FULL, "BH-COMPLETE", t.clone()).await;
+    assert_eq!(a.json()["case"]["complete"], true);
+    let case = |t: String| {
+        let w = &w;
+        async move {
+            let a = w.get(&format!("/v1/cases/{CASE}")).token(&t).send().await;
+            assert_eq!(a.status, 200, "{}", a.text());
+            a.json()
+        }
+    };
+    let metrics = || async { w.get("/metrics").send().await.text() };
+    let c = case(t.clone()).await;
+    assert_eq!(c["overdue"], false);
+    let m = metrics().await;
+    assert_eq!(metric(&m, "onewindow_cases_open"), 1.0);
+    assert_eq!(metric(&m, "onewindow_cases_overdue"), 0.0);
+
+    // A minute before the period ends: still in time.
+    tokio::time::advance(Duration::from_secs(30 * 86_400 - 60)).await;
+    let t = w.token(PORTAL, &[], None);
+    assert_eq!(case(t.clone()).await["overdue"], false);
+    // Two minutes later: overdue, and counted.
+    tokio::time::advance(Duration::from_secs(120)).await;
+    let c = case(t.clone()).await;
+    assert_eq!(c["overdue"], true, "{c}");
+    assert_eq!(c["complete"], false);
+    let m = metrics().await;
+    assert_eq!(metric(&m, "onewindow_cases_open"), 1.0);
+    assert_eq!(metric(&m, "onewindow_cases_overdue"), 1.0);
+    let done = w.get("/v1/cases/BH-COMPLETE").token(&t).send().await.json();
+    assert_eq!(done["overdue"], false, "a complete case is never overdue");
+}
