@@ -20,7 +20,7 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use crate::adapter::{AdapterRegistry, AdapterSpec, CompileContext};
-use crate::app::{Overrides, department_client};
+use crate::app::{Overrides, department_upstream, endpoint_field};
 use crate::audit::{Action, AuditEvent, AuditLog, Decision, Filter};
 use crate::auth::{AccessError, Principal, Role};
 use crate::cache::SharedCache;
@@ -487,23 +487,30 @@ impl AdminPlane {
             .get(department)
             .cloned()
             .unwrap_or_default();
-        let connect = state
+        let timeouts = state
             .protect
             .department(department)
-            .map_or(std::time::Duration::from_secs(1), |g| g.timeouts().connect);
-        let client = department_client(&adapter, &allow, connect, &state.settings.paths.root)
-            .await
-            .map_err(|e| {
-                GatewayError::InvalidAdapter(
-                    crate::config::ConfigError::new(
-                        &shown,
-                        "base_url",
-                        e,
-                        "use an address the department's allow-list permits",
-                    )
-                    .into(),
+            .map(|g| *g.timeouts())
+            .unwrap_or_default();
+        let client = department_upstream(
+            &adapter,
+            &allow,
+            &timeouts,
+            &state.settings.paths.root,
+            &state.settings.server.data_dir,
+        )
+        .await
+        .map_err(|e| {
+            GatewayError::InvalidAdapter(
+                crate::config::ConfigError::new(
+                    &shown,
+                    endpoint_field(&adapter),
+                    e,
+                    "use an address the department's allow-list permits",
                 )
-            })?;
+                .into(),
+            )
+        })?;
         let text = if json {
             let v: serde_json::Value =
                 serde_json::from_slice(body).map_err(|e| RequestError::Malformed(e.to_string()))?;

@@ -14,7 +14,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::adapter::ssrf::{Scheme, SystemResolver, check_target};
-use crate::adapter::{AdapterRegistry, AdapterSet, AllowList, CheckedTarget, DepartmentAdapter};
+use crate::adapter::{
+    AdapterRegistry, AdapterSet, AllowList, CheckedTarget, DepartmentAdapter, Endpoint,
+};
 use crate::admin::AdminPlane;
 use crate::audit::{AuditLog, AuditSettings, RawAudit, WriterHandle};
 use crate::auth::{AuthSettings, Authenticator, DemoIssuer, Grants, KnownNames, RawAuth};
@@ -28,7 +30,8 @@ use crate::protect::{
 };
 use crate::scenario::Scenarios;
 use crate::state::State;
-use crate::upstream::{DepartmentClient, PinnedTarget};
+use crate::upstream::sql::{SqlDepartment, SqlTimeouts};
+use crate::upstream::{DepartmentClient, PinnedTarget, Upstream};
 
 /// The whole gateway.toml, including the sections other modules own.
 #[derive(Debug, Deserialize, Default)]
@@ -288,7 +291,13 @@ pub async fn department_client(
     connect_timeout: Duration,
     root: &Path,
 ) -> Result<DepartmentClient, String> {
-    let checked: CheckedTarget = check_target(&adapter.target, allow, &SystemResolver)
+    let Some(target) = adapter.http_target() else {
+        return Err(format!(
+            "department `{}` is not reached over HTTP",
+            adapter.department
+        ));
+    };
+    let checked: CheckedTarget = check_target(target, allow, &SystemResolver)
         .await
         .map_err(|e| e.to_string())?;
     let https = checked.scheme == Scheme::Https;
@@ -325,6 +334,42 @@ pub async fn department_client(
     ))
 }
 
+/// Builds how the gateway reaches a department: the checked HTTP client, or
+/// the exchange database's pool (a SQLite file relative to `data_dir`).
+pub async fn department_upstream(
+    adapter: &DepartmentAdapter,
+    allow: &AllowList,
+    timeouts: &crate::protect::Timeouts,
+    root: &Path,
+    data_dir: &Path,
+) -> Result<Upstream, String> {
+    match &adapter.endpoint {
+        Endpoint::Http(_) => department_client(adapter, allow, timeouts.connect, root)
+            .await
+            .map(Upstream::Http),
+        Endpoint::Sql(e) => SqlDepartment::connect(
+            &adapter.department,
+            e,
+            data_dir,
+            allow,
+            SqlTimeouts {
+                acquire: timeouts.connect,
+                statement: timeouts.attempt,
+            },
+        )
+        .await
+        .map(Upstream::Sql),
+    }
+}
+
+/// The field of an adapter file that says where its department is.
+pub fn endpoint_field(adapter: &DepartmentAdapter) -> &'static str {
+    match adapter.endpoint {
+        Endpoint::Http(_) => "base_url",
+        Endpoint::Sql(_) => "database_url_env",
+    }
+}
+
 /// Builds a runnable snapshot from loaded config: checks every adapter's
 /// address, builds clients and limiters, starts the authenticator.
 pub async fn build_state(
@@ -339,11 +384,20 @@ pub async fn build_state(
             .get(&a.department)
             .cloned()
             .unwrap_or_default();
-        let connect = loaded
+        let timeouts = loaded
             .protect
             .get(&a.department)
-            .map_or(Duration::from_secs(1), |p| p.timeouts.connect);
-        match department_client(a, &allow, connect, &loaded.settings.paths.root).await {
+            .map(|p| p.timeouts)
+            .unwrap_or_default();
+        match department_upstream(
+            a,
+            &allow,
+            &timeouts,
+            &loaded.settings.paths.root,
+            &loaded.settings.server.data_dir,
+        )
+        .await
+        {
             Ok(c) => {
                 upstreams.insert(a.department.clone(), c);
             }
@@ -353,7 +407,7 @@ pub async fn build_state(
                     .paths
                     .adapters
                     .join(format!("{}.toml", a.department)),
-                "base_url",
+                endpoint_field(a),
                 e,
                 format!(
                     "point base_url at an allowed address, or allow it in [departments.{}] allow_upstream of gateway.toml",
@@ -412,6 +466,9 @@ pub enum StartError {
     /// The audit log could not be opened.
     #[error("audit log: {0}")]
     Audit(#[from] crate::audit::AuditError),
+    /// A demo exchange database could not be created.
+    #[error("demo exchange database: {0}")]
+    DemoExchange(String),
     /// The demo issuer key could not be made.
     #[error("demo issuer: {0}")]
     Issuer(#[from] crate::auth::AuthError),
@@ -495,6 +552,39 @@ pub fn prepare_dev_material(config: &Path) -> Result<Vec<String>, StartError> {
     Ok(notes)
 }
 
+/// Creates the demo world's exchange databases (SQLite files of `sql`
+/// adapters under the data dir) that are missing. Returns notes for the
+/// operator.
+pub async fn prepare_demo_exchanges(
+    adapters: &AdapterSet,
+    data_dir: &Path,
+) -> Result<Vec<String>, StartError> {
+    let mut notes = Vec::new();
+    for a in adapters.iter() {
+        let Endpoint::Sql(e) = &a.endpoint else {
+            continue;
+        };
+        let crate::adapter::sql::DatabaseSource::SqliteFile(rel) = &e.source else {
+            continue;
+        };
+        let Some(seed) = crate::demo::exchange::seed_for(&a.department) else {
+            continue;
+        };
+        let path = data_dir.join(rel);
+        if crate::demo::exchange::ensure(&path, &seed)
+            .await
+            .map_err(StartError::DemoExchange)?
+        {
+            notes.push(format!(
+                "created the demo exchange database of `{}` at {}",
+                a.department,
+                path.display()
+            ));
+        }
+    }
+    Ok(notes)
+}
+
 /// A running gateway: its listeners' addresses and the handles to stop it.
 pub struct Running {
     /// TLS data-plane address.
@@ -539,6 +629,13 @@ impl Running {
                         source,
                     })?;
                 demo_addrs.insert(name.clone(), bound);
+            }
+        }
+        if loaded.settings.demo.enabled {
+            for note in
+                prepare_demo_exchanges(&loaded.adapters, &loaded.settings.server.data_dir).await?
+            {
+                tracing::info!("{note}");
             }
         }
         let (audit, writer) = AuditLog::open(

@@ -298,12 +298,18 @@ impl GatewayError {
                     A::MissingInput(_) | A::InvalidInput { .. } => {
                         (StatusCode::BAD_REQUEST, "bad-request", e.to_string())
                     }
+                    // Canonical field names are the published schema, so
+                    // naming the field tells the caller (and the department's
+                    // admin) what broke without quoting department data.
+                    A::FieldMissing { .. } | A::FieldType { .. } => (
+                        StatusCode::BAD_GATEWAY,
+                        "department-error",
+                        format!("the department's system did not give a usable answer: {e}"),
+                    ),
                     A::DepartmentStatus(_)
                     | A::DepartmentFault { .. }
                     | A::MalformedReply(_)
-                    | A::ReplyTooLarge { .. }
-                    | A::FieldMissing { .. }
-                    | A::FieldType { .. } => (
+                    | A::ReplyTooLarge { .. } => (
                         StatusCode::BAD_GATEWAY,
                         "department-error",
                         "the department's system did not give a usable answer".to_string(),

@@ -11,7 +11,7 @@ use crate::auth::{Authenticator, Grants};
 use crate::config::{Datasets, GatewaySettings};
 use crate::protect::Protection;
 use crate::scenario::Scenarios;
-use crate::upstream::DepartmentClient;
+use crate::upstream::Upstream;
 
 /// One configuration snapshot.
 #[derive(Debug, Clone)]
@@ -28,8 +28,9 @@ pub struct State {
     pub adapters: AdapterSet,
     /// Address policy per department (for adapter PUTs).
     pub allow_lists: HashMap<String, AllowList>,
-    /// One pooled client per department with an adapter.
-    pub upstreams: HashMap<String, DepartmentClient>,
+    /// One pooled client (HTTP or exchange database) per department with an
+    /// adapter.
+    pub upstreams: HashMap<String, Upstream>,
     /// Rate limits, bulkheads, breakers.
     pub protect: Arc<Protection>,
     /// Token verification.

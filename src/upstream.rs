@@ -20,6 +20,8 @@ use tokio::net::TcpStream;
 
 use crate::error::UpstreamError;
 
+pub mod sql;
+
 /// Where a department's system is, after its address was checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PinnedTarget {
@@ -44,6 +46,42 @@ pub struct Reply {
     pub headers: HeaderMap,
     /// The whole body.
     pub body: Bytes,
+}
+
+/// How the gateway reaches one department: over HTTP, or through its
+/// exchange database. Both answer a [`Reply`], so the protections around a
+/// call do not depend on the kind.
+// One per department, cloned only with the configuration snapshot.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug)]
+pub enum Upstream {
+    /// A pooled HTTP(S) client.
+    Http(DepartmentClient),
+    /// A pooled exchange-database connection (adapter kind `sql`).
+    Sql(sql::SqlDepartment),
+}
+
+impl Upstream {
+    /// Sends one request built by the department's adapter and reads the
+    /// whole reply within `timeout`, refusing replies over `max_reply` bytes.
+    pub async fn send(
+        &self,
+        req: Request<Full<Bytes>>,
+        path_and_query: &str,
+        timeout: Duration,
+        max_reply: usize,
+    ) -> Result<Reply, UpstreamError> {
+        match self {
+            Upstream::Http(c) => c.send(req, path_and_query, timeout, max_reply).await,
+            Upstream::Sql(d) => {
+                let body = match req.into_body().collect().await {
+                    Ok(b) => b.to_bytes(),
+                    Err(never) => match never {},
+                };
+                d.send(&body, timeout, max_reply).await
+            }
+        }
+    }
 }
 
 /// A pooled client bound to one department.

@@ -206,7 +206,7 @@ async fn a_department_admin_owns_its_adapter() {
         .map(|x| x["department"].as_str().unwrap().to_string())
         .collect();
     assert!(!listed.contains(&MS.to_string()), "{listed:?}");
-    assert_eq!(listed.len(), 3);
+    assert_eq!(listed.len(), 4);
     let a = w
         .send(
             Method::GET,
@@ -238,7 +238,7 @@ async fn a_department_admin_owns_its_adapter() {
     );
 }
 
-// GET /admin/adapters: the platform admin sees all four, a department admin its own.
+// GET /admin/adapters: the platform admin sees all five, a department admin its own.
 #[tokio::test]
 async fn the_adapter_listing_is_scoped_to_the_caller() {
     let w = World::demo().await;
@@ -261,7 +261,8 @@ async fn the_adapter_listing_is_scoped_to_the_caller() {
             "fire-rescue",
             "health-commission",
             "market-supervision",
-            "public-security"
+            "public-security",
+            "tax"
         ]
         .map(String::from)
         .into()

@@ -373,6 +373,7 @@ pub fn compile(
             datasets,
         }),
         datasets: names,
+        endpoint: None,
     })
 }
 

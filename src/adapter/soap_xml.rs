@@ -352,6 +352,7 @@ pub fn compile(
             datasets,
         }),
         datasets: names,
+        endpoint: None,
     })
 }
 

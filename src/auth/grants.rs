@@ -522,6 +522,7 @@ pub(crate) mod tests {
             ("birth-medical-certificate", "health-commission"),
             ("household-registration", "public-security"),
             ("fire-safety-inspection", "fire-rescue"),
+            ("tax-credit", "tax"),
         ];
         let specs = ds.iter().map(|(name, dept)| DatasetSpec {
             name: name.to_string(),
@@ -551,6 +552,7 @@ pub(crate) mod tests {
                 "health-commission",
                 "fire-rescue",
                 "public-security",
+                "tax",
             ]
             .map(String::from)
             .into(),
