@@ -21,6 +21,7 @@
 //! 4. `adapter.map_response(dataset, reply)` -> canonical record or an
 //!    [`AdapterError`].
 
+mod compile;
 pub mod error;
 pub mod rest_json;
 pub mod soap_xml;
@@ -28,6 +29,7 @@ pub mod spec;
 pub mod sql;
 pub mod ssrf;
 pub mod template;
+pub(crate) mod xml;
 
 #[cfg(test)]
 mod tests;
