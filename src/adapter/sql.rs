@@ -44,6 +44,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use self::query::{Dialect, compile_query};
+use super::compile::DatasetInput;
 use super::spec::{CompiledKind, KindContext, lookup_map, type_name};
 use super::template::Placeholder;
 use super::{
@@ -254,23 +255,16 @@ pub fn compile(
             "pick a small pool; the department's bulkhead bounds concurrency too",
         ));
     }
-    if raw.datasets.is_empty() {
-        errors.push(cx.err(
-            "datasets",
-            "the adapter serves no dataset",
-            "add [datasets.<name>] tables",
-        ));
-    }
     let dialect = source
         .as_ref()
         .map_or(Dialect::Postgres, DatabaseSource::dialect);
-    let mut datasets = Vec::new();
-    let mut plans = BTreeMap::new();
-    for (name, d) in raw.datasets {
-        let at = format!("datasets.{name}");
-        let Some(spec) = cx.dataset(&name, &mut errors) else {
-            continue;
-        };
+    let compiled = cx.compile_datasets(raw.datasets, &mut errors, |input, errors| {
+        let DatasetInput {
+            name,
+            at,
+            spec,
+            raw: d,
+        } = input;
         let compiled = match compile_query(&d.query, dialect) {
             Ok(q) => Some(q),
             Err(p) => {
@@ -283,7 +277,7 @@ pub fn compile(
             &spec,
             d.fields.keys().map(String::as_str),
             &fields_at,
-            &mut errors,
+            errors,
         );
         let mut fields = Vec::new();
         let mut columns: Vec<ColumnRule> = Vec::new();
@@ -344,7 +338,7 @@ pub fn compile(
                         continue;
                     }
                     let map =
-                        cx.value_map(&raw_rule.map, fs.ty, &format!("{fat}.map"), &mut errors);
+                        cx.value_map(&raw_rule.map, fs.ty, &format!("{fat}.map"), errors);
                     let expect = if map.is_empty() {
                         ColumnType::Field(fs.ty)
                     } else {
@@ -404,22 +398,27 @@ pub fn compile(
             });
         }
         let many = fields.iter().any(|f| matches!(f.rule, Rule::Items(_)));
-        if let Some(q) = compiled {
-            plans.insert(
-                name.clone(),
-                Arc::new(QueryPlan {
-                    sql: q.text,
-                    params: q.params.len(),
-                    columns,
-                }),
-            );
-            datasets.push(Dataset {
+        let q = compiled?;
+        let plan = Arc::new(QueryPlan {
+            sql: q.text,
+            params: q.params.len(),
+            columns,
+        });
+        Some((
+            Dataset {
                 name,
                 params: q.params,
                 fields,
                 many,
-            });
-        }
+            },
+            plan,
+        ))
+    });
+    let mut datasets = Vec::with_capacity(compiled.len());
+    let mut plans = BTreeMap::new();
+    for (d, plan) in compiled {
+        plans.insert(d.name.clone(), plan);
+        datasets.push(d);
     }
     let (Some(source), true) = (source, errors.is_empty()) else {
         return Err(errors);
