@@ -48,8 +48,7 @@ use super::compile::DatasetInput;
 use super::spec::{CompiledKind, KindContext, lookup_map, type_name};
 use super::template::Placeholder;
 use super::{
-    Adapter, AdapterError, CanonicalRequest, Endpoint, MAX_REPLY_BYTES, Record, UpstreamReply,
-    UpstreamRequest,
+    Adapter, AdapterError, CanonicalRequest, Endpoint, Record, UpstreamReply, UpstreamRequest,
 };
 use crate::config::{ConfigErrors, FieldType};
 
@@ -603,11 +602,6 @@ impl Adapter for SqlAdapter {
         reply: UpstreamReply<'_>,
     ) -> Result<Record, AdapterError> {
         let d = self.dataset(dataset)?;
-        if reply.body.len() > MAX_REPLY_BYTES {
-            return Err(AdapterError::ReplyTooLarge {
-                limit: MAX_REPLY_BYTES,
-            });
-        }
         match reply.status.as_u16() {
             200 => {}
             404 => return Err(AdapterError::RecordNotFound),
