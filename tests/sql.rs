@@ -22,7 +22,7 @@ use onewindow::adapter::sql::{
 use onewindow::adapter::{
     AdapterRegistry, AdapterSpec, AllowList, CompileContext, DepartmentAdapter, Endpoint,
 };
-use onewindow::app::department_upstream;
+use onewindow::state::department_upstream;
 use onewindow::config::ConfigErrors;
 use onewindow::upstream::sql::{SqlDepartment, SqlTimeouts};
 use std::time::Duration;

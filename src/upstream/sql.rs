@@ -207,6 +207,30 @@ impl SqlDepartment {
     }
 }
 
+impl super::Department for SqlDepartment {
+    /// The adapter's call is in the body; method, headers and path only name
+    /// it (`GET /<dataset>`), so they are not read here.
+    fn send<'a>(
+        &'a self,
+        req: http::Request<http_body_util::Full<Bytes>>,
+        _path_and_query: &'a str,
+        timeout: Duration,
+        max_reply: usize,
+    ) -> super::SendFuture<'a> {
+        Box::pin(async move {
+            let body = match http_body_util::BodyExt::collect(req.into_body()).await {
+                Ok(b) => b.to_bytes(),
+                Err(never) => match never {},
+            };
+            SqlDepartment::send(self, &body, timeout, max_reply).await
+        })
+    }
+
+    fn describe(&self) -> String {
+        format!("sql department {}", self.department)
+    }
+}
+
 fn sqlite_pool(o: SqliteConnectOptions, max: u32, t: SqlTimeouts) -> SqlitePool {
     let o = o
         .read_only(true)
