@@ -14,6 +14,8 @@ use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::adapter::sql::DatabaseSource;
+use crate::adapter::{AdapterSet, Endpoint};
 use crate::admin::AdminPlane;
 use crate::audit::{AuditLog, WriterHandle};
 use crate::auth::DemoIssuer;
@@ -45,6 +47,9 @@ pub enum StartError {
         /// The cause.
         source: crate::case::CaseError,
     },
+    /// A demo exchange database could not be created.
+    #[error("demo exchange database: {0}")]
+    DemoExchange(String),
     /// The demo issuer key could not be made.
     #[error("demo issuer: {0}")]
     Issuer(#[from] crate::auth::AuthError),
@@ -86,6 +91,39 @@ pub fn prepare_dev_material(config: &Path) -> Result<Vec<String>, StartError> {
                 "generated a development TLS certificate {} (CA {})",
                 cert.display(),
                 crate::certs::dev_ca_path(&certs_dir).display()
+            ));
+        }
+    }
+    Ok(notes)
+}
+
+/// Creates the demo world's exchange databases (SQLite files of `sql`
+/// adapters under the data dir) that are missing. Returns notes for the
+/// operator.
+pub async fn prepare_demo_exchanges(
+    adapters: &AdapterSet,
+    data_dir: &Path,
+) -> Result<Vec<String>, StartError> {
+    let mut notes = Vec::new();
+    for a in adapters.iter() {
+        let Endpoint::Sql(e) = &a.endpoint else {
+            continue;
+        };
+        let DatabaseSource::SqliteFile(rel) = &e.source else {
+            continue;
+        };
+        let Some(seed) = crate::demo::exchange::seed_for(&a.department) else {
+            continue;
+        };
+        let path = data_dir.join(rel);
+        if crate::demo::exchange::ensure(&path, &seed)
+            .await
+            .map_err(StartError::DemoExchange)?
+        {
+            notes.push(format!(
+                "created the demo exchange database of `{}` at {}",
+                a.department,
+                path.display()
             ));
         }
     }
@@ -170,6 +208,13 @@ impl Running {
                         source,
                     })?;
                 demo_addrs.insert(name.clone(), bound);
+            }
+        }
+        if loaded.settings.demo.enabled {
+            for note in
+                prepare_demo_exchanges(&loaded.adapters, &loaded.settings.server.data_dir).await?
+            {
+                tracing::info!("{note}");
             }
         }
         let (audit, writer) = AuditLog::open(

@@ -532,11 +532,15 @@ impl GatewayError {
                     A::MissingInput(_) | A::InvalidInput { .. } => {
                         (StatusCode::BAD_REQUEST, "bad-request", e.to_string())
                     }
-                    A::DepartmentStatus(_)
-                    | A::DepartmentFault { .. }
-                    | A::MalformedReply(_)
-                    | A::FieldMissing { .. }
-                    | A::FieldType { .. } => (
+                    // Canonical field names are the published schema, so
+                    // naming the field tells the caller (and the department's
+                    // admin) what broke without quoting department data.
+                    A::FieldMissing { .. } | A::FieldType { .. } => (
+                        StatusCode::BAD_GATEWAY,
+                        "department-error",
+                        format!("the department's system did not give a usable answer: {e}"),
+                    ),
+                    A::DepartmentStatus(_) | A::DepartmentFault { .. } | A::MalformedReply(_) => (
                         StatusCode::BAD_GATEWAY,
                         "department-error",
                         "the department's system did not give a usable answer".to_string(),

@@ -238,7 +238,7 @@ async fn a_department_admin_owns_its_adapter() {
     );
 }
 
-// GET /admin/adapters: the platform admin sees all four, a department admin its own.
+// GET /admin/adapters: the platform admin sees all five, a department admin its own.
 #[tokio::test]
 async fn the_adapter_listing_is_scoped_to_the_caller() {
     let w = World::demo().await;
@@ -262,7 +262,8 @@ async fn the_adapter_listing_is_scoped_to_the_caller() {
             "fire-rescue",
             "health-commission",
             "market-supervision",
-            "public-security"
+            "public-security",
+            "tax"
         ]
         .map(String::from)
         .into()

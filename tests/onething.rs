@@ -551,3 +551,61 @@ async fn an_open_case_is_overdue_after_its_supply_later_period() {
     let done = w.get("/v1/cases/BH-COMPLETE").token(&t).send().await.json();
     assert_eq!(done["overdue"], false, "a complete case is never overdue");
 }
+
+#[tokio::test]
+async fn listing_compliance_runs_in_the_demo_world() {
+    let w = World::demo().await;
+    let t = w.token(PORTAL, &[], None);
+    let list = get(&w, "/v1/scenarios", &t, &[("accept-language", "en")])
+        .await
+        .json();
+    let names: Vec<_> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["scenario"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, ["listing-compliance", "newborn", "open-restaurant"]);
+    let g = get(&w, "/v1/scenarios/listing-compliance", &t, &[])
+        .await
+        .json();
+    assert_eq!(g["title"], "企业上市违法违规信息证明");
+    let dept = |g: &Value, dataset: &str| {
+        g["parts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["dataset"] == dataset)
+            .unwrap()["department_title"]
+            .clone()
+    };
+    assert_eq!(dept(&g, "tax-credit"), "税务局");
+    assert_eq!(dept(&g, "environmental-penalties"), "生态环境局");
+
+    let run = |uscc: &str| {
+        w.send(
+            Method::POST,
+            "/v1/scenarios/listing-compliance",
+            Some(&t),
+            &[("x-purpose", "service-handling")],
+            format!(r#"{{"subjects": {{"uscc": "{uscc}"}}}}"#),
+        )
+    };
+    let a = run(FULL).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    let j = a.json();
+    assert_eq!(j["complete"], true, "{j}");
+    assert_eq!(j["parts"]["tax-credit"]["record"]["credit_rating"], "A");
+    assert_eq!(
+        j["parts"]["environmental-penalties"]["record"]["penalties"],
+        serde_json::json!([])
+    );
+    assert_eq!(
+        j["parts"]["environmental-penalties"]["record"]["penalty_count"],
+        0
+    );
+    let j = run(REVOKED).await.json();
+    let pen = &j["parts"]["environmental-penalties"]["record"];
+    assert_eq!(pen["penalty_count"], 1, "{j}");
+    assert_eq!(pen["penalties"][0]["penalty"], "罚款");
+}

@@ -9,12 +9,13 @@ use serde_json::json;
 
 use super::*;
 
-const DEPARTMENTS: [&str; 5] = [
+const DEPARTMENTS: [&str; 6] = [
     "market-supervision",
     "health-commission",
     "fire-rescue",
     "public-security",
     "ecology-environment",
+    "tax",
 ];
 
 fn root() -> PathBuf {
@@ -110,7 +111,7 @@ const HOSTILE: &[&str] = &[
 #[test]
 fn demo_adapters_compile_against_demo_schema() {
     let ds = datasets();
-    assert_eq!(ds.len(), 7);
+    assert_eq!(ds.len(), 8);
     let set = AdapterSet::load_dir(
         &root().join("adapters"),
         &ds,
@@ -118,14 +119,15 @@ fn demo_adapters_compile_against_demo_schema() {
         &no_secret,
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(set.len(), 5);
+    assert_eq!(set.len(), 6);
+    assert_eq!(set.department("tax").unwrap().kind, "sql");
     for d in ds.iter() {
         let a = set.for_dataset(&d.name).unwrap();
         assert_eq!(a.department, d.department);
     }
     assert_eq!(set.department("fire-rescue").unwrap().kind, "soap-xml");
     let ms = set.department("market-supervision").unwrap();
-    assert_eq!(ms.target.port, 7101);
+    assert_eq!(ms.http_target().map(|t| t.port), Some(7101));
     assert_eq!(
         ms.datasets,
         vec!["business-licence", "food-business-permit"]

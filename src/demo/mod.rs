@@ -5,6 +5,7 @@
 //! adapters, address policy and pooled client as a real department.
 
 mod data;
+pub mod exchange;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
