@@ -206,7 +206,7 @@ async fn a_department_admin_owns_its_adapter() {
         .map(|x| x["department"].as_str().unwrap().to_string())
         .collect();
     assert!(!listed.contains(&MS.to_string()), "{listed:?}");
-    assert_eq!(listed.len(), 4);
+    assert_eq!(listed.len(), 5);
     let a = w
         .send(
             Method::GET,
