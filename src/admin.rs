@@ -63,6 +63,9 @@ enum AdminRoute {
     AuditVerify,
     Reload,
     Departments,
+    Console,
+    AuditStats,
+    AdapterTry,
 }
 
 /// Admin routes (path, route); the OpenAPI document is checked against this list.
@@ -78,6 +81,11 @@ const ROUTES: &[(&str, AdminRoute)] = &[
     ("/admin/audit/verify", AdminRoute::AuditVerify),
     ("/admin/reload", AdminRoute::Reload),
     ("/admin/departments", AdminRoute::Departments),
+    ("/console", AdminRoute::Console),
+    ("/console/", AdminRoute::Console),
+    ("/console/{*rest}", AdminRoute::Console),
+    ("/admin/audit/stats", AdminRoute::AuditStats),
+    ("/admin/adapters/{department}/try", AdminRoute::AdapterTry),
 ];
 
 /// Paths and methods of the admin plane, for the OpenAPI drift test.
@@ -94,9 +102,11 @@ fn methods_of(r: AdminRoute) -> &'static [&'static str] {
         | AdminRoute::Adapters
         | AdminRoute::Audit
         | AdminRoute::AuditVerify
-        | AdminRoute::Departments => &["GET"],
+        | AdminRoute::Departments
+        | AdminRoute::Console
+        | AdminRoute::AuditStats => &["GET"],
         AdminRoute::Adapter => &["GET", "PUT", "DELETE"],
-        AdminRoute::CacheInvalidate | AdminRoute::Reload => &["POST"],
+        AdminRoute::CacheInvalidate | AdminRoute::Reload | AdminRoute::AdapterTry => &["POST"],
     }
 }
 
@@ -202,6 +212,7 @@ impl AdminPlane {
             AdminRoute::OpenApi => {
                 return Ok(json_response(StatusCode::OK, &crate::openapi::document()));
             }
+            AdminRoute::Console => return crate::console::serve(&path),
             _ => {}
         }
         // Everything else needs a verified token.
@@ -342,18 +353,7 @@ impl AdminPlane {
             AdminRoute::Audit => {
                 principal.require_role(Role::Auditor)?;
                 let q = parse_query(req.uri().query());
-                let filter = Filter {
-                    client: q.get("client").cloned(),
-                    subject: q.get("subject").cloned(),
-                    dataset: q.get("dataset").cloned(),
-                    scenario: q.get("scenario").cloned(),
-                    department: q.get("department").cloned(),
-                    case_id: q.get("case").cloned(),
-                    decision: q.get("decision").cloned(),
-                    action: q.get("action").cloned(),
-                    since: q.get("since").cloned(),
-                    until: q.get("until").cloned(),
-                };
+                let filter = audit_filter(&q);
                 let limit = match q.get("limit") {
                     Some(l) => Some(l.parse::<usize>().map_err(|_| {
                         RequestError::Malformed("limit must be a whole number".into())
@@ -409,10 +409,38 @@ impl AdminPlane {
                 }
                 Ok(json_response(StatusCode::OK, &departments_detail(&state)))
             }
+            AdminRoute::AuditStats => {
+                principal.require_role(Role::Auditor)?;
+                let filter = audit_filter(&parse_query(req.uri().query()));
+                let summary = crate::console::stats::run(&self.audit, filter).await?;
+                Ok(json_response(StatusCode::OK, &summary))
+            }
+            AdminRoute::AdapterTry => {
+                use crate::console::try_it;
+                let department = department.unwrap_or_default();
+                if let Err(e) = principal.require_department_admin(&department) {
+                    let r = Err(e.into());
+                    let c = change(try_it::ACTION, Some(department), None, None);
+                    self.audit_change(&c, &r).await?;
+                    return r;
+                }
+                let body = read_body(req.into_body(), try_it::MAX_TRY_BYTES).await?;
+                let t = try_it::TryRequest::parse(&body)?;
+                let c = change(
+                    try_it::ACTION,
+                    Some(department.clone()),
+                    Some(t.dataset.clone()),
+                    Some(t.subject.clone()),
+                );
+                let r = try_it::run(&state, &principal, &department, &t, request_id).await;
+                self.audit_change(&c, &r).await?;
+                Ok(try_it::answer(r, request_id))
+            }
             AdminRoute::Healthz
             | AdminRoute::Readyz
             | AdminRoute::Metrics
-            | AdminRoute::OpenApi => {
+            | AdminRoute::OpenApi
+            | AdminRoute::Console => {
                 Err(RequestError::NotFound("no such admin route".into()).into())
             }
         }
@@ -625,6 +653,22 @@ fn text(status: StatusCode, body: &str, ctype: &'static str) -> Resp {
     r.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
     r
+}
+
+/// The audit filters of a query string (shared by the query and the summary).
+fn audit_filter(q: &BTreeMap<String, String>) -> Filter {
+    Filter {
+        client: q.get("client").cloned(),
+        subject: q.get("subject").cloned(),
+        dataset: q.get("dataset").cloned(),
+        scenario: q.get("scenario").cloned(),
+        department: q.get("department").cloned(),
+        case_id: q.get("case").cloned(),
+        decision: q.get("decision").cloned(),
+        action: q.get("action").cloned(),
+        since: q.get("since").cloned(),
+        until: q.get("until").cloned(),
+    }
 }
 
 fn parse_query(q: Option<&str>) -> BTreeMap<String, String> {

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod cache;
 pub mod certs;
 pub mod config;
+pub mod console;
 pub mod demo;
 pub mod error;
 pub mod metrics;
