@@ -7,7 +7,7 @@ import { call, ApiError } from './api.js';
 import { byId, el, clear, show } from './dom.js';
 import { t } from './i18n.js';
 
-/** Largest adapter the gateway accepts (its MAX_ADAPTER_BYTES, 256 KiB). */
+/** Largest adapter the gateway accepts (its MAX_ADAPTER_BYTES, 256 KiB), for messages. */
 export const MAX_ADAPTER_BYTES = 256 * 1024;
 
 const state = { department: null };
@@ -106,12 +106,6 @@ async function save() {
   const text = byId('adapter-editor').value;
   const size = new Blob([text]).size;
   showProblems([]);
-  if (size > MAX_ADAPTER_BYTES) {
-    // The gateway would answer 413; sending megabytes only to hear that is
-    // pointless, so say it here. The editor stays as it is.
-    setStatus(`413 · ${t('adapter.toolarge', { size: kib(size), limit: kib(MAX_ADAPTER_BYTES) })}`, 'bad');
-    return;
-  }
   setStatus(t('adapter.saving'));
   try {
     const r = await call('PUT', `/admin/adapters/${encodeURIComponent(state.department)}`, { body: text, type: 'application/toml' });
@@ -146,14 +140,7 @@ async function tryIt() {
   }
   const body = { dataset, subject };
   const text = byId('adapter-editor').value;
-  if (!byId('try-saved').checked) {
-    const size = new Blob([text]).size;
-    if (size > MAX_ADAPTER_BYTES) {
-      tryResult('bad', el('p', {}, `413 · ${t('adapter.toolarge', { size: kib(size), limit: kib(MAX_ADAPTER_BYTES) })}`));
-      return;
-    }
-    body.adapter = text;
-  }
+  if (!byId('try-saved').checked) body.adapter = text;
   tryResult('running', el('p', {}, t('try.running')));
   showProblems([]);
   try {
@@ -170,10 +157,17 @@ async function tryIt() {
       return;
     }
     const p = e.problem || {};
-    const parts = [];
-    if (e.status === 504) parts.push(el('p', { class: 'headline' }, t('try.timeout', { detail: p.detail || '' })));
-    else if (e.status === 403) parts.push(el('p', { class: 'headline' }, t('forbidden', { detail: p.detail || '' })));
-    else parts.push(el('p', { class: 'headline' }, t('try.failed', { title: p.title || 'Error', status: e.status, detail: p.detail || '' })));
+    let headline;
+    if (e.status === 413) {
+      headline = `413 · ${t('adapter.toolarge', { size: kib(new Blob([text]).size), limit: kib(MAX_ADAPTER_BYTES) })}`;
+    } else if (e.status === 504) {
+      headline = t('try.timeout', { detail: p.detail || '' });
+    } else if (e.status === 403) {
+      headline = t('forbidden', { detail: p.detail || '' });
+    } else {
+      headline = t('try.failed', { title: p.title || 'Error', status: e.status, detail: p.detail || '' });
+    }
+    const parts = [el('p', { class: 'headline' }, headline)];
     if (p.cause) parts.push(el('p', { class: 'cause' }, t('try.cause', { cause: p.cause })));
     tryResult('bad', ...parts);
     if (e.status === 422) {

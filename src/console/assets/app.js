@@ -5,7 +5,7 @@
 // which views are shown; the gateway decides what each call may do.
 
 import { call, claims, clearToken, setToken, token, whenUnauthorised, ApiError } from './api.js';
-import { byId, show } from './dom.js';
+import { byId, show, visible } from './dom.js';
 import { apply, t, toggle } from './i18n.js';
 import { initAudit, resetAudit, relabelAudit, search, localTime } from './audit.js';
 import { initAdapter, openAdapter, resetAdapter } from './adapter.js';
@@ -38,7 +38,7 @@ function renderWho() {
   const c = session.claims;
   const r = roles(c);
   const dept = typeof c.department === 'string' ? ` (${c.department})` : '';
-  who.textContent = t('who.roles', { sub: String(c.sub ?? '?'), roles: (r.join(', ') || '—') + dept });
+  who.replaceChildren(visible(t('who.roles', { sub: String(c.sub ?? '?'), roles: (r.join(', ') || '—') + dept })));
   who.title = typeof c.exp === 'number' ? t('who.expires', { time: localTime(new Date(c.exp * 1000).toISOString()) }) : '';
   show(who);
 }
@@ -84,7 +84,7 @@ async function enter() {
     show(byId('sign-out'));
     show(byId('tabs'), false);
     if (e instanceof ApiError && e.status === 403) {
-      byId('denied-text').textContent = t('denied.text', { sub: String(c.sub ?? '?'), detail: e.problem.detail || '' });
+      byId('denied-text').replaceChildren(visible(t('denied.text', { sub: String(c.sub ?? '?'), detail: e.problem.detail || '' })));
     } else {
       byId('denied-text').textContent = t('signin.unreachable') + ' ' + (e.message || '');
     }
@@ -104,14 +104,14 @@ async function enter() {
   show(byId('tab-adapter'), views.includes('adapter'));
   notice('');
   if (views.length === 0) {
-    byId('denied-text').textContent = t('denied.text', { sub: String(c.sub ?? '?'), detail: '' });
+    byId('denied-text').replaceChildren(visible(t('denied.text', { sub: String(c.sub ?? '?'), detail: '' })));
     view('denied');
     return;
   }
   if (views.includes('adapter')) {
     const own = typeof c.department === 'string' ? c.department : null;
     const choices = r.includes('platform-admin') ? departments : [];
-    await openAdapter(own && !r.includes('platform-admin') ? own : own || choices[0], choices);
+    await openAdapter(own || choices[0], choices);
   }
   view(views[0]);
   if (views[0] === 'audit') search();

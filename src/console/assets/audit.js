@@ -3,7 +3,7 @@
 // textContent.
 
 import { call, ApiError } from './api.js';
-import { byId, el, clear, show } from './dom.js';
+import { byId, el, clear, show, visible } from './dom.js';
 import { t } from './i18n.js';
 import { drawChart, drawTop } from './chart.js';
 
@@ -56,14 +56,14 @@ function filters() {
 }
 
 function cell(text, cls) {
-  return el('td', cls ? { class: cls } : {}, text === undefined || text === null ? '' : String(text));
+  return el('td', cls ? { class: cls } : {}, visible(text));
 }
 
 function detailRow(r) {
   const dl = el('dl', { class: 'detail' });
   for (const [k, v] of Object.entries(r)) {
     if (v === null || v === undefined) continue;
-    dl.append(el('dt', {}, k), el('dd', { class: 'mono' }, typeof v === 'object' ? JSON.stringify(v) : String(v)));
+    dl.append(el('dt', {}, k), el('dd', { class: 'mono' }, visible(typeof v === 'object' ? JSON.stringify(v) : v)));
   }
   return el('tr', { class: 'detail-row' }, el('td', { colspan: 10 }, dl));
 }

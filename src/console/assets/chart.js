@@ -2,7 +2,7 @@
 // drawn as SVG with DOM calls (no library, no inline style: colours come from
 // classes in style.css). Values are placed with textContent.
 
-import { svg, clear } from './dom.js';
+import { svg, clear, visible } from './dom.js';
 import { t } from './i18n.js';
 
 const W = 640;
@@ -98,8 +98,8 @@ export function drawTop(list, items) {
     const li = document.createElement('li');
     const name = document.createElement('span');
     name.className = 'name';
-    name.textContent = it.name;
-    name.title = it.name;
+    name.append(visible(it.name));
+    name.title = name.textContent;
     const count = document.createElement('span');
     count.className = 'count';
     count.textContent = String(it.count);
