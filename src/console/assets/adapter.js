@@ -205,7 +205,21 @@ export function initAdapter() {
     e.preventDefault();
     invalidate();
   });
-  byId('adapter-editor').addEventListener('change', () => fillDatasets());
+  const editor = byId('adapter-editor');
+  editor.addEventListener('change', () => fillDatasets());
+  // A paste (or drop) that would take the file past what the gateway accepts
+  // is refused here, at once: a browser laying out megabytes in a text area
+  // stops responding for many seconds, and the gateway would refuse it (413).
+  const refuseOversize = (e, data) => {
+    const incoming = data ? data.getData('text/plain') : '';
+    const selected = editor.selectionEnd - editor.selectionStart;
+    const size = new Blob([incoming]).size + new Blob([editor.value]).size - selected;
+    if (size <= MAX_ADAPTER_BYTES) return;
+    e.preventDefault();
+    setStatus(`413 · ${t('adapter.pastetoolarge', { size: kib(size), limit: kib(MAX_ADAPTER_BYTES) })}`, 'bad');
+  };
+  editor.addEventListener('paste', (e) => refuseOversize(e, e.clipboardData));
+  editor.addEventListener('drop', (e) => refuseOversize(e, e.dataTransfer));
   byId('adapter-pick').addEventListener('change', (e) => {
     state.department = e.target.value;
     load();
