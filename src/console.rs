@@ -91,8 +91,10 @@ pub fn serve(path: &str) -> Result<Response<Full<Bytes>>, GatewayError> {
         .ok_or_else(|| RequestError::NotFound("no such console file".into()))?;
     let a = asset(name).ok_or_else(|| RequestError::NotFound("no such console file".into()))?;
     let mut r = Response::new(Full::new(Bytes::from_static(a.body)));
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(a.content_type));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(a.content_type),
+    );
     secure(&mut r);
     Ok(r)
 }
@@ -135,7 +137,10 @@ mod tests {
     fn index_and_modules_are_served_with_their_types() {
         let r = serve("/console/").unwrap();
         assert_eq!(r.status(), 200);
-        assert_eq!(r.headers()[header::CONTENT_TYPE], "text/html; charset=utf-8");
+        assert_eq!(
+            r.headers()[header::CONTENT_TYPE],
+            "text/html; charset=utf-8"
+        );
         for (name, ctype) in [
             ("app.js", "text/javascript; charset=utf-8"),
             ("style.css", "text/css; charset=utf-8"),

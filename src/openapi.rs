@@ -58,9 +58,10 @@ fn describe(path: &str, method: &str) -> Option<(&'static str, &'static str)> {
             "admin",
             "Run an adapter (the given draft or the registered one) once for one subject: {\"adapter\"?, \"dataset\", \"subject\"}; nothing swapped or cached; audited",
         ),
-        ("/console", "GET") | ("/console/", "GET") | ("/console/{path}", "GET") => {
-            ("console", "The web console (HTML, scripts and styles built into the binary)")
-        }
+        ("/console", "GET") | ("/console/", "GET") | ("/console/{path}", "GET") => (
+            "console",
+            "The web console (HTML, scripts and styles built into the binary)",
+        ),
         _ => return None,
     })
 }

@@ -37,7 +37,11 @@ async fn world() -> World {
 }
 
 fn admin(w: &World) -> String {
-    w.token("ms-admin", &["department-admin"], Some("market-supervision"))
+    w.token(
+        "ms-admin",
+        &["department-admin"],
+        Some("market-supervision"),
+    )
 }
 
 fn auditor(w: &World) -> String {
@@ -385,7 +389,10 @@ async fn try_it_runs_a_draft_without_swapping_caching_or_logging_the_subject() {
     assert_eq!(r["dataset"], "business-licence");
     assert!(r["subject_ref"].as_str().unwrap().len() >= 32);
     let log = read_log(w.root());
-    assert!(!log.contains(FULL), "a plain subject id reached the audit log");
+    assert!(
+        !log.contains(FULL),
+        "a plain subject id reached the audit log"
+    );
 }
 
 fn read_log(root: &Path) -> String {
@@ -415,7 +422,10 @@ async fn try_it_reports_invalid_and_oversized_drafts_and_mapping_causes() {
     .await;
     assert_problem(&a, 422);
     let detail = a.json()["detail"].as_str().unwrap().to_string();
-    assert!(detail.contains("adapters/market-supervision.toml"), "{detail}");
+    assert!(
+        detail.contains("adapters/market-supervision.toml"),
+        "{detail}"
+    );
     assert!(detail.contains("field `kind`"), "{detail}");
     assert!(detail.contains("fix:"), "{detail}");
     // An address the allow-list refuses is refused before any call.
@@ -498,7 +508,11 @@ async fn try_it_against_a_hanging_department_times_out() {
     assert_eq!(guard.bulkhead().in_flight(), 0);
     let tries = audit_records(&w, "action=admin.adapter.try").await;
     assert_eq!(tries.len(), 3);
-    assert!(tries.iter().all(|r| r["decision"] == "error" && r["status"] == 504));
+    assert!(
+        tries
+            .iter()
+            .all(|r| r["decision"] == "error" && r["status"] == 504)
+    );
 }
 
 // ---------------------------------------------------------------------------

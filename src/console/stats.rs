@@ -203,9 +203,7 @@ mod tests {
             fsync: crate::audit::FsyncPolicy::Never,
             ..Default::default()
         };
-        let (log, handle) = AuditLog::open(settings, dir.path(), &certs)
-            .await
-            .unwrap();
+        let (log, handle) = AuditLog::open(settings, dir.path(), &certs).await.unwrap();
         for (time, decision, client, dataset) in events {
             let mut ev = AuditEvent::new(Action::DATASET_READ, *decision);
             ev.time = time.to_string();
@@ -227,9 +225,24 @@ mod tests {
     #[tokio::test]
     async fn counts_decisions_per_bucket_and_ranks_tops() {
         let dir = log_with(&[
-            ("2026-11-30T09:00:10.000000Z", Decision::Allow, "a", Some("x")),
-            ("2026-11-30T09:00:50.000000Z", Decision::Deny, "b", Some("x")),
-            ("2026-11-30T09:20:00.000000Z", Decision::Allow, "a", Some("y")),
+            (
+                "2026-11-30T09:00:10.000000Z",
+                Decision::Allow,
+                "a",
+                Some("x"),
+            ),
+            (
+                "2026-11-30T09:00:50.000000Z",
+                Decision::Deny,
+                "b",
+                Some("x"),
+            ),
+            (
+                "2026-11-30T09:20:00.000000Z",
+                Decision::Allow,
+                "a",
+                Some("y"),
+            ),
             ("2026-11-30T09:59:59.000000Z", Decision::Error, "a", None),
         ])
         .await;
@@ -243,8 +256,20 @@ mod tests {
         assert_eq!(s.buckets[11].error, 1);
         let sum: u64 = s.buckets.iter().map(|b| b.allow + b.deny + b.error).sum();
         assert_eq!(sum, 4);
-        assert_eq!(s.top_clients[0], Top { name: "a".into(), count: 3 });
-        assert_eq!(s.top_datasets[0], Top { name: "x".into(), count: 2 });
+        assert_eq!(
+            s.top_clients[0],
+            Top {
+                name: "a".into(),
+                count: 3
+            }
+        );
+        assert_eq!(
+            s.top_datasets[0],
+            Top {
+                name: "x".into(),
+                count: 2
+            }
+        );
     }
 
     #[tokio::test]

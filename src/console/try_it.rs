@@ -139,8 +139,7 @@ pub async fn run(
         end_user: None,
     };
     let started = Instant::now();
-    let (record, upstream_status) =
-        call_once(state, &adapter, &client, &creq, request_id).await?;
+    let (record, upstream_status) = call_once(state, &adapter, &client, &creq, request_id).await?;
     let body = serde_json::json!({
         "department": department,
         "dataset": t.dataset,
@@ -189,19 +188,20 @@ async fn compile_draft(
         .protect
         .department(department)
         .map_or(std::time::Duration::from_secs(1), |g| g.timeouts().connect);
-    let client = crate::app::department_client(&adapter, &allow, connect, &state.settings.paths.root)
-        .await
-        .map_err(|e| {
-            GatewayError::InvalidAdapter(
-                crate::config::ConfigError::new(
-                    &shown,
-                    "base_url",
-                    e,
-                    "use an address the department's allow-list permits",
+    let client =
+        crate::app::department_client(&adapter, &allow, connect, &state.settings.paths.root)
+            .await
+            .map_err(|e| {
+                GatewayError::InvalidAdapter(
+                    crate::config::ConfigError::new(
+                        &shown,
+                        "base_url",
+                        e,
+                        "use an address the department's allow-list permits",
+                    )
+                    .into(),
                 )
-                .into(),
-            )
-        })?;
+            })?;
     Ok((adapter, client))
 }
 

@@ -82,14 +82,14 @@ async function signIn(page, token) {
 
 const tid = (page, id) => page.getByTestId(id);
 
-async function shot(page, name) {
+async function shot(page, name, fullPage = false) {
   if (!SHOTS) return;
   await page.evaluate(() => {
     const e = document.querySelector('[data-testid="adapter-editor"]');
     if (e) e.scrollTop = 0;
     window.scrollTo(0, 0);
   });
-  await page.screenshot({ path: join(SHOTS, `${name}.png`) });
+  await page.screenshot({ path: join(SHOTS, `${name}.png`), fullPage });
 }
 
 test('the page is served with a strict CSP and no inline code', async () => {
@@ -293,7 +293,7 @@ test('department admin edits, tries, sees validation and saves', async () => {
   const tried = await tid(page, 'adapter-try-result').textContent();
   const legal = /"legal_representative": "([^"]+)"/.exec(tried)[1];
   assert.match(tried, new RegExp(`"name": "${legal}"`));
-  await shot(page, 'adapter-en');
+  await shot(page, 'adapter-en', true);
   // An invalid draft: the messages (file, field, fix) appear beside the editor.
   await editor.fill(original.replace('kind = "rest-json"', 'kind = "rest-jsn"'));
   await tid(page, 'adapter-save').click();
@@ -322,7 +322,7 @@ test('department admin view in Chinese', async () => {
   await tid(page, 'adapter-try-subject').fill(env('SUBJECT'));
   await tid(page, 'adapter-try').click();
   await page.waitForFunction(() => /映射后的记录/.test(document.querySelector('[data-testid="adapter-try-result"]').textContent));
-  await shot(page, 'adapter-zh');
+  await shot(page, 'adapter-zh', true);
   await context.close();
 });
 
