@@ -95,7 +95,7 @@ pub fn summarise(
     let (mut first, mut last) = (i64::MAX, i64::MIN);
     let mut total = 0u64;
     for r in QueryIter::new(dir, filter, None)? {
-        let r = r?;
+        let r = r?.event;
         let action = r.action.as_str();
         if action == "checkpoint" || action.starts_with("audit.") {
             continue;
