@@ -602,18 +602,11 @@ impl AdminPlane {
     ) -> Result<(), GatewayError> {
         let (decision, status, reason) = match result {
             Ok(r) => (Decision::Allow, r.status().as_u16(), None),
-            Err(e) => {
-                let p = e.problem();
-                (
-                    if p.status.is_server_error() {
-                        Decision::Error
-                    } else {
-                        Decision::Deny
-                    },
-                    p.status.as_u16(),
-                    Some(e.to_string()),
-                )
-            }
+            Err(e) => (
+                e.decision(),
+                e.problem().status.as_u16(),
+                Some(e.to_string()),
+            ),
         };
         let mut ev = AuditEvent::new(Action::from_name(c.action), decision);
         ev.request_id = Some(c.request_id.to_string());
@@ -638,7 +631,12 @@ fn departments_detail(state: &State) -> serde_json::Value {
             state.adapters.department(name).is_some().into(),
         );
         if let Some(g) = state.protect.department(name) {
-            d.insert("breaker".into(), g.breaker().state().as_str().into());
+            d.insert("breaker".into(), g.breaker_summary().into());
+            let per_traffic = g.breakers().map(|(t, b)| (t.as_str(), b.state().as_str()));
+            d.insert(
+                "breakers".into(),
+                serde_json::json!(BTreeMap::from(per_traffic)),
+            );
             d.insert("in_flight".into(), g.bulkhead().in_flight().into());
             d.insert("queued".into(), g.bulkhead().queue_depth().into());
         }

@@ -2,6 +2,7 @@
 //! validated model; runtime code only ever sees the model.
 
 pub mod error;
+pub mod toolkit;
 
 pub use error::{ConfigError, ConfigErrors, parse_toml};
 pub mod datasets;
