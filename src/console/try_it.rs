@@ -222,7 +222,9 @@ async fn call_once(
     let _slot = guard.bulkhead().acquire().await?;
     // The gate only: dropping the permit unreported leaves the breaker's
     // counts as they were (and frees a half-open probe slot).
-    let _permit = guard.breaker().try_acquire()?;
+    let _permit = guard
+        .breaker_for(crate::protect::Traffic::Dataset)
+        .try_acquire()?;
     let timeouts = guard.timeouts();
     let budget = timeouts.attempt.min(timeouts.total);
     let mut req = Request::new(Full::new(ureq.body));
