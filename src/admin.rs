@@ -14,21 +14,21 @@ use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
-use hyper::body::Incoming;
 use serde::Deserialize;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use crate::adapter::{AdapterRegistry, AdapterSpec, CompileContext};
-use crate::app::{Overrides, department_client};
 use crate::audit::{Action, AuditEvent, AuditLog, Decision, Filter};
 use crate::auth::{AccessError, Principal, Role};
 use crate::cache::SharedCache;
+use crate::config::Overrides;
 use crate::error::{GatewayError, RequestError};
 use crate::metrics::Metrics;
 use crate::pipeline::{RequestIds, json_response, read_body};
-use crate::server::{ConnInfo, Handler};
-use crate::state::State;
+use crate::routing::{AdminRoute, AdminRouter, NoRoute};
+use crate::server::{ConnInfo, Handler, RequestBody};
+use crate::state::{State, build_state, department_client};
 
 type Resp = Response<Full<Bytes>>;
 
@@ -47,67 +47,7 @@ pub struct AdminPlane {
     /// Serialises changes (adapter PUT/DELETE, reload) so two cannot race.
     changes: Mutex<()>,
     ids: RequestIds,
-    router: matchit::Router<AdminRoute>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum AdminRoute {
-    Healthz,
-    Readyz,
-    Metrics,
-    OpenApi,
-    Adapters,
-    Adapter,
-    CacheInvalidate,
-    Audit,
-    AuditVerify,
-    Reload,
-    Departments,
-    Console,
-    AuditStats,
-    AdapterTry,
-}
-
-/// Admin routes (path, route); the OpenAPI document is checked against this list.
-const ROUTES: &[(&str, AdminRoute)] = &[
-    ("/healthz", AdminRoute::Healthz),
-    ("/readyz", AdminRoute::Readyz),
-    ("/metrics", AdminRoute::Metrics),
-    ("/admin/openapi.json", AdminRoute::OpenApi),
-    ("/admin/adapters", AdminRoute::Adapters),
-    ("/admin/adapters/{department}", AdminRoute::Adapter),
-    ("/admin/cache/invalidate", AdminRoute::CacheInvalidate),
-    ("/admin/audit", AdminRoute::Audit),
-    ("/admin/audit/verify", AdminRoute::AuditVerify),
-    ("/admin/reload", AdminRoute::Reload),
-    ("/admin/departments", AdminRoute::Departments),
-    ("/console", AdminRoute::Console),
-    ("/console/", AdminRoute::Console),
-    ("/console/{*rest}", AdminRoute::Console),
-    ("/admin/audit/stats", AdminRoute::AuditStats),
-    ("/admin/adapters/{department}/try", AdminRoute::AdapterTry),
-];
-
-/// Paths and methods of the admin plane, for the OpenAPI drift test.
-pub fn admin_routes() -> Vec<(&'static str, &'static [&'static str])> {
-    ROUTES.iter().map(|(p, r)| (*p, methods_of(*r))).collect()
-}
-
-fn methods_of(r: AdminRoute) -> &'static [&'static str] {
-    match r {
-        AdminRoute::Healthz
-        | AdminRoute::Readyz
-        | AdminRoute::Metrics
-        | AdminRoute::OpenApi
-        | AdminRoute::Adapters
-        | AdminRoute::Audit
-        | AdminRoute::AuditVerify
-        | AdminRoute::Departments
-        | AdminRoute::Console
-        | AdminRoute::AuditStats => &["GET"],
-        AdminRoute::Adapter => &["GET", "PUT", "DELETE"],
-        AdminRoute::CacheInvalidate | AdminRoute::Reload | AdminRoute::AdapterTry => &["POST"],
-    }
+    router: AdminRouter,
 }
 
 impl AdminPlane {
@@ -121,12 +61,6 @@ impl AdminPlane {
         overrides: Overrides,
         shutdown: tokio_util::sync::CancellationToken,
     ) -> Self {
-        let mut router = matchit::Router::new();
-        for (p, r) in ROUTES {
-            if let Err(e) = router.insert(*p, *r) {
-                tracing::error!(route = p, error = %e, "admin route conflict");
-            }
-        }
         Self {
             state,
             audit,
@@ -137,7 +71,7 @@ impl AdminPlane {
             shutdown,
             changes: Mutex::new(()),
             ids: RequestIds::default(),
-            router,
+            router: AdminRouter::new(),
         }
     }
 
@@ -145,8 +79,8 @@ impl AdminPlane {
     /// refused and the running one kept.
     pub async fn reload(&self) -> Result<(), crate::config::ConfigErrors> {
         let _g = self.changes.lock().await;
-        let loaded = crate::app::load(&self.config, &self.overrides)?;
-        let new = crate::app::build_state(loaded, &self.shutdown).await?;
+        let loaded = crate::config::load(&self.config, &self.overrides)?;
+        let new = build_state(loaded, &self.shutdown).await?;
         let old = self.state.swap(Arc::new(new));
         old.auth.stop();
         tracing::info!("configuration reloaded");
@@ -155,7 +89,7 @@ impl AdminPlane {
 }
 
 impl Handler for AdminPlane {
-    async fn handle(self: Arc<Self>, req: Request<Incoming>, conn: Arc<ConnInfo>) -> Resp {
+    async fn handle<B: RequestBody>(self: Arc<Self>, req: Request<B>, conn: Arc<ConnInfo>) -> Resp {
         let request_id = self.ids.from_headers(req.headers());
         let mut resp = match self.process(req, &conn, &request_id).await {
             Ok(r) => r,
@@ -181,23 +115,51 @@ struct Change<'a> {
     started: Instant,
 }
 
-impl AdminPlane {
-    async fn process(
+/// An authenticated admin request: who calls, its id, when it started.
+struct Call<'a> {
+    principal: &'a Principal,
+    request_id: &'a str,
+    started: Instant,
+}
+
+impl<'a> Call<'a> {
+    /// The audit description of a change made by this call.
+    fn change(
         &self,
-        req: Request<Incoming>,
+        action: &'static str,
+        department: Option<String>,
+        dataset: Option<String>,
+        subject: Option<String>,
+    ) -> Change<'a> {
+        Change {
+            action,
+            principal: self.principal,
+            department,
+            dataset,
+            subject,
+            request_id: self.request_id,
+            started: self.started,
+        }
+    }
+}
+
+impl AdminPlane {
+    /// Routes, answers the open routes, authenticates, then hands the request
+    /// to its route's handler.
+    async fn process<B: RequestBody>(
+        &self,
+        req: Request<B>,
         conn: &ConnInfo,
         request_id: &str,
     ) -> Result<Resp, GatewayError> {
         let path = crate::path::normalise(req.uri().path())?;
-        let m = self
+        let (route, department) = self
             .router
-            .at(&path)
-            .map_err(|_| RequestError::NotFound("no such admin route".into()))?;
-        let route = *m.value;
-        let department = m.params.get("department").map(str::to_string);
-        if !methods_of(route).contains(&req.method().as_str()) {
-            return Err(RequestError::MethodNotAllowed.into());
-        }
+            .route(req.method(), &path)
+            .map_err(|e| match e {
+                NoRoute::NotFound => RequestError::NotFound("no such admin route".into()),
+                NoRoute::MethodNotAllowed => RequestError::MethodNotAllowed,
+            })?;
         let state = self.state.load_full();
         match route {
             AdminRoute::Healthz => return Ok(text(StatusCode::OK, "ok\n", "text/plain")),
@@ -217,224 +179,29 @@ impl AdminPlane {
         }
         // Everything else needs a verified token.
         let principal = state.authenticate(req.headers(), conn).await?;
-        let started = Instant::now();
-        let change = |action,
-                      department: Option<String>,
-                      dataset: Option<String>,
-                      subject: Option<String>| Change {
-            action,
+        let call = Call {
             principal: &principal,
-            department,
-            dataset,
-            subject,
             request_id,
-            started,
+            started: Instant::now(),
         };
         match route {
-            AdminRoute::Adapters => {
-                let own = if principal.has_role(Role::PlatformAdmin) {
-                    None
-                } else if principal.has_role(Role::DepartmentAdmin) {
-                    Some(principal.department().unwrap_or_default().to_string())
-                } else {
-                    return Err(AccessError::RoleRequired(Role::DepartmentAdmin.as_str()).into());
-                };
-                let list: Vec<_> = state
-                    .adapters
-                    .iter()
-                    .filter(|a| own.as_deref().is_none_or(|d| d == a.department))
-                    .map(|a| {
-                        serde_json::json!({
-                            "department": a.department, "kind": a.kind,
-                            "datasets": a.datasets,
-                            "path": format!("/admin/adapters/{}", a.department),
-                        })
-                    })
-                    .collect();
-                Ok(json_response(
-                    StatusCode::OK,
-                    &serde_json::json!({ "adapters": list }),
-                ))
-            }
+            AdminRoute::Adapters => list_adapters(&state, &principal),
             AdminRoute::Adapter => {
                 let department = department.unwrap_or_default();
-                if let Err(e) = principal.require_department_admin(&department) {
-                    // A refused change attempt is a decision: audit it.
-                    let r = Err(e.into());
-                    let action = match *req.method() {
-                        Method::PUT => Some("admin.adapter.put"),
-                        Method::DELETE => Some("admin.adapter.delete"),
-                        _ => None,
-                    };
-                    if let Some(action) = action {
-                        let c = change(action, Some(department.clone()), None, None);
-                        self.audit_change(&c, &r).await?;
-                    }
-                    return r;
-                }
-                if !state.settings.departments.contains_key(&department) {
-                    return Err(
-                        RequestError::NotFound(format!("no department `{department}`")).into(),
-                    );
-                }
-                let file = state
-                    .settings
-                    .paths
-                    .adapters
-                    .join(format!("{department}.toml"));
-                match *req.method() {
-                    Method::GET => match tokio::fs::read_to_string(&file).await {
-                        Ok(t) => Ok(text(StatusCode::OK, &t, "application/toml")),
-                        Err(_) => Err(RequestError::NotFound(format!(
-                            "no adapter registered for `{department}`"
-                        ))
-                        .into()),
-                    },
-                    Method::PUT => {
-                        let json = req
-                            .headers()
-                            .get(header::CONTENT_TYPE)
-                            .and_then(|v| v.to_str().ok())
-                            .is_some_and(|v| v.starts_with("application/json"));
-                        let body = read_body(req.into_body(), MAX_ADAPTER_BYTES).await?;
-                        let c = change("admin.adapter.put", Some(department.clone()), None, None);
-                        let r = self.put_adapter(&department, &body, json, &file).await;
-                        self.audit_change(&c, &r).await?;
-                        r
-                    }
-                    _ => {
-                        let c =
-                            change("admin.adapter.delete", Some(department.clone()), None, None);
-                        let r = self.delete_adapter(&department, &file).await;
-                        self.audit_change(&c, &r).await?;
-                        r
-                    }
-                }
+                self.adapter(&state, &call, req, &department).await
             }
             AdminRoute::CacheInvalidate => {
-                #[derive(Deserialize)]
-                #[serde(deny_unknown_fields)]
-                struct Body {
-                    dataset: String,
-                    subject: Option<String>,
-                }
-                let body = read_body(req.into_body(), 64 * 1024).await?;
-                let b: Body = serde_json::from_slice(&body).map_err(|e| {
-                    RequestError::Malformed(format!(
-                        "body must be {{\"dataset\": \"...\", \"subject\"?: \"...\"}}: {e}"
-                    ))
-                })?;
-                let spec = state
-                    .datasets
-                    .get(&b.dataset)
-                    .ok_or_else(|| RequestError::NotFound(format!("no dataset `{}`", b.dataset)))?;
-                let c = change(
-                    "admin.cache.invalidate",
-                    Some(spec.department.clone()),
-                    Some(b.dataset.clone()),
-                    b.subject.clone(),
-                );
-                if let Err(e) = principal.require_department_admin(&spec.department) {
-                    let r = Err(e.into());
-                    self.audit_change(&c, &r).await?;
-                    return r;
-                }
-                self.cache.invalidate(&b.dataset, b.subject.as_deref());
-                self.metrics.observe_invalidation();
-                let r = Ok(json_response(
-                    StatusCode::OK,
-                    &serde_json::json!({
-                        "invalidated": {"dataset": b.dataset, "subject": b.subject},
-                    }),
-                ));
-                self.audit_change(&c, &r).await?;
-                r
+                self.invalidate_cache(&state, &call, req.into_body()).await
             }
-            AdminRoute::Audit => {
-                principal.require_role(Role::Auditor)?;
-                let q = parse_query(req.uri().query());
-                let filter = audit_filter(&q);
-                let limit = match q.get("limit") {
-                    Some(l) => Some(l.parse::<usize>().map_err(|_| {
-                        RequestError::Malformed("limit must be a whole number".into())
-                    })?),
-                    None => None,
-                };
-                let filter = filter.compile(self.audit.subject_key())?;
-                let page = self
-                    .audit
-                    .query(filter, q.get("cursor").cloned(), limit)
-                    .await?;
-                Ok(json_response(
-                    StatusCode::OK,
-                    &serde_json::json!({"records": page.records, "next_cursor": page.next_cursor}),
-                ))
-            }
-            AdminRoute::AuditVerify => {
-                principal.require_role(Role::Auditor)?;
-                match self.audit.verify().await? {
-                    Ok(r) => Ok(json_response(
-                        StatusCode::OK,
-                        &serde_json::json!({"intact": true, "files": r.files, "records": r.records,
-                            "checkpoints": r.checkpoints, "first_seq": r.first_seq, "last_seq": r.last_seq,
-                            "last_hash": r.last_hash, "last_checkpoint_seq": r.last_checkpoint_seq}),
-                    )),
-                    Err(f) => Ok(json_response(
-                        StatusCode::CONFLICT,
-                        &serde_json::json!({"intact": false, "file": f.file, "line": f.line,
-                            "seq": f.seq, "kind": format!("{:?}", f.kind).to_lowercase(),
-                            "detail": f.detail, "summary": f.to_string()}),
-                    )),
-                }
-            }
-            AdminRoute::Reload => {
-                principal.require_role(Role::PlatformAdmin)?;
-                let c = change("admin.reload", None, None, None);
-                let r = match self.reload().await {
-                    Ok(()) => Ok(json_response(
-                        StatusCode::OK,
-                        &serde_json::json!({"reloaded": true}),
-                    )),
-                    Err(e) => Err(GatewayError::InvalidConfig(e)),
-                };
-                self.audit_change(&c, &r).await?;
-                r
-            }
-            AdminRoute::Departments => {
-                if !(principal.has_role(Role::PlatformAdmin)
-                    || principal.has_role(Role::DepartmentAdmin)
-                    || principal.has_role(Role::Auditor))
-                {
-                    return Err(AccessError::RoleRequired(Role::PlatformAdmin.as_str()).into());
-                }
-                Ok(json_response(StatusCode::OK, &departments_detail(&state)))
-            }
-            AdminRoute::AuditStats => {
-                principal.require_role(Role::Auditor)?;
-                let filter = audit_filter(&parse_query(req.uri().query()));
-                let summary = crate::console::stats::run(&self.audit, filter).await?;
-                Ok(json_response(StatusCode::OK, &summary))
-            }
+            AdminRoute::Audit => self.query_audit(&principal, req.uri().query()).await,
+            AdminRoute::AuditVerify => self.verify_audit(&principal).await,
+            AdminRoute::Reload => self.reload_route(&call).await,
+            AdminRoute::Departments => departments(&state, &principal),
+            AdminRoute::AuditStats => self.audit_stats(&principal, req.uri().query()).await,
             AdminRoute::AdapterTry => {
-                use crate::console::try_it;
                 let department = department.unwrap_or_default();
-                if let Err(e) = principal.require_department_admin(&department) {
-                    let r = Err(e.into());
-                    let c = change(try_it::ACTION, Some(department), None, None);
-                    self.audit_change(&c, &r).await?;
-                    return r;
-                }
-                let body = read_body(req.into_body(), try_it::MAX_TRY_BYTES).await?;
-                let t = try_it::TryRequest::parse(&body)?;
-                let c = change(
-                    try_it::ACTION,
-                    Some(department.clone()),
-                    Some(t.dataset.clone()),
-                    Some(t.subject.clone()),
-                );
-                let r = try_it::run(&state, &principal, &department, &t, request_id).await;
-                self.audit_change(&c, &r).await?;
-                Ok(try_it::answer(r, request_id))
+                self.try_adapter(&state, &call, req.into_body(), &department)
+                    .await
             }
             AdminRoute::Healthz
             | AdminRoute::Readyz
@@ -444,6 +211,228 @@ impl AdminPlane {
                 Err(RequestError::NotFound("no such admin route".into()).into())
             }
         }
+    }
+
+    /// `GET|PUT|DELETE /admin/adapters/{department}`: the department's own
+    /// admin (or a platform admin) reads, replaces or removes its adapter.
+    async fn adapter<B: RequestBody>(
+        &self,
+        state: &State,
+        call: &Call<'_>,
+        req: Request<B>,
+        department: &str,
+    ) -> Result<Resp, GatewayError> {
+        let principal = call.principal;
+        if let Err(e) = principal.require_department_admin(department) {
+            // A refused change attempt is a decision: audit it.
+            let r = Err(e.into());
+            let action = match *req.method() {
+                Method::PUT => Some("admin.adapter.put"),
+                Method::DELETE => Some("admin.adapter.delete"),
+                _ => None,
+            };
+            if let Some(action) = action {
+                let c = call.change(action, Some(department.to_string()), None, None);
+                self.audit_change(&c, &r).await?;
+            }
+            return r;
+        }
+        if !state.settings.departments.contains_key(department) {
+            return Err(RequestError::NotFound(format!("no department `{department}`")).into());
+        }
+        let file = state
+            .settings
+            .paths
+            .adapters
+            .join(format!("{department}.toml"));
+        match *req.method() {
+            Method::GET => match tokio::fs::read_to_string(&file).await {
+                Ok(t) => Ok(text(StatusCode::OK, &t, "application/toml")),
+                Err(_) => Err(RequestError::NotFound(format!(
+                    "no adapter registered for `{department}`"
+                ))
+                .into()),
+            },
+            Method::PUT => {
+                let json = req
+                    .headers()
+                    .get(header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| v.starts_with("application/json"));
+                let body = read_body(req.into_body(), MAX_ADAPTER_BYTES).await?;
+                let c = call.change(
+                    "admin.adapter.put",
+                    Some(department.to_string()),
+                    None,
+                    None,
+                );
+                let r = self.put_adapter(department, &body, json, &file).await;
+                self.audit_change(&c, &r).await?;
+                r
+            }
+            _ => {
+                let c = call.change(
+                    "admin.adapter.delete",
+                    Some(department.to_string()),
+                    None,
+                    None,
+                );
+                let r = self.delete_adapter(department, &file).await;
+                self.audit_change(&c, &r).await?;
+                r
+            }
+        }
+    }
+
+    /// `POST /admin/cache/invalidate`: revokes a cached record (or a whole
+    /// dataset) of the caller's department.
+    async fn invalidate_cache<B: RequestBody>(
+        &self,
+        state: &State,
+        call: &Call<'_>,
+        body: B,
+    ) -> Result<Resp, GatewayError> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Body {
+            dataset: String,
+            subject: Option<String>,
+        }
+        let body = read_body(body, 64 * 1024).await?;
+        let b: Body = serde_json::from_slice(&body).map_err(|e| {
+            RequestError::Malformed(format!(
+                "body must be {{\"dataset\": \"...\", \"subject\"?: \"...\"}}: {e}"
+            ))
+        })?;
+        let spec = state
+            .datasets
+            .get(&b.dataset)
+            .ok_or_else(|| RequestError::NotFound(format!("no dataset `{}`", b.dataset)))?;
+        let c = call.change(
+            "admin.cache.invalidate",
+            Some(spec.department.clone()),
+            Some(b.dataset.clone()),
+            b.subject.clone(),
+        );
+        if let Err(e) = call.principal.require_department_admin(&spec.department) {
+            let r = Err(e.into());
+            self.audit_change(&c, &r).await?;
+            return r;
+        }
+        self.cache.invalidate(&b.dataset, b.subject.as_deref());
+        self.metrics.observe_invalidation();
+        let r = Ok(json_response(
+            StatusCode::OK,
+            &serde_json::json!({
+                "invalidated": {"dataset": b.dataset, "subject": b.subject},
+            }),
+        ));
+        self.audit_change(&c, &r).await?;
+        r
+    }
+
+    /// `GET /admin/audit`: one page of matching records (auditor).
+    async fn query_audit(
+        &self,
+        principal: &Principal,
+        query: Option<&str>,
+    ) -> Result<Resp, GatewayError> {
+        principal.require_role(Role::Auditor)?;
+        let q = parse_query(query);
+        let filter = audit_filter(&q);
+        let limit = match q.get("limit") {
+            Some(l) => Some(
+                l.parse::<usize>()
+                    .map_err(|_| RequestError::Malformed("limit must be a whole number".into()))?,
+            ),
+            None => None,
+        };
+        let filter = filter.compile(self.audit.subject_key())?;
+        let page = self
+            .audit
+            .query(filter, q.get("cursor").cloned(), limit)
+            .await?;
+        Ok(json_response(
+            StatusCode::OK,
+            &serde_json::json!({"records": page.records, "next_cursor": page.next_cursor}),
+        ))
+    }
+
+    /// `GET /admin/audit/stats`: decisions over time and top clients and
+    /// datasets for the console's chart (auditor; the query's filters).
+    async fn audit_stats(
+        &self,
+        principal: &Principal,
+        query: Option<&str>,
+    ) -> Result<Resp, GatewayError> {
+        principal.require_role(Role::Auditor)?;
+        let filter = audit_filter(&parse_query(query));
+        let summary = crate::console::stats::run(&self.audit, filter).await?;
+        Ok(json_response(StatusCode::OK, &summary))
+    }
+
+    /// `POST /admin/adapters/{department}/try` (that department's admin or a
+    /// platform admin): runs an adapter once; audited, the refusal too.
+    async fn try_adapter<B: RequestBody>(
+        &self,
+        state: &State,
+        call: &Call<'_>,
+        body: B,
+        department: &str,
+    ) -> Result<Resp, GatewayError> {
+        use crate::console::try_it;
+        let dept = Some(department.to_string());
+        if let Err(e) = call.principal.require_department_admin(department) {
+            let r = Err(e.into());
+            self.audit_change(&call.change(try_it::ACTION, dept, None, None), &r)
+                .await?;
+            return r;
+        }
+        let body = read_body(body, try_it::MAX_TRY_BYTES).await?;
+        let t = try_it::TryRequest::parse(&body)?;
+        let c = call.change(
+            try_it::ACTION,
+            dept,
+            Some(t.dataset.clone()),
+            Some(t.subject.clone()),
+        );
+        let r = try_it::run(state, call.principal, department, &t, call.request_id).await;
+        self.audit_change(&c, &r).await?;
+        Ok(try_it::answer(r, call.request_id))
+    }
+
+    /// `GET /admin/audit/verify`: the chain checked now (auditor); 409 when broken.
+    async fn verify_audit(&self, principal: &Principal) -> Result<Resp, GatewayError> {
+        principal.require_role(Role::Auditor)?;
+        match self.audit.verify().await? {
+            Ok(r) => Ok(json_response(
+                StatusCode::OK,
+                &serde_json::json!({"intact": true, "files": r.files, "records": r.records,
+                    "checkpoints": r.checkpoints, "first_seq": r.first_seq, "last_seq": r.last_seq,
+                    "last_hash": r.last_hash, "last_checkpoint_seq": r.last_checkpoint_seq}),
+            )),
+            Err(f) => Ok(json_response(
+                StatusCode::CONFLICT,
+                &serde_json::json!({"intact": false, "file": f.file, "line": f.line,
+                    "seq": f.seq, "kind": format!("{:?}", f.kind).to_lowercase(),
+                    "detail": f.detail, "summary": f.to_string()}),
+            )),
+        }
+    }
+
+    /// `POST /admin/reload` (platform admin), audited.
+    async fn reload_route(&self, call: &Call<'_>) -> Result<Resp, GatewayError> {
+        call.principal.require_role(Role::PlatformAdmin)?;
+        let c = call.change("admin.reload", None, None, None);
+        let r = match self.reload().await {
+            Ok(()) => Ok(json_response(
+                StatusCode::OK,
+                &serde_json::json!({"reloaded": true}),
+            )),
+            Err(e) => Err(GatewayError::InvalidConfig(e)),
+        };
+        self.audit_change(&c, &r).await?;
+        r
     }
 
     fn readyz(&self, state: &State) -> Resp {
@@ -547,7 +536,8 @@ impl AdminPlane {
         let kind = adapter.kind;
         let mut next = (*state).clone();
         next.adapters = state.adapters.with(adapter);
-        next.upstreams.insert(department.to_string(), client);
+        next.upstreams
+            .insert(department.to_string(), Arc::new(client));
         self.state.store(Arc::new(next));
         // Records fetched through the old adapter (mapping, upstream) must not
         // outlive it.
@@ -620,6 +610,45 @@ impl AdminPlane {
         self.audit.append(ev).await?;
         Ok(())
     }
+}
+
+/// `GET /admin/adapters`: every adapter for a platform admin, the caller's
+/// own for a department admin.
+fn list_adapters(state: &State, principal: &Principal) -> Result<Resp, GatewayError> {
+    let own = if principal.has_role(Role::PlatformAdmin) {
+        None
+    } else if principal.has_role(Role::DepartmentAdmin) {
+        Some(principal.department().unwrap_or_default().to_string())
+    } else {
+        return Err(AccessError::RoleRequired(Role::DepartmentAdmin.as_str()).into());
+    };
+    let list: Vec<_> = state
+        .adapters
+        .iter()
+        .filter(|a| own.as_deref().is_none_or(|d| d == a.department))
+        .map(|a| {
+            serde_json::json!({
+                "department": a.department, "kind": a.kind,
+                "datasets": a.datasets,
+                "path": format!("/admin/adapters/{}", a.department),
+            })
+        })
+        .collect();
+    Ok(json_response(
+        StatusCode::OK,
+        &serde_json::json!({ "adapters": list }),
+    ))
+}
+
+/// `GET /admin/departments`: breaker and bulkhead state per department.
+fn departments(state: &State, principal: &Principal) -> Result<Resp, GatewayError> {
+    if !(principal.has_role(Role::PlatformAdmin)
+        || principal.has_role(Role::DepartmentAdmin)
+        || principal.has_role(Role::Auditor))
+    {
+        return Err(AccessError::RoleRequired(Role::PlatformAdmin.as_str()).into());
+    }
+    Ok(json_response(StatusCode::OK, &departments_detail(state)))
 }
 
 fn departments_detail(state: &State) -> serde_json::Value {

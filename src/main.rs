@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use onewindow::app::{self, Overrides, Running};
+use onewindow::app::{self, Running};
+use onewindow::config::{self, Overrides};
 
 #[derive(Parser)]
 #[command(
@@ -270,7 +271,7 @@ fn check(args: &ServeArgs) -> ExitCode {
         eprintln!("{e}");
         return ExitCode::FAILURE;
     }
-    match app::load(&args.config, &overrides(args)) {
+    match config::load(&args.config, &overrides(args)) {
         Ok(l) => {
             println!(
                 "{}: ok ({} departments, {} datasets, {} scenarios, {} adapters)",
@@ -296,7 +297,7 @@ fn token(
     department: Option<&str>,
     ttl: u64,
 ) -> ExitCode {
-    let certs_dir = app::dirs(&args.config, args.data_dir.as_deref()).1;
+    let certs_dir = config::dirs(&args.config, args.data_dir.as_deref()).1;
     let issuer = match onewindow::auth::DemoIssuer::load_or_generate(&certs_dir) {
         Ok((i, _)) => i,
         Err(e) => {
@@ -317,7 +318,7 @@ fn token(
 }
 
 fn certs_dev(args: &ServeArgs) -> ExitCode {
-    let (_, certs_dir) = app::dirs(&args.config, None);
+    let (_, certs_dir) = config::dirs(&args.config, None);
     let cert = certs_dir.join("dev-server.crt");
     let key = certs_dir.join("dev-server.key");
     match onewindow::certs::ensure_dev_server_cert(&certs_dir, &cert, &key, true) {
@@ -339,8 +340,8 @@ fn certs_dev(args: &ServeArgs) -> ExitCode {
 
 async fn audit(args: &ServeArgs, command: AuditCommand) -> ExitCode {
     use onewindow::audit;
-    let (data_dir, certs_dir) = app::dirs(&args.config, args.data_dir.as_deref());
-    let audit_dir = app::audit_dir(&args.config, &data_dir);
+    let (data_dir, certs_dir) = config::dirs(&args.config, args.data_dir.as_deref());
+    let audit_dir = config::audit_dir(&args.config, &data_dir);
     match command {
         AuditCommand::Verify { files } => {
             // The whole directory: every file in order, plus the signed head

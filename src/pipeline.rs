@@ -23,7 +23,6 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use crate::adapter::{CanonicalRequest, DepartmentAdapter, UpstreamReply};
@@ -34,7 +33,7 @@ use crate::error::{GatewayError, RequestError, UpstreamError};
 use crate::protect::Traffic;
 use crate::routing::{NoRoute, Route, Router};
 use crate::scenario::{PartResult, PartStatus};
-use crate::server::{ConnInfo, Handler};
+use crate::server::{ConnInfo, Handler, RequestBody};
 use crate::state::State;
 use crate::upstream::{Reply, strip_hop_by_hop};
 
@@ -145,7 +144,7 @@ impl DataPlane {
 type Resp = Response<Full<Bytes>>;
 
 impl Handler for DataPlane {
-    async fn handle(self: Arc<Self>, req: Request<Incoming>, conn: Arc<ConnInfo>) -> Resp {
+    async fn handle<B: RequestBody>(self: Arc<Self>, req: Request<B>, conn: Arc<ConnInfo>) -> Resp {
         let state = self.state.load_full();
         let mut ctx = RequestCtx {
             request_id: self.ids.from_headers(req.headers()),
@@ -240,11 +239,11 @@ fn finish(resp: &mut Resp, ctx: &RequestCtx) {
 }
 
 impl DataPlane {
-    async fn process(
+    async fn process<B: RequestBody>(
         &self,
         state: &State,
         ctx: &mut RequestCtx,
-        req: Request<Incoming>,
+        req: Request<B>,
         conn: &ConnInfo,
     ) -> Result<Resp, GatewayError> {
         let limits = &state.settings.limits;
@@ -703,12 +702,12 @@ impl DataPlane {
         Ok(json_response(status, &reply))
     }
 
-    async fn proxy(
+    async fn proxy<B: RequestBody>(
         &self,
         state: &State,
         ctx: &mut RequestCtx,
         conn: &ConnInfo,
-        req: Request<Incoming>,
+        req: Request<B>,
         department: &str,
         path: &str,
     ) -> Result<Resp, GatewayError> {
@@ -845,7 +844,7 @@ struct DatasetRead {
 }
 
 impl DatasetRead {
-    /// The dataset reply of DESIGN.md, with provenance and the usage notice.
+    /// The dataset reply (docs/ARCHITECTURE.md), with provenance and the usage notice.
     fn reply(self, subject: &str) -> serde_json::Value {
         let spec = &self.spec;
         let valid = self
@@ -869,8 +868,7 @@ impl DatasetRead {
 }
 
 /// Reads a request body up to `limit` bytes (Content-Length and chunked alike).
-pub async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, GatewayError> {
-    use hyper::body::Body;
+pub async fn read_body<B: RequestBody>(body: B, limit: usize) -> Result<Bytes, GatewayError> {
     if body.size_hint().lower() > limit as u64 {
         return Err(RequestError::BodyTooLarge { limit }.into());
     }

@@ -20,6 +20,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -35,7 +36,7 @@ use crate::adapter::{
 use crate::auth::Principal;
 use crate::error::{GatewayError, PROBLEM_BASE, RequestError, UpstreamError};
 use crate::state::State;
-use crate::upstream::DepartmentClient;
+use crate::upstream::{Department, DepartmentClient};
 
 /// The audit action of a try.
 pub const ACTION: &str = "admin.adapter.try";
@@ -107,25 +108,26 @@ pub async fn run(
         ))
         .into());
     }
-    let (adapter, client, which) = match &t.adapter {
-        Some(text) => {
-            let (a, c) = compile_draft(state, department, text).await?;
-            (std::sync::Arc::new(a), std::sync::Arc::new(c), Which::Draft)
-        }
-        None => {
-            let a = state
-                .adapters
-                .department(department)
-                .cloned()
-                .ok_or_else(|| UpstreamError::NoAdapter(department.to_string()))?;
-            let c = state
-                .upstreams
-                .get(department)
-                .cloned()
-                .ok_or_else(|| UpstreamError::NoAdapter(department.to_string()))?;
-            (a, std::sync::Arc::new(c), Which::Current)
-        }
-    };
+    let (adapter, client, which): (Arc<DepartmentAdapter>, Arc<dyn Department>, _) =
+        match &t.adapter {
+            Some(text) => {
+                let (a, c) = compile_draft(state, department, text).await?;
+                (Arc::new(a), Arc::new(c), Which::Draft)
+            }
+            None => {
+                let a = state
+                    .adapters
+                    .department(department)
+                    .cloned()
+                    .ok_or_else(|| UpstreamError::NoAdapter(department.to_string()))?;
+                let c = state
+                    .upstreams
+                    .get(department)
+                    .cloned()
+                    .ok_or_else(|| UpstreamError::NoAdapter(department.to_string()))?;
+                (a, c, Which::Current)
+            }
+        };
     state
         .protect
         .check_client(principal.sub(), Some(department))?;
@@ -139,7 +141,8 @@ pub async fn run(
         end_user: None,
     };
     let started = Instant::now();
-    let (record, upstream_status) = call_once(state, &adapter, &client, &creq, request_id).await?;
+    let (record, upstream_status) =
+        call_once(state, &adapter, client.as_ref(), &creq, request_id).await?;
     let body = serde_json::json!({
         "department": department,
         "dataset": t.dataset,
@@ -189,7 +192,7 @@ async fn compile_draft(
         .department(department)
         .map_or(std::time::Duration::from_secs(1), |g| g.timeouts().connect);
     let client =
-        crate::app::department_client(&adapter, &allow, connect, &state.settings.paths.root)
+        crate::state::department_client(&adapter, &allow, connect, &state.settings.paths.root)
             .await
             .map_err(|e| {
                 GatewayError::InvalidAdapter(
@@ -210,7 +213,7 @@ async fn compile_draft(
 async fn call_once(
     state: &State,
     adapter: &DepartmentAdapter,
-    client: &DepartmentClient,
+    client: &dyn Department,
     creq: &CanonicalRequest<'_>,
     request_id: &str,
 ) -> Result<(crate::adapter::Record, u16), GatewayError> {

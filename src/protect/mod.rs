@@ -25,6 +25,7 @@
 
 mod breaker;
 mod bulkhead;
+mod clock;
 mod config;
 mod error;
 mod headers;
@@ -37,10 +38,11 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use governor::clock::{Clock, DefaultClock};
+use governor::clock::Clock;
 
 pub use breaker::{Breaker, BreakerPermit, BreakerState, BreakerTransitions};
 pub use bulkhead::{Bulkhead, BulkheadPermit};
+pub use clock::TokioClock;
 pub use config::{
     BreakerSettings, BulkheadSettings, DepartmentProtection, MAX_ATTEMPTS_LIMIT, MAX_OPEN_SECS,
     Rate, RateLimitSettings, RawBackoff, RawBreaker, RawDepartmentProtection, RawRate,
@@ -79,7 +81,7 @@ impl Traffic {
 
 /// Everything that protects one department.
 #[derive(Debug)]
-pub struct DepartmentGuard<C: Clock = DefaultClock> {
+pub struct DepartmentGuard<C: Clock = TokioClock> {
     name: Arc<str>,
     per_department: DirectLimiter<C>,
     per_client: KeyedLimiter<Arc<str>, C>,
@@ -187,25 +189,21 @@ impl<C: Clock + Clone> DepartmentGuard<C> {
 
 /// The facade: all limiters and department guards of one loaded config.
 #[derive(Debug)]
-pub struct Protection<C: Clock = DefaultClock> {
+pub struct Protection<C: Clock = TokioClock> {
     default_client: KeyedLimiter<Arc<str>, C>,
     clients: HashMap<Arc<str>, DirectLimiter<C>>,
     auth_failures: AuthFailureLimiter<C>,
     departments: HashMap<Arc<str>, DepartmentGuard<C>>,
 }
 
-impl Protection<DefaultClock> {
-    /// Builds the limiters and guards with the real clock and randomness.
+impl Protection<TokioClock> {
+    /// Builds the limiters and guards with tokio's clock (the real one, or
+    /// the paused one in tests) and real randomness.
     pub fn new<'a>(
         limits: &RateLimitSettings,
         departments: impl IntoIterator<Item = (&'a str, &'a DepartmentProtection)>,
     ) -> Self {
-        Self::with_clock(
-            limits,
-            departments,
-            DefaultClock::default(),
-            Arc::new(ThreadRandom),
-        )
+        Self::with_clock(limits, departments, TokioClock, Arc::new(ThreadRandom))
     }
 }
 
@@ -263,16 +261,6 @@ impl<C: Clock> Protection<C> {
         let mut cached: Option<Arc<str>> = None;
         let mut key = || cached.get_or_insert_with(|| Arc::from(client)).clone();
         self.check(client, &mut key, department)
-    }
-
-    /// As [`check_client`](Self::check_client), with the client id already
-    /// shared (no allocation on the hot path).
-    pub fn check_client_arc(
-        &self,
-        client: &Arc<str>,
-        department: Option<&str>,
-    ) -> Result<RateLimitState, RateLimited> {
-        self.check(client, &mut || client.clone(), department)
     }
 
     fn check(
