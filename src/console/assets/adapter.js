@@ -10,7 +10,7 @@ import { t } from './i18n.js';
 /** Largest adapter the gateway accepts (its MAX_ADAPTER_BYTES, 256 KiB), for messages. */
 export const MAX_ADAPTER_BYTES = 256 * 1024;
 
-const state = { department: null };
+const state = { department: null, edited: false };
 
 function kib(n) {
   return n >= 1024 * 1024 ? `${(n / 1024 / 1024).toFixed(1)} MiB` : `${Math.ceil(n / 1024)} KiB`;
@@ -88,6 +88,7 @@ async function load() {
   try {
     const r = await call('GET', `/admin/adapters/${encodeURIComponent(dept)}`);
     byId('adapter-editor').value = typeof r.body === 'string' ? r.body : JSON.stringify(r.body, null, 2);
+    state.edited = false;
     setStatus(t('adapter.loaded'));
   } catch (e) {
     if (e instanceof ApiError && e.status === 404) {
@@ -110,6 +111,7 @@ async function save() {
   try {
     const r = await call('PUT', `/admin/adapters/${encodeURIComponent(state.department)}`, { body: text, type: 'application/toml' });
     const b = r.body || {};
+    state.edited = false;
     setStatus(t('adapter.saved', { kind: b.kind || '', datasets: (b.datasets || []).join(', ') }), 'good');
     fillDatasets(b.datasets || []);
   } catch (e) {
@@ -207,6 +209,10 @@ export function initAdapter() {
   });
   const editor = byId('adapter-editor');
   editor.addEventListener('change', () => fillDatasets());
+  editor.addEventListener('input', () => {
+    if (!state.edited) setStatus(t('adapter.edited'));
+    state.edited = true;
+  });
   // A paste (or drop) that would take the file past what the gateway accepts
   // is refused here, at once: a browser laying out megabytes in a text area
   // stops responding for many seconds, and the gateway would refuse it (413).
