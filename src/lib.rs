@@ -13,6 +13,7 @@ pub mod case;
 pub mod certs;
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod demo;
 pub mod error;
 pub mod lang;
