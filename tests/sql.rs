@@ -22,8 +22,8 @@ use onewindow::adapter::sql::{
 use onewindow::adapter::{
     AdapterRegistry, AdapterSpec, AllowList, CompileContext, DepartmentAdapter, Endpoint,
 };
-use onewindow::state::department_upstream;
 use onewindow::config::ConfigErrors;
+use onewindow::state::department_upstream;
 use onewindow::upstream::sql::{SqlDepartment, SqlTimeouts};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
