@@ -165,6 +165,7 @@ impl AdminPlane {
             AdminRoute::Healthz => return Ok(text(StatusCode::OK, "ok\n", "text/plain")),
             AdminRoute::Readyz => return Ok(self.readyz(&state)),
             AdminRoute::Metrics => {
+                self.metrics.count_cases().await;
                 return Ok(text(
                     StatusCode::OK,
                     &self.metrics.encode(),

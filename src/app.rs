@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,6 +39,14 @@ pub enum StartError {
     /// The audit log could not be opened.
     #[error("audit log: {0}")]
     Audit(#[from] crate::audit::AuditError),
+    /// The case store could not be opened.
+    #[error("case store {path}: {source}")]
+    Cases {
+        /// The store's file.
+        path: PathBuf,
+        /// The cause.
+        source: crate::case::CaseError,
+    },
     /// A demo exchange database could not be created.
     #[error("demo exchange database: {0}")]
     DemoExchange(String),
@@ -215,6 +224,20 @@ impl Running {
         )
         .await?;
         let cache = Arc::new(SharedCache::new(&loaded.cache));
+        let case_store: Arc<dyn crate::case::CaseStore> = match &overrides.case_store {
+            Some(s) => s.clone(),
+            None => {
+                let path = loaded.settings.server.data_dir.join("cases.sqlite");
+                match crate::case::SqliteCaseStore::open(&path).await {
+                    Ok(s) => Arc::new(s),
+                    Err(source) => return Err(StartError::Cases { path, source }),
+                }
+            }
+        };
+        let cases = Arc::new(crate::case::Cases::new(
+            case_store,
+            crate::clock::WallClock::new(),
+        ));
         let settings_audit = loaded.audit.clone();
         let settings = loaded.settings.clone();
         let state = Arc::new(ArcSwap::from_pointee(build_state(loaded, &shutdown).await?));
@@ -222,6 +245,7 @@ impl Running {
             state: state.clone(),
             audit: audit.clone(),
             cache: cache.clone(),
+            cases: Some(cases.clone()),
         })));
         let data = Arc::new(DataPlane::new(
             state.clone(),
@@ -229,6 +253,7 @@ impl Running {
             cache.clone(),
             metrics.clone(),
             crate::audit::DenyAggregator::from_settings(&settings_audit),
+            cases,
         ));
         let admin = Arc::new(AdminPlane::new(
             state.clone(),
@@ -307,6 +332,7 @@ impl Running {
         if let Err(e) = self.writer.shutdown().await {
             tracing::error!(error = %e, "audit log did not close cleanly");
         }
+        self.data.cases.close().await;
         self.demo_shutdown.cancel();
     }
 }

@@ -206,7 +206,7 @@ async fn a_department_admin_owns_its_adapter() {
         .map(|x| x["department"].as_str().unwrap().to_string())
         .collect();
     assert!(!listed.contains(&MS.to_string()), "{listed:?}");
-    assert_eq!(listed.len(), 4);
+    assert_eq!(listed.len(), 5);
     let a = w
         .send(
             Method::GET,
@@ -258,6 +258,7 @@ async fn the_adapter_listing_is_scoped_to_the_caller() {
     assert_eq!(
         all,
         [
+            "ecology-environment",
             "fire-rescue",
             "health-commission",
             "market-supervision",
@@ -449,8 +450,8 @@ async fn refused_puts_change_nothing() {
 async fn ssrf_base_urls_are_refused() {
     let w = World::builder()
         .gateway_replace(
-            "title = \"Public Security Bureau\"\nallow_upstream = [\"loopback\"]",
-            "title = \"Public Security Bureau\"\nallow_upstream = []",
+            "en = \"Public Security Bureau\" }\nallow_upstream = [\"loopback\"]",
+            "en = \"Public Security Bureau\" }\nallow_upstream = []",
         )
         .prepare()
         .await;
@@ -1011,7 +1012,10 @@ async fn openapi_lists_every_route() {
     let expected: Vec<(&str, &[&str])> = vec![
         ("/v1/catalog", &["get"]),
         ("/v1/datasets/{dataset}/{subject}", &["get"]),
-        ("/v1/scenarios/{scenario}", &["post"]),
+        ("/v1/scenarios", &["get"]),
+        ("/v1/scenarios/{scenario}", &["get", "post"]),
+        ("/v1/cases/{case_id}", &["get"]),
+        ("/v1/cases/{case_id}/refresh", &["post"]),
         ("/v1/proxy/{department}", &proxy),
         ("/v1/proxy/{department}/{path}", &proxy),
         ("/healthz", &["get"]),

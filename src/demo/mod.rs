@@ -30,6 +30,8 @@ pub enum Sim {
     FireRescue,
     /// Public security: REST JSON.
     PublicSecurity,
+    /// Ecology and environment: REST JSON, `{"success", "errorCode", "payload"}`.
+    EcologyEnvironment,
 }
 
 impl Sim {
@@ -40,6 +42,7 @@ impl Sim {
             "health-commission" => Some(Sim::HealthCommission),
             "fire-rescue" => Some(Sim::FireRescue),
             "public-security" => Some(Sim::PublicSecurity),
+            "ecology-environment" => Some(Sim::EcologyEnvironment),
             _ => None,
         }
     }
@@ -57,6 +60,7 @@ impl Sim {
             Sim::HealthCommission => data::health_commission(method, path, body),
             Sim::FireRescue => data::fire_rescue(method, path, body),
             Sim::PublicSecurity => data::public_security(method, path, query),
+            Sim::EcologyEnvironment => data::ecology_environment(method, path, query),
         }
     }
 }

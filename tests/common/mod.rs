@@ -375,6 +375,7 @@ impl WorldBuilder {
             "health-commission",
             "fire-rescue",
             "public-security",
+            "ecology-environment",
             "tax",
         ] {
             let base = match self.mocks.get(dept) {
