@@ -207,6 +207,7 @@ fn overrides(a: &ServeArgs) -> Overrides {
         tls_listen: None,
         data_dir: a.data_dir.clone(),
         clock: None,
+        case_store: None,
     }
 }
 

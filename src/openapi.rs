@@ -15,9 +15,25 @@ fn describe(path: &str, method: &str) -> Option<(&'static str, &'static str)> {
             "data",
             "One shared record in canonical form (needs X-Purpose)",
         ),
+        ("/v1/scenarios", "GET") => (
+            "data",
+            "The scenarios this client may run: [{scenario, title, summary}] (Accept-Language: zh or en)",
+        ),
+        ("/v1/scenarios/{scenario}", "GET") => (
+            "data",
+            "The scenario's guide: parts, departments, what to bring, time limit, legal basis (Accept-Language: zh or en)",
+        ),
         ("/v1/scenarios/{scenario}", "POST") => (
             "data",
-            "Run a one-thing scenario: fan out to departments and merge (needs X-Purpose)",
+            "Run a one-thing scenario: fan out to departments and merge (needs X-Purpose); with X-Case-Id the outcome is kept as a case",
+        ),
+        ("/v1/cases/{case_id}", "GET") => (
+            "data",
+            "A case of this client: accepted_at, supply_by, overdue, part statuses, outstanding parts",
+        ),
+        ("/v1/cases/{case_id}/refresh", "POST") => (
+            "data",
+            "Fetch the case's outstanding parts again (needs X-Purpose); the case completes when none is left",
         ),
         ("/v1/proxy/{department}", _) | ("/v1/proxy/{department}/{path}", _) => (
             "data",
@@ -58,6 +74,18 @@ fn describe(path: &str, method: &str) -> Option<(&'static str, &'static str)> {
         ("/admin/audit/verify", "GET") => ("admin", "Verify the audit chain now (auditor)"),
         ("/admin/reload", "POST") => ("admin", "Reload configuration from disk (platform-admin)"),
         ("/admin/departments", "GET") => ("admin", "Department breaker and bulkhead state"),
+        ("/admin/audit/stats", "GET") => (
+            "admin",
+            "Audit summary for the console: decisions per time bucket, top clients and datasets (auditor; same filters as /admin/audit)",
+        ),
+        ("/admin/adapters/{department}/try", "POST") => (
+            "admin",
+            "Run an adapter (the given draft or the registered one) once for one subject: {\"adapter\"?, \"dataset\", \"subject\"}; nothing swapped or cached; audited",
+        ),
+        ("/console", "GET") | ("/console/", "GET") | ("/console/{path}", "GET") => (
+            "console",
+            "The web console (HTML, scripts and styles built into the binary)",
+        ),
         _ => return None,
     })
 }
@@ -76,7 +104,7 @@ pub fn routes() -> Vec<(String, Vec<&'static str>)> {
     out.extend(
         crate::routing::admin_routes()
             .into_iter()
-            .map(|(p, m)| (p.to_string(), m.to_vec())),
+            .map(|(p, m)| (openapi_path(p), m.to_vec())),
     );
     out
 }
@@ -105,7 +133,7 @@ pub fn document() -> Value {
             });
             let open = crate::routing::ADMIN_ROUTES
                 .iter()
-                .any(|(p, r)| *p == path && r.is_open());
+                .any(|(p, r)| openapi_path(p) == path && r.is_open());
             if !open {
                 op["security"] = json!([{"bearer": []}]);
             }

@@ -15,10 +15,27 @@ pub enum Route {
         /// Subject id (decoded).
         subject: String,
     },
+    /// `GET /v1/scenarios`: the scenarios this client may run.
+    ScenarioList,
+    /// `GET /v1/scenarios/{scenario}`: the scenario's guide.
+    Guide {
+        /// Scenario name.
+        scenario: String,
+    },
     /// `POST /v1/scenarios/{scenario}`.
     Scenario {
         /// Scenario name.
         scenario: String,
+    },
+    /// `GET /v1/cases/{case_id}`.
+    Case {
+        /// Case id, still percent-encoded (checked by the pipeline: 400).
+        case_id: String,
+    },
+    /// `POST /v1/cases/{case_id}/refresh`.
+    CaseRefresh {
+        /// Case id, still percent-encoded.
+        case_id: String,
     },
     /// `GET /.well-known/jwks.json`: the record-signing public keys (no auth).
     Jwks,
@@ -44,7 +61,11 @@ impl Route {
         match self {
             Route::Catalog => "catalog",
             Route::Dataset { .. } => "dataset",
+            Route::ScenarioList => "scenario-list",
+            Route::Guide { .. } => "guide",
             Route::Scenario { .. } => "scenario",
+            Route::Case { .. } => "case",
+            Route::CaseRefresh { .. } => "case-refresh",
             Route::Proxy { .. } => "proxy",
             Route::Jwks => "jwks",
             Route::SubjectAccesses { .. } => "subject-accesses",
@@ -65,7 +86,10 @@ pub enum NoRoute {
 enum Id {
     Catalog,
     Dataset,
+    ScenarioList,
     Scenario,
+    Case,
+    CaseRefresh,
     ProxyRoot,
     Proxy,
     Jwks,
@@ -77,7 +101,10 @@ enum Id {
 pub const DATA_ROUTES: &[(&str, &[&str])] = &[
     ("/v1/catalog", &["GET"]),
     ("/v1/datasets/{dataset}/{subject}", &["GET"]),
-    ("/v1/scenarios/{scenario}", &["POST"]),
+    ("/v1/scenarios", &["GET"]),
+    ("/v1/scenarios/{scenario}", &["GET", "POST"]),
+    ("/v1/cases/{case_id}", &["GET"]),
+    ("/v1/cases/{case_id}/refresh", &["POST"]),
     ("/v1/proxy/{department}", PROXY_METHODS),
     ("/v1/proxy/{department}/{*rest}", PROXY_METHODS),
     ("/.well-known/jwks.json", &["GET"]),
@@ -87,10 +114,13 @@ pub const DATA_ROUTES: &[(&str, &[&str])] = &[
 const PROXY_METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"];
 
 /// Route ids in the order of [`DATA_ROUTES`].
-const IDS: [Id; 7] = [
+const IDS: [Id; 10] = [
     Id::Catalog,
     Id::Dataset,
+    Id::ScenarioList,
     Id::Scenario,
+    Id::Case,
+    Id::CaseRefresh,
     Id::ProxyRoot,
     Id::Proxy,
     Id::Jwks,
@@ -100,7 +130,8 @@ const IDS: [Id; 7] = [
 /// The data-plane router, built once.
 #[derive(Debug)]
 pub struct Router {
-    inner: matchit::Router<Id>,
+    /// Index into [`DATA_ROUTES`] and `IDS`.
+    inner: matchit::Router<usize>,
 }
 
 impl Default for Router {
@@ -114,8 +145,8 @@ impl Router {
     pub fn new() -> Self {
         let mut inner = matchit::Router::new();
         // The route table is static; insertion cannot conflict (a test checks).
-        for ((p, _), id) in DATA_ROUTES.iter().zip(IDS) {
-            if let Err(e) = inner.insert(*p, id) {
+        for (i, (p, _)) in DATA_ROUTES.iter().enumerate() {
+            if let Err(e) = inner.insert(*p, i) {
                 tracing::error!(route = p, error = %e, "route table conflict");
             }
         }
@@ -126,14 +157,31 @@ impl Router {
     pub fn route(&self, method: &Method, path: &str) -> Result<Route, NoRoute> {
         let m = self.inner.at(path).map_err(|_| NoRoute::NotFound)?;
         let p = |k: &str| m.params.get(k).unwrap_or_default().to_string();
-        let route = match m.value {
+        let i = *m.value;
+        let (Some(id), Some((_, methods))) = (IDS.get(i).copied(), DATA_ROUTES.get(i)) else {
+            return Err(NoRoute::NotFound);
+        };
+        if !methods.contains(&method.as_str()) {
+            return Err(NoRoute::MethodNotAllowed);
+        }
+        Ok(match id {
             Id::Catalog => Route::Catalog,
             Id::Dataset => Route::Dataset {
                 dataset: p("dataset"),
                 subject: crate::path::decode_value(&p("subject")).ok_or(NoRoute::NotFound)?,
             },
+            Id::ScenarioList => Route::ScenarioList,
+            Id::Scenario if method == Method::GET => Route::Guide {
+                scenario: p("scenario"),
+            },
             Id::Scenario => Route::Scenario {
                 scenario: p("scenario"),
+            },
+            Id::Case => Route::Case {
+                case_id: p("case_id"),
+            },
+            Id::CaseRefresh => Route::CaseRefresh {
+                case_id: p("case_id"),
             },
             Id::ProxyRoot => Route::Proxy {
                 department: p("department"),
@@ -148,20 +196,7 @@ impl Router {
                 kind: p("kind"),
                 subject: crate::path::decode_value(&p("subject")).ok_or(NoRoute::NotFound)?,
             },
-        };
-        let allowed = match route {
-            Route::Catalog
-            | Route::Dataset { .. }
-            | Route::Jwks
-            | Route::SubjectAccesses { .. } => method == Method::GET,
-            Route::Scenario { .. } => method == Method::POST,
-            Route::Proxy { .. } => PROXY_METHODS.contains(&method.as_str()),
-        };
-        if allowed {
-            Ok(route)
-        } else {
-            Err(NoRoute::MethodNotAllowed)
-        }
+        })
     }
 }
 
@@ -190,6 +225,12 @@ pub enum AdminRoute {
     Reload,
     /// `GET /admin/departments`.
     Departments,
+    /// `GET /console`, `/console/`, `/console/{file}`: the web console.
+    Console,
+    /// `GET /admin/audit/stats`: the console chart's numbers (auditor).
+    AuditStats,
+    /// `POST /admin/adapters/{department}/try`: run an adapter once.
+    AdapterTry,
 }
 
 /// Admin routes (matchit syntax); the admin router and the OpenAPI document
@@ -206,6 +247,11 @@ pub const ADMIN_ROUTES: &[(&str, AdminRoute)] = &[
     ("/admin/audit/verify", AdminRoute::AuditVerify),
     ("/admin/reload", AdminRoute::Reload),
     ("/admin/departments", AdminRoute::Departments),
+    ("/console", AdminRoute::Console),
+    ("/console/", AdminRoute::Console),
+    ("/console/{*rest}", AdminRoute::Console),
+    ("/admin/audit/stats", AdminRoute::AuditStats),
+    ("/admin/adapters/{department}/try", AdminRoute::AdapterTry),
 ];
 
 impl AdminRoute {
@@ -219,18 +265,24 @@ impl AdminRoute {
             | AdminRoute::Adapters
             | AdminRoute::Audit
             | AdminRoute::AuditVerify
-            | AdminRoute::Departments => &["GET"],
+            | AdminRoute::Departments
+            | AdminRoute::Console
+            | AdminRoute::AuditStats => &["GET"],
             AdminRoute::Adapter => &["GET", "PUT", "DELETE"],
-            AdminRoute::CacheInvalidate | AdminRoute::Reload => &["POST"],
+            AdminRoute::CacheInvalidate | AdminRoute::Reload | AdminRoute::AdapterTry => &["POST"],
         }
     }
 
-    /// True for the routes anyone may call (no token): probes, metrics and
-    /// the OpenAPI document.
+    /// True for the routes anyone may call (no token): probes, metrics,
+    /// the OpenAPI document and the console's files (which hold no data).
     pub fn is_open(self) -> bool {
         matches!(
             self,
-            AdminRoute::Healthz | AdminRoute::Readyz | AdminRoute::Metrics | AdminRoute::OpenApi
+            AdminRoute::Healthz
+                | AdminRoute::Readyz
+                | AdminRoute::Metrics
+                | AdminRoute::OpenApi
+                | AdminRoute::Console
         )
     }
 }
@@ -359,6 +411,38 @@ mod tests {
         );
         assert_eq!(
             r.route(&Method::GET, "/v1/scenarios/newborn"),
+            Ok(Route::Guide {
+                scenario: "newborn".into()
+            })
+        );
+        assert_eq!(
+            r.route(&Method::POST, "/v1/scenarios/newborn"),
+            Ok(Route::Scenario {
+                scenario: "newborn".into()
+            })
+        );
+        assert_eq!(
+            r.route(&Method::GET, "/v1/scenarios"),
+            Ok(Route::ScenarioList)
+        );
+        assert_eq!(
+            r.route(&Method::GET, "/v1/cases/BH%2D1"),
+            Ok(Route::Case {
+                case_id: "BH%2D1".into()
+            })
+        );
+        assert_eq!(
+            r.route(&Method::POST, "/v1/cases/BH-1/refresh"),
+            Ok(Route::CaseRefresh {
+                case_id: "BH-1".into()
+            })
+        );
+        assert_eq!(
+            r.route(&Method::GET, "/v1/cases/BH-1/refresh"),
+            Err(NoRoute::MethodNotAllowed)
+        );
+        assert_eq!(
+            r.route(&Method::DELETE, "/v1/cases/BH-1"),
             Err(NoRoute::MethodNotAllowed)
         );
     }

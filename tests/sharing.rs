@@ -245,6 +245,48 @@ async fn scenario_parts_carry_signed_records() {
     assert!(out.contains("part `business-licence`"), "{out}");
 }
 
+// The scenarios added later (tax and ecology parts) sign their parts too, each
+// naming its own issuer, and the reply verifies offline part by part.
+#[tokio::test]
+async fn listing_compliance_parts_carry_signed_records() {
+    let w = World::demo().await;
+    let portal = w.token("portal-binhai", &[], None);
+    let a = w
+        .send(
+            Method::POST,
+            "/v1/scenarios/listing-compliance",
+            Some(&portal),
+            &[("x-purpose", "service-handling")],
+            format!(r#"{{"subjects": {{"uscc": "{FULL}"}}}}"#),
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    let reply = a.json();
+    let parts = reply["parts"].as_object().expect("parts");
+    assert!(parts.len() >= 2, "{reply}");
+    for (name, part) in parts {
+        assert_eq!(part["status"], "ok", "{name}: {part}");
+        assert!(part["signature"].is_string(), "{name}: {part}");
+        assert!(part["source"]["issuer"].is_string(), "{name}: {part}");
+    }
+    assert_eq!(
+        reply["parts"]["tax-credit"]["source"]["issuer"],
+        "国家税务总局天津市税务局 / Tianjin Tax Service, STA"
+    );
+    assert_eq!(
+        reply["parts"]["environmental-penalties"]["source"]["issuer"],
+        "天津市生态环境局 / Tianjin Ecology and Environment Bureau"
+    );
+    let jwks = jwks_file(&w).await;
+    let (code, out) = record_verify(&w, &reply, false, Some(&jwks));
+    assert_eq!(code, 0, "{out}");
+    let mut changed = reply.clone();
+    changed["parts"]["tax-credit"]["record"]["credit_rating"] = json!("C");
+    let (code, out) = record_verify(&w, &changed, false, Some(&jwks));
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("part `tax-credit`"), "{out}");
+}
+
 const CONDITIONAL_CLIENTS: &str = r#"
 [clients.portal-lapsed]
 description = "Portal whose approval has lapsed"
