@@ -375,7 +375,11 @@ impl AdminPlane {
                 StatusCode::CONFLICT,
                 &serde_json::json!({"intact": false, "file": f.file, "line": f.line,
                     "seq": f.seq, "kind": format!("{:?}", f.kind).to_lowercase(),
-                    "detail": f.detail, "summary": f.to_string()}),
+                    "detail": f.detail, "summary": f.to_string(),
+                    "findings": std::iter::once(&f).chain(f.also.iter()).map(|x| serde_json::json!({
+                        "file": x.file, "line": x.line, "seq": x.seq,
+                        "kind": format!("{:?}", x.kind).to_lowercase(), "detail": x.detail,
+                    })).collect::<Vec<_>>()}),
             )),
         }
     }
@@ -406,10 +410,14 @@ impl AdminPlane {
             })
             .collect();
         let ready = audit_ok && jwks_fresh;
+        let witness = self.audit.witness_status().map(|(dir, ok)| {
+            serde_json::json!({"location": dir, "writable": ok})
+        });
         let detail = serde_json::json!({
             "ready": ready,
             "config_loaded": true,
             "audit_writable": audit_ok,
+            "audit_witness": witness,
             "jwks_fresh": jwks_fresh,
             "jwks": jwks,
             "adapters": state.adapters.len(),
