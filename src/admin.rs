@@ -563,7 +563,7 @@ impl AdminPlane {
             Err(e) => (
                 e.decision(),
                 e.problem().status.as_u16(),
-                Some(e.to_string()),
+                Some(e.audit_reason()),
             ),
         };
         let mut ev = AuditEvent::new(Action::from_name(c.action), decision);

@@ -171,7 +171,8 @@ impl Handler for DataPlane {
                 }
                 let problem = e.problem();
                 let decision = e.decision();
-                let reason = e.to_string();
+                // The rule that refused, never the input (which may carry ids).
+                let reason = e.audit_reason();
                 if problem.status.is_server_error() {
                     tracing::warn!(request_id = %ctx.request_id, error = %e, "request failed");
                 } else {
@@ -332,6 +333,13 @@ impl DataPlane {
                     .await
             }
             Route::Proxy { department, path } => {
+                // A subject named in the path (as the adapter declares) is
+                // recorded as its reference, allowed or refused.
+                ctx.subject = state
+                    .adapters
+                    .department(&department)
+                    .and_then(|a| a.subject_paths.subject_in(&path))
+                    .map(str::to_string);
                 let attribution = Attribution::from_headers(req.headers())?;
                 grants.check_purpose(attribution.purpose.as_deref())?;
                 ctx.attribution = Some(attribution);
@@ -798,7 +806,14 @@ impl DataPlane {
         reason: Option<String>,
         status: StatusCode,
     ) -> Result<(), crate::audit::AuditError> {
-        let mut ev = AuditEvent::new(Action::from_name(ctx.action), decision);
+        // Refused before a route or a token was known: folded per source below.
+        let pre_auth = ctx.client.is_none() && ctx.action == "request" && decision != Decision::Allow;
+        let action = if pre_auth {
+            Action::REQUEST_REFUSED
+        } else {
+            Action::from_name(ctx.action)
+        };
+        let mut ev = AuditEvent::new(action, decision);
         ev.request_id = Some(ctx.request_id.clone());
         // Unauthenticated callers are known by their address.
         ev.client = Some(
@@ -820,7 +835,7 @@ impl DataPlane {
         ev.cache = ctx.cache.map(|c| c.as_str().to_string());
         ev.upstream_status = ctx.upstream_status;
         ev.latency_us = Some(ctx.started.elapsed().as_micros() as u64);
-        if ctx.action == "auth.denied" || status == StatusCode::TOO_MANY_REQUESTS {
+        if pre_auth || ctx.action == "auth.denied" || status == StatusCode::TOO_MANY_REQUESTS {
             // Floods of refusals are folded into periodic summary records,
             // per client (or address, when unauthenticated).
             let who = ev.client.as_deref().unwrap_or_default();

@@ -27,6 +27,7 @@ pub mod rest_json;
 pub mod soap_xml;
 pub mod spec;
 pub mod ssrf;
+pub mod subject_paths;
 pub mod template;
 pub(crate) mod xml;
 
@@ -142,6 +143,8 @@ pub struct DepartmentAdapter {
     pub upstream_auth: Option<UpstreamAuth>,
     /// Datasets this adapter serves, sorted.
     pub datasets: Vec<String>,
+    /// Where the department's pass-through paths name a subject.
+    pub subject_paths: subject_paths::SubjectPaths,
     adapter: Box<dyn Adapter>,
 }
 
@@ -163,8 +166,15 @@ impl DepartmentAdapter {
             target,
             upstream_auth,
             datasets,
+            subject_paths: subject_paths::SubjectPaths::default(),
             adapter,
         }
+    }
+
+    /// The same adapter with declared subject paths.
+    pub fn with_subject_paths(mut self, paths: subject_paths::SubjectPaths) -> Self {
+        self.subject_paths = paths;
+        self
     }
 
     /// True when this adapter serves `dataset`.

@@ -34,29 +34,45 @@ impl Gap {
     }
 }
 
-/// Compares the log in `dir` (whose last valid record is `last`) with its head.
-pub(crate) fn check(dir: &Path, last: Option<&AuditRecord>) -> Result<Option<Gap>, AuditError> {
+/// Compares the log in `dir` (whose last valid record is `last`) with its
+/// head, or with the witness's latest head (`witness`: where, and the
+/// record, signature checked) when that one is further on.
+pub(crate) fn check(
+    dir: &Path,
+    last: Option<&AuditRecord>,
+    witness: Option<(String, AuditRecord)>,
+) -> Result<Option<Gap>, AuditError> {
     let head_path = dir.join(HEAD_FILE);
-    let bytes = match std::fs::read(&head_path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+    let last_seq = last.map_or(0, |r| r.seq);
+    let file_head = match std::fs::read(&head_path) {
+        Ok(bytes) => {
+            let line = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
+            match parse_line(line) {
+                Ok(h) => Some(h),
+                Err(_) => {
+                    return Ok(Some(Gap {
+                        next_seq: last_seq + 1,
+                        reason: format!(
+                            "{HEAD_FILE} is not a valid checkpoint record; the log after seq {last_seq} cannot be checked against it"
+                        ),
+                    }));
+                }
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(AuditError::io(&head_path, e)),
     };
-    let last_seq = last.map_or(0, |r| r.seq);
-    let line = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
-    let Ok(head) = parse_line(line) else {
-        return Ok(Some(Gap {
-            next_seq: last_seq + 1,
-            reason: format!(
-                "{HEAD_FILE} is not a valid checkpoint record; the log after seq {last_seq} cannot be checked against it"
-            ),
-        }));
+    let (head, source) = match (file_head, witness) {
+        (Some(h), Some((loc, w))) if w.seq > h.seq => (w, format!("the witness ({loc})")),
+        (None, Some((loc, w))) => (w, format!("the witness ({loc})")),
+        (Some(h), _) => (h, format!("the signed head ({HEAD_FILE})")),
+        (None, None) => return Ok(None),
     };
     if last_seq < head.seq {
         return Ok(Some(Gap {
             next_seq: head.seq + 1,
             reason: format!(
-                "seqs {}..={} missing: the log ended at seq {last_seq} but the signed head ({HEAD_FILE}) is seq {}",
+                "seqs {}..={} missing: the log ended at seq {last_seq} but {source} holds a signed head at seq {}",
                 last_seq + 1,
                 head.seq,
                 head.seq
@@ -73,14 +89,14 @@ pub(crate) fn check(dir: &Path, last: Option<&AuditRecord>) -> Result<Option<Gap
         Some(_) => Ok(Some(Gap {
             next_seq: last_seq + 1,
             reason: format!(
-                "seq {} differs from the signed head ({HEAD_FILE}): records up to it were replaced",
+                "seq {} differs from {source}: records up to it were replaced",
                 head.seq
             ),
         })),
         None => Ok(Some(Gap {
             next_seq: last_seq + 1,
             reason: format!(
-                "seq {} of the signed head ({HEAD_FILE}) is missing from the log (records were cut from the middle)",
+                "seq {} of {source} is missing from the log (records were cut from the middle)",
                 head.seq
             ),
         })),

@@ -26,6 +26,8 @@ pub trait Witness: Send + Sync + std::fmt::Debug {
     /// Remembers one signed checkpoint line (without its newline); durable
     /// when it returns `Ok`.
     fn append(&self, checkpoint_line: &[u8]) -> io::Result<()>;
+    /// The latest checkpoint line it holds, if any (checked on start).
+    fn latest(&self) -> io::Result<Option<Vec<u8>>>;
 }
 
 /// A witness that appends to `<dir>/audit-witness.jsonl` and fsyncs.
@@ -75,6 +77,18 @@ impl Witness for DirWitness {
         line.push(b'\n');
         f.write_all(&line)?;
         f.sync_data()
+    }
+
+    fn latest(&self) -> io::Result<Option<Vec<u8>>> {
+        let text = match std::fs::read(self.dir.join(WITNESS_FILE)) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        Ok(text
+            .split(|b| *b == b'\n')
+            .rfind(|l| !l.is_empty())
+            .map(<[u8]>::to_vec))
     }
 }
 

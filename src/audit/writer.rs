@@ -385,7 +385,8 @@ impl State {
             witness_ok: Arc::new(AtomicBool::new(true)),
             witness_pending: None,
         };
-        let gap = continuity::check(&st.dir, last.as_ref())?;
+        let witness_head = st.witness_head();
+        let gap = continuity::check(&st.dir, last.as_ref(), witness_head)?;
         if let Some(gap) = &gap {
             tracing::error!(dir = %st.dir.display(), problem = %gap.reason, "audit: the log does not reach its signed head; writing an audit.gap record");
             st.next_seq = gap.next_seq;
@@ -503,6 +504,22 @@ impl State {
             }
         }
         Ok(out)
+    }
+
+    /// The witness's latest head when its signature verifies with our key
+    /// (a line that does not is ignored here and reported by `audit verify`).
+    fn witness_head(&self) -> Option<(String, AuditRecord)> {
+        let w = self.witness.as_ref()?;
+        let line = match w.latest() {
+            Ok(l) => l?,
+            Err(e) => {
+                tracing::warn!(witness = %w.location(), error = %e, "audit: witness unreadable on start");
+                return None;
+            }
+        };
+        let rec = super::record::parse_line(&line).ok()?;
+        super::checkpoint::check_checkpoint(&rec, &self.keys.public()).ok()?;
+        Some((w.location(), rec))
     }
 
     /// Hands the pending signed head to the witness; on failure the log

@@ -133,14 +133,22 @@ async fn restored_older_head_and_cut_is_caught_by_the_witness() {
     fs::write(t.audit().join(HEAD_FILE), &old_head).unwrap();
     let l = lines(&t.seg(1));
     write_lines(&t.seg(1), &l[..old_len]);
-    // Without the witness the rollback is invisible ...
-    assert!(t.verify().is_ok());
-    restart_and_append(&t, s.clone(), 2).await;
+    // Without the witness the rollback is invisible to verify ...
     assert!(t.verify().is_ok(), "what the witness exists for");
-    // ... with it, the log disagrees with a head the witness holds.
+    // ... with it, the log is shorter than a head the witness holds.
     let f = verify_w(&t, &w.0).unwrap_err();
     assert_eq!(f.kind, FailureKind::Witness, "{f}");
-    assert!(f.to_string().contains(WITNESS_FILE) || f.to_string().contains("witness"), "{f}");
+    assert!(f.to_string().contains(WITNESS_FILE), "{f}");
+    assert!(f.detail.contains("cut back"), "{f}");
+    // A restart with the witness configured does not continue silently: the
+    // writer checks the witness's latest head too and writes the gap.
+    restart_and_append(&t, s.clone(), 2).await;
+    let f = t.verify().unwrap_err();
+    assert_eq!(f.kind, FailureKind::Gap, "{f}");
+    assert!(f.detail.contains("the witness"), "{f}");
+    let f = verify_w(&t, &w.0).unwrap_err();
+    let kinds: Vec<_> = std::iter::once(&f).chain(&f.also).map(|x| x.kind).collect();
+    assert!(kinds.contains(&FailureKind::Gap), "{f}");
 }
 
 #[tokio::test]
