@@ -193,7 +193,8 @@ impl Running {
             config.to_path_buf(),
             overrides,
             shutdown.clone(),
-        ));
+        )
+        .with_aggregator(data.aggregator()));
         let listen = Listen {
             limits: &settings.limits,
             shutdown: &shutdown,

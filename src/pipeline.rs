@@ -115,7 +115,7 @@ pub struct DataPlane {
     /// Metrics.
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Folds floods of refusals into summary records.
-    aggregator: crate::audit::DenyAggregator,
+    aggregator: Arc<crate::audit::DenyAggregator>,
     router: Router,
     ids: RequestIds,
 }
@@ -131,7 +131,7 @@ impl DataPlane {
     ) -> Self {
         Self {
             state,
-            aggregator,
+            aggregator: Arc::new(aggregator),
             audit,
             cache,
             metrics,
@@ -789,6 +789,11 @@ impl DataPlane {
         Ok(resp)
     }
 
+    /// The refusal folding, to share with the admin plane.
+    pub fn aggregator(&self) -> Arc<crate::audit::DenyAggregator> {
+        self.aggregator.clone()
+    }
+
     /// Writes the summary records of folded refusals (called periodically).
     pub async fn flush_aggregates(&self) {
         for ev in self.aggregator.drain() {
@@ -826,9 +831,18 @@ impl DataPlane {
             ev.purpose = a.purpose.clone();
             ev.case_id = a.case_id.clone();
         }
-        ev.department = ctx.department.clone();
-        ev.dataset = ctx.dataset.clone();
-        ev.scenario = ctx.scenario.clone();
+        // Names taken from the path are recorded only when they name
+        // configured ones: an unknown "dataset" may be an id typed there.
+        let state = self.state.load();
+        ev.department = ctx
+            .department
+            .clone()
+            .filter(|d| state.settings.departments.contains_key(d));
+        ev.dataset = ctx.dataset.clone().filter(|d| state.datasets.get(d).is_some());
+        ev.scenario = ctx
+            .scenario
+            .clone()
+            .filter(|s| state.scenarios.get(s).is_some());
         ev.subject_ref = ctx.subject.as_deref().map(|s| self.audit.subject_ref(s));
         ev.reason = reason;
         ev.status = Some(status.as_u16());

@@ -48,7 +48,11 @@ impl Action {
     /// replaced); names the missing seqs. `audit verify` fails on it for ever.
     pub const AUDIT_GAP: Action = Action::new("audit.gap");
     /// A pre-authentication refusal (unknown route, bad method, limits).
-    pub const REQUEST_REFUSED: Action = Action::new("request.refused");
+    pub const REQUEST_REFUSED: Action = Action::new(Self::REQUEST_REFUSED_NAME);
+    /// The name of [`Action::REQUEST_REFUSED`].
+    pub const REQUEST_REFUSED_NAME: &'static str = "request.refused";
+    /// The name of [`Action::AUTH_DENIED`].
+    pub const AUTH_DENIED_NAME: &'static str = "auth.denied";
 
     /// An action from a static name.
     pub const fn new(name: &'static str) -> Self {

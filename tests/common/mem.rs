@@ -323,7 +323,8 @@ impl MemBuilder {
             config,
             overrides,
             shutdown.clone(),
-        ));
+        )
+        .with_aggregator(data.aggregator()));
         Mem {
             dir,
             data,
