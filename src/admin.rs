@@ -142,8 +142,18 @@ fn note_audit_filters(state: &State, query: Option<&str>, d: &mut Decided) {
     names.dedup();
     if !names.is_empty() {
         let known = [
-            "action", "case", "client", "cursor", "dataset", "decision", "department", "limit",
-            "scenario", "since", "subject", "until",
+            "action",
+            "case",
+            "client",
+            "cursor",
+            "dataset",
+            "decision",
+            "department",
+            "limit",
+            "scenario",
+            "since",
+            "subject",
+            "until",
         ];
         let shown: Vec<&str> = names
             .iter()
@@ -339,7 +349,7 @@ impl AdminPlane {
             Ok(p) => p,
             Err(e) => {
                 d.action = Some(Action::AUTH_DENIED_NAME);
-                return Err(e.into());
+                return Err(e);
             }
         };
         d.client = Some(principal.sub().to_string());
@@ -579,9 +589,10 @@ impl AdminPlane {
             })
             .collect();
         let ready = audit_ok && jwks_fresh;
-        let witness = self.audit.witness_status().map(|(dir, ok)| {
-            serde_json::json!({"location": dir, "writable": ok})
-        });
+        let witness = self
+            .audit
+            .witness_status()
+            .map(|(dir, ok)| serde_json::json!({"location": dir, "writable": ok}));
         let detail = serde_json::json!({
             "ready": ready,
             "config_loaded": true,
@@ -744,7 +755,10 @@ impl AdminPlane {
             .department
             .clone()
             .filter(|x| state.settings.departments.contains_key(x));
-        ev.dataset = c.dataset.clone().filter(|x| state.datasets.get(x).is_some());
+        ev.dataset = c
+            .dataset
+            .clone()
+            .filter(|x| state.datasets.get(x).is_some());
         ev.subject_ref = c.subject.as_deref().map(|s| self.audit.subject_ref(s));
         ev.status = Some(status);
         ev.reason = reason;

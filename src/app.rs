@@ -185,16 +185,18 @@ impl Running {
             metrics.clone(),
             crate::audit::DenyAggregator::from_settings(&settings_audit),
         ));
-        let admin = Arc::new(AdminPlane::new(
-            state.clone(),
-            audit.clone(),
-            cache,
-            metrics,
-            config.to_path_buf(),
-            overrides,
-            shutdown.clone(),
-        )
-        .with_aggregator(data.aggregator()));
+        let admin = Arc::new(
+            AdminPlane::new(
+                state.clone(),
+                audit.clone(),
+                cache,
+                metrics,
+                config.to_path_buf(),
+                overrides,
+                shutdown.clone(),
+            )
+            .with_aggregator(data.aggregator()),
+        );
         let listen = Listen {
             limits: &settings.limits,
             shutdown: &shutdown,

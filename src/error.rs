@@ -389,11 +389,13 @@ impl GatewayError {
                 A::PurposeNotGranted(_) => "access: purpose not granted".into(),
                 A::DatasetNotGranted(d) => format!("access: dataset `{d}` not granted"),
                 A::ScenarioNotGranted(_) => "access: scenario not granted".into(),
-                A::ProxyNotGranted { department, method, .. } => format!(
-                    "access: no proxy grant covers this {method} path on `{department}`"
-                ),
+                A::ProxyNotGranted {
+                    department, method, ..
+                } => format!("access: no proxy grant covers this {method} path on `{department}`"),
                 A::RoleRequired(r) => format!("access: role `{r}` required"),
-                A::NotDepartmentAdmin(_) => "access: not an administrator of that department".into(),
+                A::NotDepartmentAdmin(_) => {
+                    "access: not an administrator of that department".into()
+                }
             },
             G::Attribution(e) => format!("attribution: header {} unusable", e.header),
             G::RateLimited(e) => format!("rate-limited: {}", e.limiter().name()),

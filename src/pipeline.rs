@@ -812,7 +812,8 @@ impl DataPlane {
         status: StatusCode,
     ) -> Result<(), crate::audit::AuditError> {
         // Refused before a route or a token was known: folded per source below.
-        let pre_auth = ctx.client.is_none() && ctx.action == "request" && decision != Decision::Allow;
+        let pre_auth =
+            ctx.client.is_none() && ctx.action == "request" && decision != Decision::Allow;
         let action = if pre_auth {
             Action::REQUEST_REFUSED
         } else {
@@ -838,7 +839,10 @@ impl DataPlane {
             .department
             .clone()
             .filter(|d| state.settings.departments.contains_key(d));
-        ev.dataset = ctx.dataset.clone().filter(|d| state.datasets.get(d).is_some());
+        ev.dataset = ctx
+            .dataset
+            .clone()
+            .filter(|d| state.datasets.get(d).is_some());
         ev.scenario = ctx
             .scenario
             .clone()

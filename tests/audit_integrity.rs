@@ -76,7 +76,10 @@ async fn no_raw_subject_id_anywhere_in_the_audit_folder() {
     // Dataset reads: allowed (real subject, ids in query and headers),
     // refused (no token, dataset not granted, unknown dataset).
     let a = w
-        .get(&format!("/v1/datasets/business-licence/{FULL}?note={}", id()))
+        .get(&format!(
+            "/v1/datasets/business-licence/{FULL}?note={}",
+            id()
+        ))
         .token(&portal)
         .purpose("service-handling")
         .header("x-note", &id())
@@ -86,13 +89,25 @@ async fn no_raw_subject_id_anywhere_in_the_audit_folder() {
     assert_eq!(a.status, StatusCode::OK, "{}", a.text());
     for (path, token) in [
         (format!("/v1/datasets/business-licence/{}", id()), None),
-        (format!("/v1/datasets/health-certificate/{}", id()), Some(&readonly)),
+        (
+            format!("/v1/datasets/health-certificate/{}", id()),
+            Some(&readonly),
+        ),
         (format!("/v1/datasets/no-such/{}", id()), Some(&portal)),
         (format!("/v1/datasets/{}/{}", id(), id()), Some(&portal)),
-        (format!("/v1/proxy/{}/licences/{}", id(), id()), Some(&portal)),
-        (format!("/v1/datasets/business-licence/{}", id()), Some(&portal)), // not found upstream
+        (
+            format!("/v1/proxy/{}/licences/{}", id(), id()),
+            Some(&portal),
+        ),
+        (
+            format!("/v1/datasets/business-licence/{}", id()),
+            Some(&portal),
+        ), // not found upstream
     ] {
-        let mut c = w.get(&path).purpose("service-handling").header("x-other", &id());
+        let mut c = w
+            .get(&path)
+            .purpose("service-handling")
+            .header("x-other", &id());
         if let Some(t) = token {
             c = c.token(t);
         }
@@ -107,7 +122,11 @@ async fn no_raw_subject_id_anywhere_in_the_audit_folder() {
         .json(&serde_json::json!({"subjects": {"uscc": FULL, "id_card": id()}, "note": id()}))
         .send()
         .await;
-    assert!(a.status.is_success() || a.status.is_client_error(), "{}", a.status);
+    assert!(
+        a.status.is_success() || a.status.is_client_error(),
+        "{}",
+        a.status
+    );
     let a = w
         .post(&format!("/v1/scenarios/{}", id()))
         .token(&portal)
@@ -128,7 +147,10 @@ async fn no_raw_subject_id_anywhere_in_the_audit_folder() {
     // not authenticated), with ids in the path, the query and the body.
     let proxied = id();
     let a = w
-        .get(&format!("/v1/proxy/market-supervision/licences/{proxied}?q={}", id()))
+        .get(&format!(
+            "/v1/proxy/market-supervision/licences/{proxied}?q={}",
+            id()
+        ))
         .token(&portal)
         .purpose("service-handling")
         .send()
@@ -136,7 +158,9 @@ async fn no_raw_subject_id_anywhere_in_the_audit_folder() {
     assert!(!a.status.is_server_error(), "{}", a.status);
     let refused_proxy = id();
     let a = w
-        .post(&format!("/v1/proxy/market-supervision/api/v2/licences/{refused_proxy}"))
+        .post(&format!(
+            "/v1/proxy/market-supervision/api/v2/licences/{refused_proxy}"
+        ))
         .token(&readonly)
         .purpose("service-handling")
         .body(id())
@@ -153,8 +177,14 @@ async fn no_raw_subject_id_anywhere_in_the_audit_folder() {
     // Before authentication: unknown route, bad method, ambiguous path, limits.
     for (m, path) in [
         (Method::GET, format!("/v1/nothing/{}", id())),
-        (Method::DELETE, format!("/v1/datasets/business-licence/{}", id())),
-        (Method::GET, format!("/v1/datasets/business-licence/{}%2Fx", id())),
+        (
+            Method::DELETE,
+            format!("/v1/datasets/business-licence/{}", id()),
+        ),
+        (
+            Method::GET,
+            format!("/v1/datasets/business-licence/{}%2Fx", id()),
+        ),
         (Method::GET, format!("/v1/x/{}?{}", id(), "a".repeat(9000))),
     ] {
         let a = w.request(m, &path).header("x-id", &id()).send().await;
@@ -187,7 +217,10 @@ async fn no_raw_subject_id_anywhere_in_the_audit_folder() {
     let a = w
         .post("/admin/cache/invalidate")
         .token(&ms_admin)
-        .body(format!("{{\"dataset\": \"business-licence\", \"subject\": \"{}\", \"x\": 1}}", id()))
+        .body(format!(
+            "{{\"dataset\": \"business-licence\", \"subject\": \"{}\", \"x\": 1}}",
+            id()
+        ))
         .send()
         .await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
@@ -224,8 +257,16 @@ async fn no_raw_subject_id_anywhere_in_the_audit_folder() {
             .map(|x| x["action"].as_str().unwrap().to_string())
             .collect::<Vec<_>>()
     };
-    assert_eq!(by_subject(&proxied), ["proxy"], "allowed proxy read by subject");
-    assert_eq!(by_subject(&refused_proxy), ["proxy"], "refused proxy read by subject");
+    assert_eq!(
+        by_subject(&proxied),
+        ["proxy"],
+        "allowed proxy read by subject"
+    );
+    assert_eq!(
+        by_subject(&refused_proxy),
+        ["proxy"],
+        "refused proxy read by subject"
+    );
     assert_eq!(by_subject(&queried), ["admin.audit.query"]);
     assert_eq!(
         by_subject(&invalidated),
@@ -250,17 +291,72 @@ async fn every_admin_decision_is_a_record() {
     );
     let platform = w.token("platform-admin", &["platform-admin"], None);
     let calls: Vec<(Method, &str, Option<&String>, StatusCode)> = vec![
-        (Method::GET, "/admin/adapters", None, StatusCode::UNAUTHORIZED),
-        (Method::GET, "/admin/adapters", Some(&ms_admin), StatusCode::OK),
-        (Method::GET, "/admin/adapters/market-supervision", Some(&ms_admin), StatusCode::OK),
-        (Method::GET, "/admin/adapters/fire-rescue", Some(&ms_admin), StatusCode::FORBIDDEN),
-        (Method::POST, "/admin/reload", Some(&ms_admin), StatusCode::FORBIDDEN),
-        (Method::POST, "/admin/reload", Some(&platform), StatusCode::OK),
-        (Method::GET, "/admin/audit?decision=deny", Some(&auditor), StatusCode::OK),
-        (Method::GET, "/admin/audit", Some(&portal), StatusCode::FORBIDDEN),
-        (Method::GET, "/admin/audit/verify", Some(&auditor), StatusCode::OK),
-        (Method::GET, "/admin/audit/verify", Some(&portal), StatusCode::FORBIDDEN),
-        (Method::GET, "/admin/departments", Some(&platform), StatusCode::OK),
+        (
+            Method::GET,
+            "/admin/adapters",
+            None,
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            Method::GET,
+            "/admin/adapters",
+            Some(&ms_admin),
+            StatusCode::OK,
+        ),
+        (
+            Method::GET,
+            "/admin/adapters/market-supervision",
+            Some(&ms_admin),
+            StatusCode::OK,
+        ),
+        (
+            Method::GET,
+            "/admin/adapters/fire-rescue",
+            Some(&ms_admin),
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            Method::POST,
+            "/admin/reload",
+            Some(&ms_admin),
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            Method::POST,
+            "/admin/reload",
+            Some(&platform),
+            StatusCode::OK,
+        ),
+        (
+            Method::GET,
+            "/admin/audit?decision=deny",
+            Some(&auditor),
+            StatusCode::OK,
+        ),
+        (
+            Method::GET,
+            "/admin/audit",
+            Some(&portal),
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            Method::GET,
+            "/admin/audit/verify",
+            Some(&auditor),
+            StatusCode::OK,
+        ),
+        (
+            Method::GET,
+            "/admin/audit/verify",
+            Some(&portal),
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            Method::GET,
+            "/admin/departments",
+            Some(&platform),
+            StatusCode::OK,
+        ),
     ];
     for (m, path, token, want) in &calls {
         let mut c = w.request(m.clone(), path);
@@ -357,7 +453,11 @@ async fn ten_thousand_unauthenticated_requests_cost_bounded_records() {
         .collect();
     // Per (source, action, rule) at most `deny_summary_threshold` (20)
     // records one by one, then one summary: a handful of rules here.
-    assert!(recs.len() <= 8 * 21, "{} records for {N} requests", recs.len());
+    assert!(
+        recs.len() <= 8 * 21,
+        "{} records for {N} requests",
+        recs.len()
+    );
     let summaries: Vec<&Value> = recs
         .iter()
         .filter(|r| r["reason"].as_str().unwrap_or("").contains("(summary:"))
@@ -375,4 +475,55 @@ async fn ten_thousand_unauthenticated_requests_cost_bounded_records() {
         .sum();
     assert_eq!(individual + suppressed, N, "{summaries:?}");
     assert!(recs.iter().all(|r| r["client"] == "ip:203.0.113.9"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lost_witness_shows_in_readyz_and_fails_closed_until_it_is_back() {
+    let witness = tempfile::tempdir().unwrap();
+    let wdir = witness.path().join("mounted");
+    std::fs::create_dir(&wdir).unwrap();
+    let mut w = Mem::builder()
+        .gateway_replace(
+            "checkpoint_interval_secs = 60",
+            &format!(
+                "checkpoint_interval_secs = 60\nwitness_dir = \"{}\"",
+                wdir.display()
+            ),
+        )
+        .start()
+        .await;
+    let portal = w.token("portal-binhai", &[], None);
+    let ready = w.get("/readyz").send().await;
+    assert_eq!(ready.status, StatusCode::OK, "{}", ready.text());
+    assert_eq!(ready.json()["audit_witness"]["writable"], true);
+    // The witness disk goes away; the next signed head cannot be handed over.
+    std::fs::remove_dir_all(&wdir).unwrap();
+    let a = w
+        .read(&format!("/v1/datasets/business-licence/{FULL}"), &portal)
+        .await;
+    assert_eq!(a.status, StatusCode::OK);
+    w.data.audit.checkpoint_now().await.unwrap();
+    let ready = w.get("/readyz").send().await;
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(ready.json()["audit_witness"]["writable"], false);
+    assert_eq!(
+        ready.json()["audit_witness"]["location"],
+        wdir.display().to_string()
+    );
+    let a = w
+        .read(&format!("/v1/datasets/business-licence/{FULL}"), &portal)
+        .await;
+    assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE, "fails closed");
+    // Back: the writer retries and hands the pending head over.
+    std::fs::create_dir(&wdir).unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    common::mem::until("witness back", || w.data.audit.is_healthy()).await;
+    let ready = w.get("/readyz").send().await;
+    assert_eq!(ready.status, StatusCode::OK, "{}", ready.text());
+    assert!(
+        std::fs::read_to_string(wdir.join(onewindow::audit::WITNESS_FILE))
+            .unwrap()
+            .contains("\"checkpoint\"")
+    );
+    w.stop().await;
 }

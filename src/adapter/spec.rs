@@ -199,9 +199,10 @@ impl AdapterSpec {
             Some(raw) => compile_auth(raw, cx, &mut errors),
             None => None,
         };
-        let subject_paths = SubjectPaths::parse(file, &self.subject_paths, self.subject_kind.clone())
-            .map_err(|e| errors.push(e))
-            .unwrap_or_default();
+        let subject_paths =
+            SubjectPaths::parse(file, &self.subject_paths, self.subject_kind.clone())
+                .map_err(|e| errors.push(e))
+                .unwrap_or_default();
         let (Some((kind_name, compile)), Some(target)) = (kind, target) else {
             return Err(errors);
         };

@@ -99,17 +99,28 @@ mod tests {
         let f = Path::new("adapters/x.toml");
         let p = SubjectPaths::parse(
             f,
-            &["/licences/{subject}".into(), "/api/v2/licences/{subject}".into()],
+            &[
+                "/licences/{subject}".into(),
+                "/api/v2/licences/{subject}".into(),
+            ],
             Some("uscc".into()),
         )
         .unwrap();
         assert_eq!(p.subject_in("/licences/91310000X"), Some("91310000X"));
-        assert_eq!(p.subject_in("/licences/91310000X/history"), Some("91310000X"));
+        assert_eq!(
+            p.subject_in("/licences/91310000X/history"),
+            Some("91310000X")
+        );
         assert_eq!(p.subject_in("/api/v2/licences/ABC"), Some("ABC"));
         assert_eq!(p.subject_in("/licences/"), None);
         assert_eq!(p.subject_in("/licencesX/1"), None);
         assert_eq!(p.subject_in("/other/1"), None);
-        for bad in ["licences/{subject}", "/licences", "/{subject}/{subject}", "/a//{subject}"] {
+        for bad in [
+            "licences/{subject}",
+            "/licences",
+            "/{subject}/{subject}",
+            "/a//{subject}",
+        ] {
             let e = SubjectPaths::parse(f, &[bad.into()], None).unwrap_err();
             assert!(e.to_string().contains("subject_paths[0]"), "{e}");
         }

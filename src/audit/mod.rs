@@ -34,6 +34,7 @@
 mod aggregate;
 mod checkpoint;
 mod config;
+mod continuity;
 mod error;
 mod keys;
 mod query;
@@ -43,7 +44,6 @@ pub mod time;
 mod verify;
 mod witness;
 mod writer;
-mod continuity;
 
 #[cfg(test)]
 mod tests;
@@ -56,7 +56,6 @@ pub use keys::{
     HMAC_KEY_FILE, SIGNING_KEY_FILE, SIGNING_PUB_FILE, SigningKeys, SubjectKey, check_fingerprint,
     key_fingerprint, load_public_key,
 };
-pub use witness::{DirWitness, WITNESS_FILE, Witness, read_witness};
 pub use query::{Filter, QueryFilter, QueryIter, QueryPage, query};
 pub use record::{Action, AuditEvent, AuditRecord, Checkpoint, Decision, GENESIS_HASH, SubjectRef};
 pub use time::{now_rfc3339, parse_rfc3339_micros};
@@ -64,4 +63,5 @@ pub use verify::{
     FailureKind, VerifyFailure, VerifyOptions, VerifyReport, WitnessHead, verify, verify_with,
     verify_witnessed,
 };
+pub use witness::{DirWitness, WITNESS_FILE, Witness, read_witness};
 pub use writer::{Appended, AuditLog, AuditStats, WriterHandle};

@@ -15,15 +15,15 @@ use tokio_util::sync::CancellationToken;
 
 use super::checkpoint::{checkpoint_record, write_head};
 use super::config::{AuditSettings, FsyncPolicy};
-use super::error::AuditError;
 use super::continuity;
+use super::error::AuditError;
 use super::keys::{SIGNING_PUB_FILE, SigningKeys, SubjectKey, check_fingerprint};
-use super::witness::{DirWitness, Witness};
 use super::query::{QueryFilter, QueryPage, query};
 use super::record::{Action, AuditEvent, AuditRecord, Decision, GENESIS_HASH, SubjectRef};
 use super::segment::{list_segments, scan_tail, segment_name, set_aside};
 use super::time::now_rfc3339;
 use super::verify::{VerifyFailure, VerifyOptions, VerifyReport, verify_with};
+use super::witness::{DirWitness, Witness};
 
 /// What [`AuditLog::append`] returns once the record is written (and, with
 /// `fsync = "always"`, durable).
@@ -207,7 +207,8 @@ impl AuditLog {
     /// False while the last write failed (`/readyz` turns red and the data plane
     /// answers data requests 503); true again after a successful write.
     pub fn is_healthy(&self) -> bool {
-        self.shared.healthy.load(Ordering::Acquire) && self.shared.witness_ok.load(Ordering::Acquire)
+        self.shared.healthy.load(Ordering::Acquire)
+            && self.shared.witness_ok.load(Ordering::Acquire)
     }
 
     /// The configured witness and whether it took the latest signed head
@@ -409,6 +410,13 @@ impl State {
     ) -> io::Result<Vec<Appended>> {
         if self.witness_pending.is_some() {
             self.hand_to_witness();
+            if self.witness_pending.is_some() {
+                // The gateway does not run without the witness it was told to
+                // keep: nothing is acknowledged until it takes the head.
+                return Err(io::Error::other(
+                    "the audit witness has not taken the last signed head",
+                ));
+            }
         }
         if self.reopen {
             let f = open_segment(&self.dir, self.seg_index)?;

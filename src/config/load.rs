@@ -320,7 +320,11 @@ pub fn audit_settings(config: &Path) -> AuditSettings {
     let raw = peek(config).map(|p| p.audit).unwrap_or_default();
     let mut s = AuditSettings::from_raw(raw, config).unwrap_or_default();
     if let Some(w) = s.witness_dir.take() {
-        s.witness_dir = Some(if w.is_absolute() { w } else { root_of(config).join(w) });
+        s.witness_dir = Some(if w.is_absolute() {
+            w
+        } else {
+            root_of(config).join(w)
+        });
     }
     s
 }

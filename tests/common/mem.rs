@@ -315,16 +315,18 @@ impl MemBuilder {
             metrics.clone(),
             aggregator,
         ));
-        let admin = Arc::new(AdminPlane::new(
-            state,
-            audit,
-            cache,
-            metrics,
-            config,
-            overrides,
-            shutdown.clone(),
-        )
-        .with_aggregator(data.aggregator()));
+        let admin = Arc::new(
+            AdminPlane::new(
+                state,
+                audit,
+                cache,
+                metrics,
+                config,
+                overrides,
+                shutdown.clone(),
+            )
+            .with_aggregator(data.aggregator()),
+        );
         Mem {
             dir,
             data,

@@ -25,12 +25,7 @@ fn heads(dir: &Path) -> Vec<WitnessHead> {
 }
 
 fn verify_w(t: &Tmp, w: &Path) -> Result<VerifyReport, VerifyFailure> {
-    verify_witnessed(
-        &[t.audit()],
-        &t.key(),
-        &VerifyOptions::default(),
-        &heads(w),
-    )
+    verify_witnessed(&[t.audit()], &t.key(), &VerifyOptions::default(), &heads(w))
 }
 
 async fn restart_and_append(t: &Tmp, s: AuditSettings, n: u64) {
@@ -53,7 +48,11 @@ async fn cut_tail_then_restart_is_a_gap_for_ever() {
     let f = t.verify().unwrap_err();
     assert_eq!(f.kind, FailureKind::Gap, "{f}");
     assert!(f.detail.contains("seqs 17..=21 missing"), "{f}");
-    assert_eq!(f.seq, Some(22), "the gap record skips the missing seqs: {f}");
+    assert_eq!(
+        f.seq,
+        Some(22),
+        "the gap record skips the missing seqs: {f}"
+    );
     assert!(f.to_string().contains("audit-000001.jsonl line 17"), "{f}");
     // More restarts and records never launder it.
     restart_and_append(&t, settings(), 3).await;
@@ -112,8 +111,9 @@ async fn head_record_replaced_then_restart_is_a_gap() {
     let f = t.verify().unwrap_err();
     let all: Vec<_> = std::iter::once(&f).chain(f.also.iter()).collect();
     assert!(
-        all.iter()
-            .any(|x| x.kind == FailureKind::Gap && x.detail.contains("differs from the signed head")),
+        all.iter().any(
+            |x| x.kind == FailureKind::Gap && x.detail.contains("differs from the signed head")
+        ),
         "{f}"
     );
 }
@@ -174,7 +174,10 @@ async fn swapped_key_and_resigned_history_is_caught_by_the_pin() {
         signing_key_fingerprint: Some(pinned),
         ..settings()
     };
-    let e = AuditLog::open(s, &t.data(), &t.certs()).await.err().unwrap();
+    let e = AuditLog::open(s, &t.data(), &t.certs())
+        .await
+        .err()
+        .unwrap();
     assert!(e.to_string().contains("fingerprint"), "{e}");
 }
 
@@ -215,6 +218,10 @@ async fn missing_or_unwritable_witness_refuses_to_start_and_fails_closed() {
     log.checkpoint_now().await.unwrap();
     assert!(!log.is_healthy());
     assert_eq!(log.witness_status().map(|s| s.1), Some(false));
+    assert!(
+        log.append(ev(9)).await.is_err(),
+        "nothing acknowledged without the witness"
+    );
     fs::create_dir_all(&w.0).unwrap();
     log.append(ev(2)).await.unwrap();
     assert!(log.is_healthy());

@@ -172,10 +172,15 @@ impl<'a> Chain<'a> {
             seq: Some(rec.seq),
         };
         if rec.action() == Action::AUDIT_GAP.as_str() {
-            self.findings.push(at.fail(
-                FailureKind::Gap,
-                rec.reason.as_deref().unwrap_or("records are missing").to_string(),
-            ));
+            self.findings.push(
+                at.fail(
+                    FailureKind::Gap,
+                    rec.reason
+                        .as_deref()
+                        .unwrap_or("records are missing")
+                        .to_string(),
+                ),
+            );
             // The gap record skips the seqs it names, so that no seq a
             // witness remembers is reused.
             if rec.seq > self.expected_seq {
