@@ -255,15 +255,18 @@ impl Running {
             crate::audit::DenyAggregator::from_settings(&settings_audit),
             cases,
         ));
-        let admin = Arc::new(AdminPlane::new(
-            state.clone(),
-            audit.clone(),
-            cache,
-            metrics,
-            config.to_path_buf(),
-            overrides,
-            shutdown.clone(),
-        ));
+        let admin = Arc::new(
+            AdminPlane::new(
+                state.clone(),
+                audit.clone(),
+                cache,
+                metrics,
+                config.to_path_buf(),
+                overrides,
+                shutdown.clone(),
+            )
+            .with_aggregator(data.aggregator()),
+        );
         let listen = Listen {
             limits: &settings.limits,
             shutdown: &shutdown,

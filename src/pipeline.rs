@@ -119,7 +119,7 @@ pub struct DataPlane {
     /// Kept cases (accept now, supply later).
     pub cases: Arc<crate::case::Cases>,
     /// Folds floods of refusals into summary records.
-    aggregator: crate::audit::DenyAggregator,
+    aggregator: Arc<crate::audit::DenyAggregator>,
     router: Router,
     ids: RequestIds,
 }
@@ -136,7 +136,7 @@ impl DataPlane {
     ) -> Self {
         Self {
             state,
-            aggregator,
+            aggregator: Arc::new(aggregator),
             audit,
             cache,
             metrics,
@@ -177,7 +177,8 @@ impl Handler for DataPlane {
                 }
                 let problem = e.problem();
                 let decision = e.decision();
-                let reason = e.to_string();
+                // The rule that refused, never the input (which may carry ids).
+                let reason = e.audit_reason();
                 if problem.status.is_server_error() {
                     tracing::warn!(request_id = %ctx.request_id, error = %e, "request failed");
                 } else {
@@ -379,6 +380,13 @@ impl DataPlane {
                     .await
             }
             Route::Proxy { department, path } => {
+                // A subject named in the path (as the adapter declares) is
+                // recorded as its reference, allowed or refused.
+                ctx.subject = state
+                    .adapters
+                    .department(&department)
+                    .and_then(|a| a.subject_paths.subject_in(&path))
+                    .map(str::to_string);
                 let attribution = Attribution::from_headers(req.headers())?;
                 grants.check_purpose(attribution.purpose.as_deref())?;
                 ctx.attribution = Some(attribution);
@@ -846,6 +854,11 @@ impl DataPlane {
         Ok(resp)
     }
 
+    /// The refusal folding, to share with the admin plane.
+    pub fn aggregator(&self) -> Arc<crate::audit::DenyAggregator> {
+        self.aggregator.clone()
+    }
+
     /// Writes the summary records of folded refusals (called periodically).
     pub async fn flush_aggregates(&self) {
         for ev in self.aggregator.drain() {
@@ -863,7 +876,15 @@ impl DataPlane {
         reason: Option<String>,
         status: StatusCode,
     ) -> Result<(), crate::audit::AuditError> {
-        let mut ev = AuditEvent::new(Action::from_name(ctx.action), decision);
+        // Refused before a route or a token was known: folded per source below.
+        let pre_auth =
+            ctx.client.is_none() && ctx.action == "request" && decision != Decision::Allow;
+        let action = if pre_auth {
+            Action::REQUEST_REFUSED
+        } else {
+            Action::from_name(ctx.action)
+        };
+        let mut ev = AuditEvent::new(action, decision);
         ev.request_id = Some(ctx.request_id.clone());
         // Unauthenticated callers are known by their address.
         ev.client = Some(
@@ -876,16 +897,28 @@ impl DataPlane {
             ev.purpose = a.purpose.clone();
             ev.case_id = a.case_id.clone();
         }
-        ev.department = ctx.department.clone();
-        ev.dataset = ctx.dataset.clone();
-        ev.scenario = ctx.scenario.clone();
+        // Names taken from the path are recorded only when they name
+        // configured ones: an unknown "dataset" may be an id typed there.
+        let state = self.state.load();
+        ev.department = ctx
+            .department
+            .clone()
+            .filter(|d| state.settings.departments.contains_key(d));
+        ev.dataset = ctx
+            .dataset
+            .clone()
+            .filter(|d| state.datasets.get(d).is_some());
+        ev.scenario = ctx
+            .scenario
+            .clone()
+            .filter(|s| state.scenarios.get(s).is_some());
         ev.subject_ref = ctx.subject.as_deref().map(|s| self.audit.subject_ref(s));
         ev.reason = reason;
         ev.status = Some(status.as_u16());
         ev.cache = ctx.cache.map(|c| c.as_str().to_string());
         ev.upstream_status = ctx.upstream_status;
         ev.latency_us = Some(ctx.started.elapsed().as_micros() as u64);
-        if ctx.action == "auth.denied" || status == StatusCode::TOO_MANY_REQUESTS {
+        if pre_auth || ctx.action == "auth.denied" || status == StatusCode::TOO_MANY_REQUESTS {
             // Floods of refusals are folded into periodic summary records,
             // per client (or address, when unauthenticated).
             let who = ev.client.as_deref().unwrap_or_default();

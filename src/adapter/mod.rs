@@ -28,6 +28,7 @@ pub mod soap_xml;
 pub mod spec;
 pub mod sql;
 pub mod ssrf;
+pub mod subject_paths;
 pub mod template;
 pub(crate) mod xml;
 
@@ -153,6 +154,8 @@ pub struct DepartmentAdapter {
     pub upstream_auth: Option<UpstreamAuth>,
     /// Datasets this adapter serves, sorted.
     pub datasets: Vec<String>,
+    /// Where the department's pass-through paths name a subject.
+    pub subject_paths: subject_paths::SubjectPaths,
     adapter: Box<dyn Adapter>,
 }
 
@@ -174,6 +177,7 @@ impl DepartmentAdapter {
             endpoint,
             upstream_auth,
             datasets,
+            subject_paths: subject_paths::SubjectPaths::default(),
             adapter,
         }
     }
@@ -184,6 +188,12 @@ impl DepartmentAdapter {
             Endpoint::Http(t) => Some(t),
             Endpoint::Sql(_) => None,
         }
+    }
+
+    /// The same adapter with declared subject paths.
+    pub fn with_subject_paths(mut self, paths: subject_paths::SubjectPaths) -> Self {
+        self.subject_paths = paths;
+        self
     }
 
     /// True when this adapter serves `dataset`.

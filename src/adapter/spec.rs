@@ -12,6 +12,8 @@
 //! secret_env = "ONEWINDOW_MARKET_SUPERVISION_KEY"  # ... read from this variable
 //! client_cert = "certs/market-supervision-client.pem"  # optional mTLS pair
 //! client_key = "certs/market-supervision-client.key"
+//! subject_paths = ["/licences/{subject}"]  # optional: pass-through paths naming a subject
+//! subject_kind = "uscc"                 # optional: what those ids are
 //! ```
 //!
 //! Every other key belongs to the kind (`datasets`, `soap_version`, ...), and
@@ -27,6 +29,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use super::ssrf::UpstreamTarget;
+use super::subject_paths::SubjectPaths;
 use super::{Adapter, AdapterRegistry, DepartmentAdapter, UpstreamAuth};
 use crate::config::datasets::is_name;
 use crate::config::{ConfigError, ConfigErrors, DatasetSpec, Datasets, FieldType, parse_toml};
@@ -45,6 +48,8 @@ pub struct AdapterSpec {
     /// names its database instead).
     pub base_url: Option<String>,
     upstream_auth: Option<RawUpstreamAuth>,
+    subject_paths: Vec<String>,
+    subject_kind: Option<String>,
     section: Map<String, Value>,
 }
 
@@ -56,6 +61,12 @@ struct RawAdapterFile {
     base_url: Option<String>,
     #[serde(default)]
     upstream_auth: Option<RawUpstreamAuth>,
+    /// Pass-through paths that name a subject (`/licences/{subject}`).
+    #[serde(default)]
+    subject_paths: Vec<String>,
+    /// What kind of id those paths carry (e.g. `uscc`).
+    #[serde(default)]
+    subject_kind: Option<String>,
     // Everything else goes to the kind, which denies unknown keys.
     #[serde(flatten)]
     section: Map<String, Value>,
@@ -156,6 +167,8 @@ impl AdapterSpec {
             kind: raw.kind,
             base_url: raw.base_url,
             upstream_auth: raw.upstream_auth,
+            subject_paths: raw.subject_paths,
+            subject_kind: raw.subject_kind,
             section: raw.section,
         }
     }
@@ -204,6 +217,10 @@ impl AdapterSpec {
             Some(raw) => compile_auth(raw, cx, &mut errors),
             None => None,
         };
+        let subject_paths =
+            SubjectPaths::parse(file, &self.subject_paths, self.subject_kind.clone())
+                .map_err(|e| errors.push(e))
+                .unwrap_or_default();
         let Some((kind_name, compile)) = kind else {
             return Err(errors);
         };
@@ -259,7 +276,8 @@ impl AdapterSpec {
             auth,
             compiled.datasets,
             compiled.adapter,
-        ))
+        )
+        .with_subject_paths(subject_paths))
     }
 }
 
