@@ -91,6 +91,7 @@ impl AdminPlane {
 impl Handler for AdminPlane {
     async fn handle<B: RequestBody>(self: Arc<Self>, req: Request<B>, conn: Arc<ConnInfo>) -> Resp {
         let request_id = self.ids.from_headers(req.headers());
+        let head = req.method() == Method::HEAD;
         let mut resp = match self.process(req, &conn, &request_id).await {
             Ok(r) => r,
             Err(e) => e.problem().into_response(&request_id),
@@ -100,6 +101,9 @@ impl Handler for AdminPlane {
         }
         resp.headers_mut()
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if head {
+            crate::routing::head_reply(&mut resp);
+        }
         resp
     }
 }
@@ -148,7 +152,7 @@ impl AdminPlane {
     /// to its route's handler.
     async fn process<B: RequestBody>(
         &self,
-        req: Request<B>,
+        mut req: Request<B>,
         conn: &ConnInfo,
         request_id: &str,
     ) -> Result<Resp, GatewayError> {
@@ -160,6 +164,11 @@ impl AdminPlane {
                 NoRoute::NotFound => RequestError::NotFound("no such admin route".into()),
                 NoRoute::MethodNotAllowed => RequestError::MethodNotAllowed,
             })?;
+        // HEAD is answered (and audited) exactly as GET; the body is dropped
+        // in `handle`.
+        if req.method() == Method::HEAD {
+            *req.method_mut() = Method::GET;
+        }
         let state = self.state.load_full();
         match route {
             AdminRoute::Healthz => return Ok(text(StatusCode::OK, "ok\n", "text/plain")),
@@ -172,7 +181,10 @@ impl AdminPlane {
                 ));
             }
             AdminRoute::OpenApi => {
-                return Ok(json_response(StatusCode::OK, &crate::openapi::document()));
+                return Ok(json_response(
+                    StatusCode::OK,
+                    &crate::openapi::document(&state),
+                ));
             }
             _ => {}
         }

@@ -1009,8 +1009,15 @@ async fn openapi_lists_every_route() {
     let proxy = ["get", "head", "post", "put", "patch", "delete"];
     let expected: Vec<(&str, &[&str])> = vec![
         ("/v1/catalog", &["get"]),
-        ("/v1/datasets/{dataset}/{subject}", &["get"]),
-        ("/v1/scenarios/{scenario}", &["post"]),
+        // One path per configured dataset and scenario, each with its schema.
+        ("/v1/datasets/business-licence/{subject}", &["get"]),
+        ("/v1/datasets/food-business-permit/{subject}", &["get"]),
+        ("/v1/datasets/health-certificate/{subject}", &["get"]),
+        ("/v1/datasets/birth-medical-certificate/{subject}", &["get"]),
+        ("/v1/datasets/fire-safety-inspection/{subject}", &["get"]),
+        ("/v1/datasets/household-registration/{subject}", &["get"]),
+        ("/v1/scenarios/newborn", &["post"]),
+        ("/v1/scenarios/open-restaurant", &["post"]),
         ("/v1/proxy/{department}", &proxy),
         ("/v1/proxy/{department}/{path}", &proxy),
         ("/healthz", &["get"]),
