@@ -6,7 +6,11 @@ use std::collections::BTreeMap;
 use http::HeaderMap;
 use proptest::prelude::*;
 
-use super::CanonicalRequest;
+use super::{CanonicalRequest, DepartmentAdapter};
+
+/// The demo adapters, compiled once for all cases.
+static ADAPTERS: std::sync::LazyLock<[DepartmentAdapter; 2]> =
+    std::sync::LazyLock::new(|| [demo("market-supervision"), demo("fire-rescue")]);
 use super::template::{Target, Template};
 use super::tests::{demo, reply};
 
@@ -112,44 +116,48 @@ proptest! {
             prop_assert!(v.chars().any(|c| !super::xml::is_xml10_char(c)), "{v:?} refused");
             return Ok(());
         };
+        use quick_xml::events::Event;
         let mut r = quick_xml::Reader::from_str(&out);
         let mut depth = 0usize;
         let mut elements = Vec::new();
         let mut text = String::new();
         loop {
             match r.read_event() {
-                Ok(quick_xml::events::Event::Start(e)) => {
+                Ok(Event::Start(e)) => {
                     depth += 1;
-                    elements.push(String::from_utf8_lossy(e.name().as_ref()).into_owned());
+                    elements.push(e.local_name().as_ref().to_string());
                 }
-                Ok(quick_xml::events::Event::End(_)) => depth -= 1,
-                Ok(quick_xml::events::Event::Text(e)) if depth == 2 => {
-                    text.push_str(&e.decode().unwrap());
+                Ok(Event::End(_)) => {
+                    depth -= 1;
+                    // Only the text of <code> is the value.
+                    if depth == 1 {
+                        elements.push("/".into());
+                    }
                 }
-                Ok(quick_xml::events::Event::GeneralRef(e)) if depth == 2 => {
-                    let name = e.decode().unwrap();
-                    let c = match &*name {
-                        "lt" => "<".to_string(), "gt" => ">".to_string(), "amp" => "&".to_string(),
-                        "quot" => "\"".to_string(), "apos" => "'".to_string(),
-                        n => {
-                            let code = n.strip_prefix("#x").map(|h| u32::from_str_radix(h, 16))
-                                .or_else(|| n.strip_prefix('#').map(|d| d.parse()))
-                                .unwrap().unwrap();
-                            char::from_u32(code).unwrap().to_string()
-                        }
+                Ok(Event::Text(t)) if depth == 2 && elements.len() == 2 => text.push_str(&t.xml10_content()),
+                Ok(Event::CData(c)) if depth == 2 && elements.len() == 2 => text.push_str(&c.xml10_content()),
+                Ok(Event::GeneralRef(g)) if depth == 2 && elements.len() == 2 => {
+                    let c = match &*g {
+                        "lt" => '<',
+                        "gt" => '>',
+                        "amp" => '&',
+                        "quot" => '"',
+                        "apos" => '\'',
+                        name => g
+                            .resolve_char_ref()
+                            .ok()
+                            .flatten()
+                            .unwrap_or_else(|| panic!("unknown reference &{name}; in {out}")),
                     };
-                    text.push_str(&c);
+                    text.push(c);
                 }
-                Ok(quick_xml::events::Event::Eof) => break,
-                Ok(quick_xml::events::Event::CData(e)) if depth == 2 => {
-                    text.push_str(&String::from_utf8_lossy(&e));
-                }
-                Ok(quick_xml::events::Event::Empty(_)) => prop_assert!(false, "{v:?} -> {out}"),
+                Ok(Event::Eof) => break,
+                Ok(Event::Empty(_)) => prop_assert!(false, "{v:?} -> {out}"),
                 Ok(_) => {}
                 Err(e) => prop_assert!(false, "{v:?} -> {out}: {e}"),
             }
         }
-        prop_assert_eq!(elements, vec!["r", "code", "n"], "{} -> {}", v, out);
+        prop_assert_eq!(elements, vec!["r", "code", "/", "n", "/"], "{} -> {}", v, out);
         prop_assert_eq!(text, v);
     }
 
@@ -160,11 +168,7 @@ proptest! {
         status in prop_oneof![Just(200u16), Just(404), Just(500), 100u16..600],
     ) {
         let h = HeaderMap::new();
-        for (department, dataset) in [
-            ("market-supervision", "business-licence"),
-            ("fire-rescue", "fire-safety-inspection"),
-        ] {
-            let a = demo(department);
+        for (a, dataset) in ADAPTERS.iter().zip(["business-licence", "fire-safety-inspection"]) {
             let _ = a.map_response(dataset, reply(status, &h, &body));
         }
     }
@@ -175,17 +179,16 @@ proptest! {
     fn reply_mappers_never_panic_on_structured_input(v in value(), n in any::<i64>()) {
         let h = HeaderMap::new();
         let json = serde_json::json!({"data": {"uscc": v, "name": n, "status": [v]}, "code": n});
-        let a = demo("market-supervision");
-        let _ = a.map_response("business-licence", reply(200, &h, json.to_string().as_bytes()));
+        let [rest, fire] = &*ADAPTERS;
+        let _ = rest.map_response("business-licence", reply(200, &h, json.to_string().as_bytes()));
         let mut esc = String::new();
         let _ = super::xml::write_escaped(&v, &mut esc);
         let soap = format!(
             "<soap:Envelope xmlns:soap=\"http://schemas.xmlsoap.org/soap/envelope/\"><soap:Body>\
              <r><code>{esc}</code><n>{n}</n></r></soap:Body></soap:Envelope>"
         );
-        let a = demo("fire-rescue");
         for status in [200, 500] {
-            let _ = a.map_response("fire-safety-inspection", reply(status, &h, soap.as_bytes()));
+            let _ = fire.map_response("fire-safety-inspection", reply(status, &h, soap.as_bytes()));
         }
     }
 }
