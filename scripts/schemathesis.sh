@@ -84,7 +84,7 @@ run() {
 }
 status=0
 run --url "http://127.0.0.1:$DATA_PORT" -H "Authorization: Bearer $PORTAL" \
-  --include-path-regex '^/v1/(catalog|datasets|scenarios)' || status=$?
+  --include-path-regex '^/v1/(catalog|datasets|scenarios|cases)' || status=$?
 run --url "http://127.0.0.1:$ADMIN_PORT" -H "Authorization: Bearer $ADMIN" \
   --include-path-regex '^/(healthz|readyz|metrics|admin/(openapi\.json|adapters|departments|cache))' \
   --exclude-method PUT --exclude-method DELETE || status=$?

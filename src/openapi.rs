@@ -359,6 +359,10 @@ fn fixed_response(path: &str, method: &str) -> Option<Value> {
     })
 }
 
+/// Routes besides the proxy that read department data and so need the
+/// attribution headers.
+const NEEDS_ATTRIBUTION: &[(&str, &str)] = &[("POST", "/v1/cases/{case_id}/refresh")];
+
 fn generic_operation(path: &str, method: &str, open: bool) -> Value {
     let (tag, summary) = describe(path, method).unwrap_or(("unknown", "undocumented"));
     let api_path = openapi_path(path);
@@ -368,7 +372,7 @@ fn generic_operation(path: &str, method: &str, open: bool) -> Value {
         .map(|name| path_param(name, name))
         .collect();
     let proxy = path.starts_with("/v1/proxy/");
-    if proxy {
+    if proxy || NEEDS_ATTRIBUTION.contains(&(method, path)) {
         params.extend(attribution_params());
     }
     params.push(request_id_param());
@@ -414,7 +418,11 @@ pub fn document(state: &State) -> Value {
             }
             "/v1/scenarios/{scenario}" => {
                 for s in state.scenarios.iter() {
-                    let item = json!({"post": scenario_operation(s)});
+                    let mut guide = generic_operation(path, "GET", false);
+                    if let Some(params) = guide["parameters"].as_array_mut() {
+                        params.retain(|p| p["name"] != "scenario");
+                    }
+                    let item = json!({"post": scenario_operation(s), "get": guide});
                     paths.insert(format!("/v1/scenarios/{}", s.name), item);
                 }
                 continue;
