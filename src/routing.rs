@@ -523,6 +523,12 @@ mod tests {
         assert_eq!(r.route(&Method::HEAD, "/v1/catalog"), Ok(Route::Catalog));
         assert_eq!(
             r.route(&Method::HEAD, "/v1/scenarios/newborn"),
+            Ok(Route::Guide {
+                scenario: "newborn".into()
+            })
+        );
+        assert_eq!(
+            r.route(&Method::HEAD, "/v1/cases/C-1/refresh"),
             Err(NoRoute::MethodNotAllowed)
         );
         assert_eq!(
