@@ -220,6 +220,7 @@ impl AdminPlane {
 impl Handler for AdminPlane {
     async fn handle<B: RequestBody>(self: Arc<Self>, req: Request<B>, conn: Arc<ConnInfo>) -> Resp {
         let request_id = self.ids.from_headers(req.headers());
+        let head = req.method() == Method::HEAD;
         let started = Instant::now();
         let mut d = Decided::default();
         let result = self.process(req, &conn, &request_id, &mut d).await;
@@ -245,6 +246,9 @@ impl Handler for AdminPlane {
         }
         resp.headers_mut()
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if head {
+            crate::routing::head_reply(&mut resp);
+        }
         resp
     }
 }
@@ -315,7 +319,7 @@ impl AdminPlane {
     /// to its route's handler.
     async fn process<B: RequestBody>(
         &self,
-        req: Request<B>,
+        mut req: Request<B>,
         conn: &ConnInfo,
         request_id: &str,
         d: &mut Decided,
@@ -330,6 +334,11 @@ impl AdminPlane {
                 NoRoute::MethodNotAllowed => RequestError::MethodNotAllowed,
             })?;
         d.action = admin_action(route, req.method());
+        // HEAD is answered (and audited) exactly as GET; the body is dropped
+        // in `handle`.
+        if req.method() == Method::HEAD {
+            *req.method_mut() = Method::GET;
+        }
         let state = self.state.load_full();
         // Only a configured department's name is recorded: the path is input.
         d.department = department
@@ -347,7 +356,10 @@ impl AdminPlane {
                 ));
             }
             AdminRoute::OpenApi => {
-                return Ok(json_response(StatusCode::OK, &crate::openapi::document()));
+                return Ok(json_response(
+                    StatusCode::OK,
+                    &crate::openapi::document(&state),
+                ));
             }
             AdminRoute::Console => return crate::console::serve(&path),
             _ => {}

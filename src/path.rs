@@ -189,3 +189,86 @@ mod tests {
         assert_eq!(ok("/v1/100%25"), "/v1/100%25");
     }
 }
+
+#[cfg(test)]
+mod props {
+    use proptest::prelude::*;
+
+    use super::normalise;
+
+    /// Paths built from the pieces that matter to the normaliser.
+    fn raw_path() -> impl Strategy<Value = String> {
+        let piece = prop_oneof![
+            Just("/"),
+            Just("//"),
+            Just("."),
+            Just(".."),
+            Just("%2e"),
+            Just("%2E"),
+            Just("%2f"),
+            Just("%2F"),
+            Just("%5c"),
+            Just("\\"),
+            Just("%25"),
+            Just("%"),
+            Just("%41"),
+            Just("%3f"),
+            Just("%3b"),
+            Just(";"),
+            Just(";x=1"),
+            Just("%00"),
+            Just("a"),
+            Just("b"),
+            Just("v1"),
+            Just("proxy"),
+            Just("~"),
+            Just("-"),
+            Just("2"),
+            Just("F"),
+            Just("%e4%b8%ad"),
+            Just("\u{4e2d}"),
+            Just(" "),
+        ];
+        proptest::collection::vec(piece, 0..16).prop_map(|v| format!("/{}", v.concat()))
+    }
+
+    fn any_path() -> impl Strategy<Value = String> {
+        prop_oneof![raw_path(), any::<String>(), "/[ -~]{0,40}"]
+    }
+
+    fn check(out: &str) -> Result<(), TestCaseError> {
+        prop_assert!(out.starts_with('/'), "{out}");
+        for seg in out.split('/') {
+            prop_assert!(seg != "." && seg != "..", "dot-segment in {out}");
+        }
+        let upper = out.to_ascii_uppercase();
+        for bad in ["%2F", "%5C", "%2E", "%00", "\\", "//"] {
+            prop_assert!(!upper.contains(bad), "{bad} in {out}");
+        }
+        prop_assert!(out.bytes().all(|b| b.is_ascii_graphic()), "{out}");
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        // Never panics; what it accepts is clean and normalising again
+        // changes nothing.
+        #[test]
+        fn normalise_is_idempotent_and_clean(raw in any_path()) {
+            if let Ok(out) = normalise(&raw) {
+                check(&out)?;
+                prop_assert_eq!(normalise(&out).ok(), Some(out.clone()), "{}", raw);
+            }
+        }
+
+        // `;` (and its escape) never reaches routing, grants or a department.
+        #[test]
+        #[ignore = "the `;` rule of issue 13 lands with the f-harden branch; un-ignore after merging it"]
+        fn normalised_paths_hold_no_parameter_delimiter(raw in raw_path()) {
+            if let Ok(out) = normalise(&raw) {
+                prop_assert!(!out.contains(';') && !out.to_ascii_uppercase().contains("%3B"), "{}", out);
+            }
+        }
+    }
+}

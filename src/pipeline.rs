@@ -152,6 +152,7 @@ type Resp = Response<Full<Bytes>>;
 impl Handler for DataPlane {
     async fn handle<B: RequestBody>(self: Arc<Self>, req: Request<B>, conn: Arc<ConnInfo>) -> Resp {
         let state = self.state.load_full();
+        let head = req.method() == Method::HEAD;
         let mut ctx = RequestCtx {
             request_id: self.ids.from_headers(req.headers()),
             started: Instant::now(),
@@ -200,6 +201,9 @@ impl Handler for DataPlane {
                 .into_response(&ctx.request_id);
         }
         finish(&mut resp, &ctx);
+        if head {
+            crate::routing::head_reply(&mut resp);
+        }
         // Label values only from configuration: a caller's unknown dataset
         // or department never creates a series.
         let dataset = ctx

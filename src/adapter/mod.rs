@@ -33,6 +33,8 @@ pub mod template;
 pub(crate) mod xml;
 
 #[cfg(test)]
+mod props;
+#[cfg(test)]
 mod tests;
 
 use std::collections::{BTreeMap, HashMap};

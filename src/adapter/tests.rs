@@ -54,7 +54,7 @@ fn compile(department: &str, text: &str) -> Result<DepartmentAdapter, ConfigErro
     compile_with(department, text, &no_secret)
 }
 
-fn demo(department: &str) -> DepartmentAdapter {
+pub(super) fn demo(department: &str) -> DepartmentAdapter {
     let text = std::fs::read_to_string(root().join(format!("adapters/{department}.toml"))).unwrap();
     compile(department, &text).unwrap_or_else(|e| panic!("{e}"))
 }
@@ -86,7 +86,7 @@ impl Req {
     }
 }
 
-fn reply<'a>(status: u16, headers: &'a HeaderMap, body: &'a [u8]) -> UpstreamReply<'a> {
+pub(super) fn reply<'a>(status: u16, headers: &'a HeaderMap, body: &'a [u8]) -> UpstreamReply<'a> {
     UpstreamReply {
         status: StatusCode::from_u16(status).unwrap(),
         headers,
