@@ -225,7 +225,8 @@ impl GatewayError {
                 | crate::auth::AccessError::ScenarioNotGranted(_)
                 | crate::auth::AccessError::ProxyNotGranted { .. }
                 | crate::auth::AccessError::RoleRequired(_)
-                | crate::auth::AccessError::NotDepartmentAdmin(_) => Cause::NotGranted,
+                | crate::auth::AccessError::NotDepartmentAdmin(_)
+                | crate::auth::AccessError::IssuerNotBound(_) => Cause::NotGranted,
             },
             G::Attribution(_) | G::Scenario(_) | G::InvalidAdapter(_) | G::InvalidConfig(_) => {
                 Cause::BadInput
@@ -457,7 +458,8 @@ impl GatewayError {
                 | crate::auth::AccessError::ScenarioNotGranted(_)
                 | crate::auth::AccessError::ProxyNotGranted { .. }
                 | crate::auth::AccessError::RoleRequired(_)
-                | crate::auth::AccessError::NotDepartmentAdmin(_) => {
+                | crate::auth::AccessError::NotDepartmentAdmin(_)
+                | crate::auth::AccessError::IssuerNotBound(_) => {
                     (StatusCode::FORBIDDEN, "not-granted", e.to_string())
                 }
             },

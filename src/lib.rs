@@ -13,6 +13,7 @@ pub mod certs;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod forward;
 pub mod metrics;
 pub mod openapi;
 pub mod path;

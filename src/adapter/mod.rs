@@ -142,6 +142,12 @@ pub struct DepartmentAdapter {
     pub upstream_auth: Option<UpstreamAuth>,
     /// Datasets this adapter serves, sorted.
     pub datasets: Vec<String>,
+    /// Caller headers the proxy route passes on besides
+    /// [`crate::forward::FORWARDED_ALWAYS`] (`forward_headers`, checked).
+    pub forward_headers: Vec<http::HeaderName>,
+    /// Subject kinds its templates name as `{subject.<kind>}`, sorted: the
+    /// co-subjects a department call (and so its cache entry) depends on.
+    pub subject_kinds_used: Vec<String>,
     adapter: Box<dyn Adapter>,
 }
 
@@ -163,8 +169,25 @@ impl DepartmentAdapter {
             target,
             upstream_auth,
             datasets,
+            forward_headers: Vec::new(),
+            subject_kinds_used: Vec::new(),
             adapter,
         }
+    }
+
+    /// Sets the subject kinds its templates use (`{subject.<kind>}`).
+    pub fn with_subject_kinds_used(mut self, mut kinds: Vec<String>) -> Self {
+        kinds.sort();
+        kinds.dedup();
+        self.subject_kinds_used = kinds;
+        self
+    }
+
+    /// Sets the caller headers the proxy route passes on (already checked
+    /// with [`crate::forward::check_declared`]).
+    pub fn with_forward_headers(mut self, headers: Vec<http::HeaderName>) -> Self {
+        self.forward_headers = headers;
+        self
     }
 
     /// True when this adapter serves `dataset`.

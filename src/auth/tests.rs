@@ -127,6 +127,7 @@ fn file_settings(dir: &Path) -> AuthSettings {
             audiences: vec![DEMO_AUDIENCE.into()],
             algorithms: vec![Algorithm::ES256],
             jwks: JwksSource::File(DemoIssuer::jwks_path(dir)),
+            roles: crate::auth::Role::ALL.to_vec(),
         }],
         ..AuthSettings::default()
     }
@@ -746,6 +747,7 @@ async fn url_world() -> UrlWorld {
                 max_stale: Duration::from_secs(3600),
                 fetch_timeout: Duration::from_secs(5),
             }),
+            roles: crate::auth::Role::ALL.to_vec(),
         }],
         ..AuthSettings::default()
     };
@@ -800,6 +802,7 @@ async fn start_fails_when_the_url_issuer_is_unreachable() {
                 max_stale: Duration::from_secs(3600),
                 fetch_timeout: Duration::from_secs(5),
             }),
+            roles: crate::auth::Role::ALL.to_vec(),
         }],
         ..AuthSettings::default()
     };
