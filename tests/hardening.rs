@@ -454,3 +454,23 @@ async fn co_subjects_are_part_of_the_cache_key() {
             .contains("T120116202600002")
     );
 }
+
+// Allow-list entries may pin host:port: with market supervision allowed only
+// at 127.0.0.1:9, a PUT moving it to another port of the same host is 422
+// naming `base_url`; the pinned port itself is accepted.
+#[tokio::test(start_paused = true)]
+async fn allow_list_port_pins_confine_base_url() {
+    let w = Mem::builder()
+        .gateway_replace(
+            "allow_upstream = [\"loopback\"]",
+            "allow_upstream = [\"127.0.0.1:9\"]",
+        )
+        .start()
+        .await;
+    let text = shipped_ms(&w);
+    let a = put_adapter(&w, common::rewrite_base_url(&text, "http://127.0.0.1:22")).await;
+    assert_problem(&a, 422);
+    assert!(a.text().contains("base_url"), "{}", a.text());
+    let a = put_adapter(&w, common::rewrite_base_url(&text, "http://127.0.0.1:9")).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+}
