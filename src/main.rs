@@ -180,6 +180,7 @@ fn overrides(a: &ServeArgs) -> Overrides {
         admin_listen: a.admin_listen,
         tls_listen: None,
         data_dir: a.data_dir.clone(),
+        case_store: None,
     }
 }
 
