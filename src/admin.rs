@@ -497,7 +497,7 @@ impl AdminPlane {
             subject: Option<String>,
         }
         let body = read_body(body, 64 * 1024).await?;
-        let b: Body = serde_json::from_slice(&body).map_err(|e| {
+        let mut b: Body = serde_json::from_slice(&body).map_err(|e| {
             RequestError::Malformed(format!(
                 "body must be {{\"dataset\": \"...\", \"subject\"?: \"...\"}}: {e}"
             ))
@@ -506,6 +506,10 @@ impl AdminPlane {
             .datasets
             .get(&b.dataset)
             .ok_or_else(|| RequestError::NotFound(format!("no dataset `{}`", b.dataset)))?;
+        // The same canonical form reads use (USCC upper-case, ...).
+        b.subject = b
+            .subject
+            .map(|s| state.datasets.canonical_subject(&spec.subject_kind, &s));
         let c = call.change(
             "admin.cache.invalidate",
             Some(spec.department.clone()),

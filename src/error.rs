@@ -237,7 +237,8 @@ impl GatewayError {
                 | crate::auth::AccessError::ScenarioNotGranted(_)
                 | crate::auth::AccessError::ProxyNotGranted { .. }
                 | crate::auth::AccessError::RoleRequired(_)
-                | crate::auth::AccessError::NotDepartmentAdmin(_) => Cause::NotGranted,
+                | crate::auth::AccessError::NotDepartmentAdmin(_)
+                | crate::auth::AccessError::IssuerNotBound(_) => Cause::NotGranted,
             },
             G::Attribution(_) | G::Scenario(_) | G::InvalidAdapter(_) | G::InvalidConfig(_) => {
                 Cause::BadInput
@@ -427,6 +428,7 @@ impl GatewayError {
                     department, method, ..
                 } => format!("access: no proxy grant covers this {method} path on `{department}`"),
                 A::RoleRequired(r) => format!("access: role `{r}` required"),
+                A::IssuerNotBound(_) => "access: token issuer not bound to this client".into(),
                 A::NotDepartmentAdmin(_) => {
                     "access: not an administrator of that department".into()
                 }
@@ -549,7 +551,8 @@ impl GatewayError {
                 | crate::auth::AccessError::ScenarioNotGranted(_)
                 | crate::auth::AccessError::ProxyNotGranted { .. }
                 | crate::auth::AccessError::RoleRequired(_)
-                | crate::auth::AccessError::NotDepartmentAdmin(_) => {
+                | crate::auth::AccessError::NotDepartmentAdmin(_)
+                | crate::auth::AccessError::IssuerNotBound(_) => {
                     (StatusCode::FORBIDDEN, "not-granted", e.to_string())
                 }
             },

@@ -35,7 +35,7 @@ use crate::routing::{NoRoute, Route, Router};
 use crate::scenario::{PartResult, PartStatus};
 use crate::server::{ConnInfo, Handler, RequestBody};
 use crate::state::State;
-use crate::upstream::{Reply, strip_hop_by_hop};
+use crate::upstream::Reply;
 
 mod onething;
 
@@ -317,6 +317,7 @@ impl DataPlane {
         };
         ctx.client = Some(principal.sub().to_string());
         let grants = state.grants.client(principal.sub()).clone();
+        grants.check_issuer(principal.issuer())?;
 
         // Phase 5 onwards, per route.
         match route {
@@ -474,6 +475,21 @@ impl DataPlane {
             ))
             .into());
         }
+        // One subject, one spelling: reads, the cache key and the department
+        // call use the kind's canonical form (datasets.toml `[subject_kinds]`).
+        let subject = state
+            .datasets
+            .canonical_subject(&spec.subject_kind, subject);
+        let subject = subject.as_str();
+        if ctx.subject.is_some() {
+            ctx.subject = Some(subject.to_string());
+        }
+        let canonical_subjects: Option<BTreeMap<String, String>> = scenario_subjects.map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), state.datasets.canonical_subject(k, v)))
+                .collect()
+        });
+        let scenario_subjects = canonical_subjects.as_ref();
         ctx.ratelimit = Some(
             state
                 .protect
@@ -514,9 +530,22 @@ impl DataPlane {
         };
         // Field filtering after the lookup: the shared record is never changed.
         let (mut record, fetched_at, status) = if spec.shareable {
+            // Every co-subject the department call depends on is part of
+            // the key: a record fetched for one pairing is never another's.
+            let mut variant = String::new();
+            for kind in &adapter.subject_kinds_used {
+                if *kind == spec.subject_kind {
+                    continue;
+                }
+                let v = scenario_subjects.and_then(|m| m.get(kind));
+                variant.push_str(kind);
+                variant.push('=');
+                variant.push_str(v.map_or("\u{0}", String::as_str));
+                variant.push('\u{1f}');
+            }
             let (entry, status) = self
                 .cache
-                .get(spec, subject, load)
+                .get_variant(spec, subject, &variant, load)
                 .await
                 .map_err(GatewayError::Shared)?;
             ((*entry.record).clone(), entry.fetched_at, status)
@@ -790,16 +819,15 @@ impl DataPlane {
     ) -> Result<Resp, GatewayError> {
         let (parts, body) = req.into_parts();
         let body = read_body(body, state.settings.limits.max_body_bytes).await?;
-        let mut headers = parts.headers;
-        strip_hop_by_hop(&mut headers);
-        // The caller's credentials are for the gateway, never for the department.
-        for h in [header::AUTHORIZATION, header::COOKIE, header::HOST] {
-            headers.remove(h);
-        }
-        headers.remove("x-forwarded-for");
-        headers.remove("x-forwarded-proto");
-        headers.remove("x-forwarded-host");
-        headers.remove("forwarded");
+        // An allow-list: routing headers (`X-HTTP-Method-Override`,
+        // `X-Original-URL`, `X-Forwarded-*`, ...), the caller's credentials
+        // and cookies never reach the department.
+        let declared = state
+            .adapters
+            .department(department)
+            .map(|a| a.forward_headers.as_slice())
+            .unwrap_or_default();
+        let mut headers = crate::forward::forwardable(&parts.headers, declared);
         if let Ok(v) = HeaderValue::from_str(&conn.peer.ip().to_string()) {
             headers.insert("x-forwarded-for", v);
         }
@@ -811,8 +839,7 @@ impl DataPlane {
         if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
             headers.insert("x-request-id", v);
         }
-        // The caller's trace state is replaced by ours (validated, re-parented).
-        headers.remove("tracestate");
+        // The caller's traceparent is replaced by ours (validated, re-parented).
         headers.insert("traceparent", ctx.trace.header());
         if let Some(adapter) = state.adapters.department(department)
             && let Some(crate::adapter::UpstreamAuth {

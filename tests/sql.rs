@@ -43,11 +43,11 @@ fn tax_toml_with_query(query: &str) -> String {
 }
 
 /// The shipped tax adapter reading a PostgreSQL database named by
-/// `ONEWINDOW_TAX_DATABASE_URL` instead of the SQLite file.
+/// `ONEWINDOW_DEPT_TAX__DATABASE_URL` instead of the SQLite file.
 fn tax_toml_postgres(query: &str) -> String {
     tax_toml_with_query(query).replace(
         "database = \"exchange/tax.sqlite\"",
-        "database_url_env = \"ONEWINDOW_TAX_DATABASE_URL\"",
+        "database_url_env = \"ONEWINDOW_DEPT_TAX__DATABASE_URL\"",
     )
 }
 

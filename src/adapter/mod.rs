@@ -158,6 +158,12 @@ pub struct DepartmentAdapter {
     pub datasets: Vec<String>,
     /// Where the department's pass-through paths name a subject.
     pub subject_paths: subject_paths::SubjectPaths,
+    /// Caller headers the proxy route passes on besides
+    /// [`crate::forward::FORWARDED_ALWAYS`] (`forward_headers`, checked).
+    pub forward_headers: Vec<http::HeaderName>,
+    /// Subject kinds its templates name as `{subject.<kind>}`, sorted: the
+    /// co-subjects a department call (and so its cache entry) depends on.
+    pub subject_kinds_used: Vec<String>,
     adapter: Box<dyn Adapter>,
 }
 
@@ -180,8 +186,25 @@ impl DepartmentAdapter {
             upstream_auth,
             datasets,
             subject_paths: subject_paths::SubjectPaths::default(),
+            forward_headers: Vec::new(),
+            subject_kinds_used: Vec::new(),
             adapter,
         }
+    }
+
+    /// Sets the subject kinds its templates use (`{subject.<kind>}`).
+    pub fn with_subject_kinds_used(mut self, mut kinds: Vec<String>) -> Self {
+        kinds.sort();
+        kinds.dedup();
+        self.subject_kinds_used = kinds;
+        self
+    }
+
+    /// Sets the caller headers the proxy route passes on (already checked
+    /// with [`crate::forward::check_declared`]).
+    pub fn with_forward_headers(mut self, headers: Vec<http::HeaderName>) -> Self {
+        self.forward_headers = headers;
+        self
     }
 
     /// The HTTP target, for departments reached over HTTP.

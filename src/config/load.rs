@@ -176,6 +176,7 @@ pub fn load(config: &Path, o: &Overrides) -> Result<Loaded, ConfigErrors> {
     if let Some(d) = &o.data_dir {
         settings.server.data_dir = d.clone();
     }
+    let raw_issuers: BTreeSet<String> = raw.auth.issuers.iter().map(|i| i.issuer.clone()).collect();
     let auth = AuthSettings::from_raw(raw.auth, config, &root).map_err(|e| errors.0.extend(e.0));
     let audit = AuditSettings::from_raw(raw.audit, config)
         .map(|mut a| {
@@ -231,6 +232,7 @@ pub fn load(config: &Path, o: &Overrides) -> Result<Loaded, ConfigErrors> {
             .keys()
             .cloned()
             .collect::<BTreeSet<_>>(),
+        issuers: raw_issuers,
     };
     let grants =
         Grants::load(&settings.paths.clients, &known, &datasets).map_err(|e| errors.0.extend(e.0));
