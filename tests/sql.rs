@@ -228,7 +228,8 @@ async fn sql_in_a_subject_is_refused_or_bound_never_run() {
                 "{dataset} {s:?}: {status} {}",
                 a.text()
             );
-            if dataset == "tax-credit" || s.contains('\0') || s.len() > 256 {
+            // `;` in a path is refused before routing (a path parameter).
+            if dataset == "tax-credit" || s.contains('\0') || s.contains(';') || s.len() > 256 {
                 assert_eq!(status, 400, "the subject rule refuses {s:?}");
             } else {
                 // Reached the database as a bound value: matches nothing.
