@@ -698,18 +698,7 @@ impl AdminPlane {
             AdapterSpec::from_toml(&shown, text)
         }
         .map_err(GatewayError::InvalidAdapter)?;
-        let adapter = {
-            let registry = AdapterRegistry::builtin();
-            let secret = |var: &str| std::env::var(var).ok();
-            let cx = CompileContext {
-                file: &shown,
-                expected_department: department,
-                datasets: &state.datasets,
-                registry: &registry,
-                secret: &secret,
-            };
-            spec.compile(&cx).map_err(GatewayError::InvalidAdapter)?
-        };
+        let adapter = compile_adapter(&state, department, &shown, &spec)?;
         let allow = state
             .allow_lists
             .get(department)
@@ -936,4 +925,25 @@ fn parse_query(q: Option<&str>) -> BTreeMap<String, String> {
         out.insert(dec(k), dec(v));
     }
     out
+}
+
+/// Compiles a department's adapter file against the running configuration
+/// (datasets, built-in kinds, secrets from the environment), as a PUT and a
+/// try-it both do before anything is swapped or called.
+pub(crate) fn compile_adapter(
+    state: &State,
+    department: &str,
+    shown: &std::path::Path,
+    spec: &AdapterSpec,
+) -> Result<crate::adapter::DepartmentAdapter, GatewayError> {
+    let registry = AdapterRegistry::builtin();
+    let secret = |var: &str| std::env::var(var).ok();
+    let cx = CompileContext {
+        file: shown,
+        expected_department: department,
+        datasets: &state.datasets,
+        registry: &registry,
+        secret: &secret,
+    };
+    spec.compile(&cx).map_err(GatewayError::InvalidAdapter)
 }
