@@ -267,15 +267,18 @@ impl Running {
             sharing,
             cases,
         ));
-        let admin = Arc::new(AdminPlane::new(
-            state.clone(),
-            audit.clone(),
-            cache,
-            metrics,
-            config.to_path_buf(),
-            overrides,
-            shutdown.clone(),
-        ));
+        let admin = Arc::new(
+            AdminPlane::new(
+                state.clone(),
+                audit.clone(),
+                cache,
+                metrics,
+                config.to_path_buf(),
+                overrides,
+                shutdown.clone(),
+            )
+            .with_aggregator(data.aggregator()),
+        );
         admin.set_subject_index(index);
         let listen = Listen {
             limits: &settings.limits,

@@ -155,6 +155,10 @@ pub enum AccessError {
     /// Status 403: The data-subject transparency view is not granted (`subject_access`).
     #[error("the data-subject transparency view is not granted to this client")]
     SubjectAccessNotGranted,
+    /// Status 403: The token's issuer may not speak for this client
+    /// (`issuer`/`issuers` of its clients.toml entry).
+    #[error("client `{0}` does not accept tokens from this issuer")]
+    IssuerNotBound(String),
 }
 
 /// Status 400: An attribution header (`X-Purpose`, `X-End-User`, `X-Case-Id`) is
