@@ -95,6 +95,21 @@ pub struct AuditSettings {
     pub witness_dir: Option<PathBuf>,
     /// Pinned checkpoint key fingerprint (lowercase hex).
     pub signing_key_fingerprint: Option<String>,
+    /// Where the writer runs (not a configuration setting).
+    pub writer: WriterPlacement,
+}
+
+/// Where the audit writer runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum WriterPlacement {
+    /// A thread of its own that blocks in write and fsync: no request worker
+    /// is taken and no blocking-pool hop is paid per batch (the default).
+    #[default]
+    OwnThread,
+    /// A task on the caller's runtime that writes through the blocking pool.
+    /// For tests under a paused tokio clock: time stands still while a
+    /// blocking task runs, but not while another thread works.
+    Runtime,
 }
 
 const MIB: u64 = 1024 * 1024;
@@ -113,6 +128,7 @@ impl Default for AuditSettings {
             deny_summary_interval: Duration::from_secs(10),
             witness_dir: None,
             signing_key_fingerprint: None,
+            writer: WriterPlacement::OwnThread,
         }
     }
 }

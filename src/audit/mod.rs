@@ -50,7 +50,7 @@ mod tests;
 
 pub use aggregate::{AggregateDecision, DenyAggregator};
 pub use checkpoint::{HEAD_FILE, checkpoint_message};
-pub use config::{AuditSettings, FsyncPolicy, RawAudit};
+pub use config::{AuditSettings, FsyncPolicy, RawAudit, WriterPlacement};
 pub use error::AuditError;
 pub use keys::{
     HMAC_KEY_FILE, SIGNING_KEY_FILE, SIGNING_PUB_FILE, SigningKeys, SubjectKey, check_fingerprint,

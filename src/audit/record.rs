@@ -253,6 +253,51 @@ impl AuditRecord {
 }
 
 /// The chain-relevant fields of a parsed line (owned or borrowed record).
+/// An event serialised on the caller's task, ready for the writer to chain:
+/// the inside of the event's JSON object (`"time":...,"latency_us":...`,
+/// without braces), exactly as it appears in the record line.
+#[derive(Debug, Clone)]
+pub(crate) struct EventFields(Vec<u8>);
+
+impl EventFields {
+    /// Serialises `event` (the record's own field order and spelling).
+    pub(crate) fn of(event: &AuditEvent) -> Result<Self, serde_json::Error> {
+        let mut v = Vec::with_capacity(384);
+        serde_json::to_writer(&mut v, event)?;
+        // `{...}` -> `...`: the record flattens the event between `seq` and
+        // `checkpoint`, so the same bytes appear there.
+        v.pop();
+        v.remove(0);
+        Ok(Self(v))
+    }
+}
+
+impl AuditRecord {
+    /// The record line of an event serialised by [`EventFields::of`]: the
+    /// same bytes and hash as [`AuditRecord::seal`] gives for the record
+    /// `{seq, event, checkpoint: None, prev}`, built without serialising the
+    /// event again. Returns the line (with `\n`) and the hash.
+    pub(crate) fn seal_fields(seq: u64, fields: &EventFields, prev: &str) -> (Vec<u8>, String) {
+        let mut line = Vec::with_capacity(fields.0.len() + 200);
+        line.extend_from_slice(b"{\"seq\":");
+        let _ = std::io::Write::write_fmt(&mut line, format_args!("{seq}"));
+        if !fields.0.is_empty() {
+            line.push(b',');
+            line.extend_from_slice(&fields.0);
+        }
+        line.extend_from_slice(b",\"checkpoint\":null,\"prev\":");
+        // Hex in practice; escaped like serde would in any case.
+        let _ = serde_json::to_writer(&mut line, prev);
+        line.push(b'}');
+        let hash = hex::encode(Sha256::digest(&line));
+        line.pop();
+        line.extend_from_slice(br#","hash":""#);
+        line.extend_from_slice(hash.as_bytes());
+        line.extend_from_slice(b"\"}\n");
+        (line, hash)
+    }
+}
+
 pub(crate) trait Chained {
     fn seq(&self) -> u64;
     fn prev(&self) -> &str;
@@ -449,6 +494,28 @@ mod tests {
             std::str::from_utf8(&line).unwrap(),
             format!("{CHECKPOINT_LINE}\n")
         );
+    }
+
+    #[test]
+    fn events_serialised_by_the_caller_seal_to_the_same_line_and_hash() {
+        let mut with_approval = read_event();
+        with_approval.approval = Some("审批 \"quoted\"\n".into());
+        let bare = AuditEvent::new(Action::AUTH_DENIED, Decision::Deny);
+        for (i, ev) in [read_event(), with_approval, bare].into_iter().enumerate() {
+            let prev = if i == 0 {
+                GENESIS_HASH.to_string()
+            } else {
+                "ab".repeat(32)
+            };
+            let fields = EventFields::of(&ev).unwrap();
+            let (line, hash) = AuditRecord::seal_fields(7 + i as u64, &fields, &prev);
+            let mut rec = AuditRecord::from_event(ev, 7 + i as u64, prev);
+            assert_eq!(
+                String::from_utf8(line).unwrap(),
+                String::from_utf8(rec.seal().unwrap()).unwrap()
+            );
+            assert_eq!(hash, rec.hash);
+        }
     }
 
     #[test]

@@ -10,16 +10,17 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ed25519_dalek::VerifyingKey;
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::checkpoint::{checkpoint_record, write_head};
-use super::config::{AuditSettings, FsyncPolicy};
+use super::config::{AuditSettings, FsyncPolicy, WriterPlacement};
 use super::continuity;
 use super::error::AuditError;
 use super::keys::{SIGNING_PUB_FILE, SigningKeys, SubjectKey, check_fingerprint};
 use super::query::{QueryFilter, QueryPage, query};
-use super::record::{Action, AuditEvent, AuditRecord, Decision, GENESIS_HASH, SubjectRef};
+use super::record::{
+    Action, AuditEvent, AuditRecord, Decision, EventFields, GENESIS_HASH, SubjectRef,
+};
 use super::segment::{list_segments, scan_tail, segment_name, set_aside};
 use super::time::now_rfc3339;
 use super::verify::{VerifyFailure, VerifyOptions, VerifyReport, verify_with};
@@ -49,7 +50,8 @@ pub type RecordSink = Arc<dyn Fn(&[AuditRecord]) + Send + Sync>;
 // Appends are the hot variant: boxing them would cost an allocation each.
 #[allow(clippy::large_enum_variant)]
 enum Cmd {
-    Append(AuditEvent, Option<Ack>),
+    /// An event, already serialised on the caller's task, and who waits for it.
+    Append(AuditEvent, EventFields, Option<Ack>),
     Checkpoint(oneshot::Sender<Result<(), AuditError>>),
 }
 
@@ -87,7 +89,7 @@ impl std::fmt::Debug for AuditLog {
 /// [`AuditLog`] clone is gone.
 pub struct WriterHandle {
     stop: CancellationToken,
-    task: JoinHandle<()>,
+    done: oneshot::Receiver<()>,
 }
 
 impl WriterHandle {
@@ -95,8 +97,17 @@ impl WriterHandle {
     /// checkpoint and fsyncs. Appends after this return [`AuditError::Unavailable`].
     pub async fn shutdown(self) -> Result<(), AuditError> {
         self.stop.cancel();
-        self.task.await.map_err(|_| AuditError::Unavailable)
+        self.done.await.map_err(|_| AuditError::Unavailable)
     }
+}
+
+/// Serialises an event on the caller's task, so the writer only chains,
+/// writes and syncs.
+fn serialise(ev: &AuditEvent) -> Result<EventFields, AuditError> {
+    EventFields::of(ev).map_err(|e| {
+        tracing::error!(error = %e, "audit: an event could not be serialised");
+        AuditError::Unavailable
+    })
 }
 
 impl AuditLog {
@@ -163,16 +174,44 @@ impl AuditLog {
         });
         let (tx, rx) = mpsc::channel(state.settings.queue_capacity.get());
         let stop = CancellationToken::new();
-        let task = tokio::spawn(run(state, rx, stop.clone(), shared.clone()));
-        Ok((AuditLog { tx, shared }, WriterHandle { stop, task }))
+        let (finished, done) = oneshot::channel();
+        let placement = state.settings.writer;
+        let writer = run(state, rx, stop.clone(), shared.clone());
+        if placement == WriterPlacement::Runtime {
+            tokio::spawn(async move {
+                writer.await;
+                let _ = finished.send(());
+            });
+            return Ok((AuditLog { tx, shared }, WriterHandle { stop, done }));
+        }
+        // The writer has a thread of its own: it blocks in write and fsync
+        // without taking a request worker, and without a hop through the
+        // blocking pool per batch. A request's record wakes it at most once
+        // per batch (when it is idle); the records it finds meanwhile join the
+        // same batch.
+        std::thread::Builder::new()
+            .name("onewindow-audit".into())
+            .spawn(move || {
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_time()
+                    .build()
+                {
+                    Ok(rt) => rt.block_on(writer),
+                    Err(e) => tracing::error!(error = %e, "audit: cannot start the writer"),
+                }
+                let _ = finished.send(());
+            })
+            .map_err(|e| AuditError::io(&shared.dir, e))?;
+        Ok((AuditLog { tx, shared }, WriterHandle { stop, done }))
     }
 
     /// Appends one record and waits until it is written (per the fsync policy).
     /// The caller releases its reply only after `Ok`; on `Err` it fails closed.
     pub async fn append(&self, ev: AuditEvent) -> Result<Appended, AuditError> {
+        let fields = serialise(&ev)?;
         let (ack, rx) = oneshot::channel();
         self.tx
-            .send(Cmd::Append(ev, Some(ack)))
+            .send(Cmd::Append(ev, fields, Some(ack)))
             .await
             .map_err(|_| AuditError::Unavailable)?;
         rx.await.map_err(|_| AuditError::Unavailable)?
@@ -182,8 +221,9 @@ impl AuditLog {
     /// when the queue is full or the writer is gone; a later write failure is
     /// not reported to this caller.
     pub fn try_append(&self, ev: AuditEvent) -> Result<(), AuditError> {
+        let fields = serialise(&ev)?;
         self.tx
-            .try_send(Cmd::Append(ev, None))
+            .try_send(Cmd::Append(ev, fields, None))
             .map_err(|_| AuditError::Unavailable)
     }
 
@@ -420,13 +460,14 @@ impl State {
         events: Vec<AuditEvent>,
         force_checkpoint: bool,
     ) -> io::Result<Vec<Appended>> {
+        let events = events.into_iter().map(|e| (e, None)).collect();
         self.write_batch_with(events, force_checkpoint, None)
     }
 
     /// [`Self::write_batch`], also handing the written records to `sink`.
     fn write_batch_with(
         &mut self,
-        events: Vec<AuditEvent>,
+        events: Vec<(AuditEvent, Option<EventFields>)>,
         force_checkpoint: bool,
         sink: Option<&RecordSink>,
     ) -> io::Result<Vec<Appended>> {
@@ -463,10 +504,11 @@ impl State {
         let mut head_line: Option<Vec<u8>> = None;
         let mut out = Vec::with_capacity(events.len());
         let mut written: Vec<AuditRecord> = Vec::new();
-        let mut push = |mut rec: AuditRecord,
-                        buf: &mut Vec<u8>,
-                        prev: &mut String,
-                        seq: &mut u64|
+        let push = |mut rec: AuditRecord,
+                    buf: &mut Vec<u8>,
+                    prev: &mut String,
+                    seq: &mut u64,
+                    written: &mut Vec<AuditRecord>|
          -> io::Result<Vec<u8>> {
             let line = rec.seal().map_err(io::Error::other)?;
             buf.extend_from_slice(&line);
@@ -486,10 +528,31 @@ impl State {
             ev
         });
         let n_internal = usize::from(note.is_some());
-        for (i, ev) in note.into_iter().chain(events).enumerate() {
-            let rec = AuditRecord::from_event(ev, seq, prev.clone());
+        for (i, (ev, fields)) in note
+            .map(|n| (n, None))
+            .into_iter()
+            .chain(events)
+            .enumerate()
+        {
             let this_seq = seq;
-            push(rec, &mut buf, &mut prev, &mut seq)?;
+            match fields {
+                // The caller serialised it: chain the bytes as they are.
+                Some(fields) => {
+                    let (line, hash) = AuditRecord::seal_fields(seq, &fields, &prev);
+                    buf.extend_from_slice(&line);
+                    let before = std::mem::replace(&mut prev, hash);
+                    seq += 1;
+                    if sink.is_some() {
+                        let mut rec = AuditRecord::from_event(ev, this_seq, before);
+                        rec.hash.clone_from(&prev);
+                        written.push(rec);
+                    }
+                }
+                None => {
+                    let rec = AuditRecord::from_event(ev, seq, prev.clone());
+                    push(rec, &mut buf, &mut prev, &mut seq, &mut written)?;
+                }
+            }
             if i >= n_internal {
                 out.push(Appended {
                     seq: this_seq,
@@ -499,13 +562,13 @@ impl State {
             since += 1;
             if since >= every {
                 let cp = checkpoint_record(&self.keys, seq, &prev, now_rfc3339());
-                head_line = Some(push(cp, &mut buf, &mut prev, &mut seq)?);
+                head_line = Some(push(cp, &mut buf, &mut prev, &mut seq, &mut written)?);
                 since = 0;
             }
         }
         if force_checkpoint && since > 0 {
             let cp = checkpoint_record(&self.keys, seq, &prev, now_rfc3339());
-            head_line = Some(push(cp, &mut buf, &mut prev, &mut seq)?);
+            head_line = Some(push(cp, &mut buf, &mut prev, &mut seq, &mut written)?);
             since = 0;
         }
         if buf.is_empty() {
@@ -629,12 +692,26 @@ enum Op {
     Sync,
 }
 
-/// Runs one operation on a blocking thread; returns the state (None if the
-/// blocking task panicked, which stops the writer).
-async fn exec(state: State, op: Op, shared: &Shared) -> Option<State> {
+/// Runs one operation where the writer's placement says (its own thread:
+/// right here; the runtime: on the blocking pool).
+async fn exec(state: State, op: Op, shared: &Arc<Shared>) -> Option<State> {
+    match state.settings.writer {
+        WriterPlacement::OwnThread => exec_here(state, op, shared),
+        WriterPlacement::Runtime => {
+            let shared = shared.clone();
+            tokio::task::spawn_blocking(move || exec_here(state, op, &shared))
+                .await
+                .unwrap_or(None)
+        }
+    }
+}
+
+/// Runs one operation on this thread; returns the state (None if it
+/// panicked, which stops the writer).
+fn exec_here(state: State, op: Op, shared: &Shared) -> Option<State> {
     let started = std::time::Instant::now();
     let sink = shared.sink.load_full();
-    let res = tokio::task::spawn_blocking(move || {
+    let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
         let mut st = state;
         match op {
             Op::Batch(cmds, force) => {
@@ -643,8 +720,8 @@ async fn exec(state: State, op: Op, shared: &Shared) -> Option<State> {
                 let mut cp_acks = Vec::new();
                 for c in cmds {
                     match c {
-                        Cmd::Append(ev, ack) => {
-                            events.push(ev);
+                        Cmd::Append(ev, fields, ack) => {
+                            events.push((ev, Some(fields)));
                             acks.push(ack);
                         }
                         Cmd::Checkpoint(ack) => cp_acks.push(ack),
@@ -663,8 +740,7 @@ async fn exec(state: State, op: Op, shared: &Shared) -> Option<State> {
                 (st, None)
             }
         }
-    })
-    .await;
+    }));
     let Ok((mut st, outcome)) = res else {
         shared.healthy.store(false, Ordering::Release);
         tracing::error!("audit: writer thread panicked; the audit log is unavailable");
@@ -767,12 +843,9 @@ async fn run(
     }
     let Some(st) = state.take() else { return };
     if let Some(mut st) = exec(st, Op::Batch(Vec::new(), true), &shared).await {
-        let _ = tokio::task::spawn_blocking(move || {
-            if let Err(e) = st.sync() {
-                tracing::error!(error = %e, "audit: final fdatasync failed");
-            }
-        })
-        .await;
+        if let Err(e) = st.sync() {
+            tracing::error!(error = %e, "audit: final fdatasync failed");
+        }
     }
 }
 

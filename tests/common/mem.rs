@@ -30,7 +30,7 @@ use http_body_util::{BodyExt, Full};
 use tokio_util::sync::CancellationToken;
 
 use onewindow::admin::AdminPlane;
-use onewindow::audit::{AuditLog, DenyAggregator, WriterHandle};
+use onewindow::audit::{AuditLog, DenyAggregator, WriterHandle, WriterPlacement};
 use onewindow::auth::DemoIssuer;
 use onewindow::cache::SharedCache;
 use onewindow::case::{Cases, MemoryCaseStore};
@@ -289,8 +289,12 @@ impl MemBuilder {
         let loaded = onewindow::config::load(&config, &overrides)
             .unwrap_or_else(|e| panic!("config did not load: {e}"));
         let shutdown = CancellationToken::new();
+        // Under a paused clock the writer runs on this runtime (see
+        // `WriterPlacement::Runtime`): time stands still while it writes.
+        let mut audit_settings = loaded.audit.clone();
+        audit_settings.writer = WriterPlacement::Runtime;
         let (audit, writer) = AuditLog::open(
-            loaded.audit.clone(),
+            audit_settings,
             &loaded.settings.server.data_dir,
             &loaded.settings.server.certs_dir,
         )
