@@ -52,6 +52,8 @@ pub struct Entry {
     /// The record's signatures, one per field projection, made once while
     /// the entry lives (a hit reuses them).
     pub signatures: crate::sharing::SignatureMemo,
+    /// Serialised replies, per field projection and cache status.
+    pub replies: ReplyMemo,
     fresh_until: Instant,
     stale_until: Instant,
     weight: u32,
@@ -66,10 +68,48 @@ impl Entry {
             record: Arc::new(record),
             fetched_at: SystemTime::now(),
             signatures: crate::sharing::SignatureMemo::default(),
+            replies: ReplyMemo::default(),
             fresh_until: now + spec.ttl,
             stale_until: now + spec.ttl + spec.max_stale,
             weight: u32::try_from(weight).unwrap_or(u32::MAX),
         }
+    }
+}
+
+/// Replies built from one entry, kept so that a hit only looks one up: one
+/// per (field projection, cache status), so a handful per entry (bounded by
+/// the configured projections times three).
+#[derive(Debug, Default)]
+pub struct ReplyMemo(std::sync::Mutex<Vec<(Box<str>, CacheStatus, bytes::Bytes)>>);
+
+impl ReplyMemo {
+    /// The reply kept for `projection` and `status`, if any.
+    pub fn get(&self, projection: &str, status: CacheStatus) -> Option<bytes::Bytes> {
+        let memo = self.0.lock().ok()?;
+        memo.iter()
+            .find(|(p, s, _)| *s == status && &**p == projection)
+            .map(|(_, _, b)| b.clone())
+    }
+
+    /// Keeps `body` as the reply for `projection` and `status`.
+    pub fn keep(&self, projection: &str, status: CacheStatus, body: bytes::Bytes) {
+        if let Ok(mut memo) = self.0.lock()
+            && !memo
+                .iter()
+                .any(|(p, s, _)| *s == status && &**p == projection)
+        {
+            memo.push((projection.into(), status, body));
+        }
+    }
+
+    /// How many replies are kept (tests).
+    pub fn len(&self) -> usize {
+        self.0.lock().map_or(0, |m| m.len())
+    }
+
+    /// True when none is kept.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 

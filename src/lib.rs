@@ -18,6 +18,7 @@ pub mod demo;
 pub mod error;
 pub mod forward;
 pub mod lang;
+pub mod logging;
 pub mod metrics;
 pub mod openapi;
 pub mod path;

@@ -165,17 +165,30 @@ enum CertsCommand {
     Dev,
 }
 
-fn init_logging(json: bool) {
+/// The operator log on stderr, written in batches by a thread of its own
+/// (`onewindow::logging`); colours only on a terminal. Keep the guard until
+/// exit: dropping it writes what is left.
+fn init_logging(json: bool) -> Option<onewindow::logging::LogGuard> {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let (writer, guard) = match onewindow::logging::BatchedWriter::start(std::io::stderr()) {
+        Ok((w, g)) => (Some(w), Some(g)),
+        Err(e) => {
+            eprintln!("onewindow: log writer thread not started ({e}); logging directly");
+            (None, None)
+        }
+    };
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        b.json().init();
-    } else {
-        b.init();
+        .with_ansi(std::io::stderr().is_terminal());
+    match (writer, json) {
+        (Some(w), true) => b.with_writer(w).json().init(),
+        (Some(w), false) => b.with_writer(w).init(),
+        (None, true) => b.with_writer(std::io::stderr).json().init(),
+        (None, false) => b.with_writer(std::io::stderr).init(),
     }
+    guard
 }
 
 fn main() -> ExitCode {
@@ -193,7 +206,7 @@ fn main() -> ExitCode {
     rt.block_on(async move {
         match cli.command.unwrap_or(Command::Serve) {
             Command::Serve => {
-                init_logging(cli.serve.log_json);
+                let _log = init_logging(cli.serve.log_json);
                 serve(cli.serve).await
             }
             Command::Check => check(&cli.serve),

@@ -14,6 +14,7 @@
 //! Per-request state lives in [`RequestCtx`]; configuration is read once per
 //! request from an `ArcSwap` snapshot, so a reload never mixes old and new.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -373,8 +374,7 @@ impl DataPlane {
                     .read_dataset(state, ctx, &principal, &grants, &dataset, &subject, None)
                     .await?;
                 let cache = read.cache;
-                let reply = self.signed_reply(read, &subject);
-                let mut resp = json_response(StatusCode::OK, &reply);
+                let mut resp = json_bytes_response(StatusCode::OK, self.reply_body(read));
                 resp.headers_mut()
                     .insert("x-cache", HeaderValue::from_static(cache.as_str()));
                 Ok(resp)
@@ -490,16 +490,16 @@ impl DataPlane {
     /// department, filter. Used by dataset reads and scenario parts alike;
     /// a scenario passes all its subjects (adapters may use `{subject.<kind>}`).
     #[allow(clippy::too_many_arguments)]
-    async fn read_dataset(
+    async fn read_dataset<'g>(
         &self,
         state: &State,
         ctx: &mut RequestCtx,
         principal: &Principal,
-        grants: &ClientGrants,
+        grants: &'g ClientGrants,
         dataset: &str,
         subject: &str,
         scenario_subjects: Option<&BTreeMap<String, String>>,
-    ) -> Result<DatasetRead, GatewayError> {
+    ) -> Result<DatasetRead<'g>, GatewayError> {
         let spec = state
             .datasets
             .get(dataset)
@@ -577,7 +577,7 @@ impl DataPlane {
             r.0
         };
         // Field filtering after the lookup: the shared record is never changed.
-        let (mut record, fetched_at, status, entry) = if spec.shareable {
+        let (record, fetched_at, status, entry) = if spec.shareable {
             // Every co-subject the department call depends on is part of
             // the key: a record fetched for one pairing is never another's.
             let mut variant = String::new();
@@ -596,21 +596,16 @@ impl DataPlane {
                 .get_variant(spec, subject, &variant, load)
                 .await
                 .map_err(GatewayError::Shared)?;
-            (
-                (*entry.record).clone(),
-                entry.fetched_at,
-                status,
-                Some(entry),
-            )
+            // A hit copies nothing here: the reply may already be serialised.
+            (None, entry.fetched_at, status, Some(entry))
         } else {
             (
-                load().await?,
+                Some(load().await?),
                 std::time::SystemTime::now(),
                 CacheStatus::Miss,
                 None,
             )
         };
-        fields.filter(&mut record);
         let us = upstream_status.load(Ordering::Relaxed);
         if us != 0 {
             ctx.upstream_status = Some(us);
@@ -619,7 +614,9 @@ impl DataPlane {
         self.metrics.observe_cache(status);
         Ok(DatasetRead {
             spec: spec.clone(),
+            subject: subject.to_string(),
             record,
+            fields,
             fetched_at,
             cache: status,
             entry,
@@ -819,7 +816,7 @@ impl DataPlane {
                 .unwrap_or(Err(UpstreamError::Timeout(part_timeout).into()));
                 let (result, decision, reason) = match r {
                     Ok(read) => {
-                        let mut signed = self.signed_reply(read, &subject);
+                        let mut signed = self.signed_reply(read);
                         let record = signed.remove("record");
                         (
                             PartResult {
@@ -1035,15 +1032,34 @@ impl DataPlane {
 const JWKS_READ: &str = "jwks.read";
 
 /// A record as the client may see it, and how it was obtained.
-struct DatasetRead {
+struct DatasetRead<'g> {
     spec: Arc<crate::config::DatasetSpec>,
-    record: Record,
+    /// The subject in its canonical spelling (what the record and its
+    /// signature name, whatever spelling the caller used).
+    subject: String,
+    /// The record when it was not cached (else it is in `entry`), unfiltered.
+    record: Option<Record>,
+    /// The client's field filter.
+    fields: &'g crate::auth::FieldFilter,
     fetched_at: std::time::SystemTime,
     cache: CacheStatus,
     /// The cache entry it came from (its signatures are kept there).
     entry: Option<Arc<crate::cache::Entry>>,
     /// Name of the client's field projection (see `FieldFilter::projection`).
-    projection: String,
+    projection: Cow<'static, str>,
+}
+
+impl DatasetRead<'_> {
+    /// The record as this client may see it.
+    fn visible_record(&mut self) -> Record {
+        let mut record = match (self.record.take(), &self.entry) {
+            (Some(r), _) => r,
+            (None, Some(e)) => (*e.record).clone(),
+            (None, None) => Record::new(),
+        };
+        self.fields.filter(&mut record);
+        record
+    }
 }
 
 impl DataPlane {
@@ -1053,21 +1069,20 @@ impl DataPlane {
     /// projection; `source.cache` is outside the signature.
     fn signed_reply(
         &self,
-        read: DatasetRead,
-        subject: &str,
+        mut read: DatasetRead<'_>,
     ) -> serde_json::Map<String, serde_json::Value> {
         use serde_json::{Value, json};
+        let record = read.visible_record();
         let spec = &read.spec;
-        let valid = read
-            .record
+        let valid = record
             .get("valid_until")
             .and_then(|v| v.as_str())
             .map(|d| format!(" Valid until {d}."))
             .unwrap_or_default();
         let mut body = serde_json::Map::new();
         body.insert("dataset".into(), json!(spec.name));
-        body.insert("subject".into(), json!(subject));
-        body.insert("record".into(), Value::Object(read.record));
+        body.insert("subject".into(), json!(read.subject));
+        body.insert("record".into(), Value::Object(record));
         body.insert(
             "source".into(),
             json!({
@@ -1094,6 +1109,22 @@ impl DataPlane {
         body.insert("signature".into(), json!(&*signature));
         body
     }
+
+    /// The serialised dataset reply. A cached record's reply is built once
+    /// per field projection and cache status and kept with the entry: a hit
+    /// is a lookup and a `Bytes` clone.
+    fn reply_body(&self, read: DatasetRead<'_>) -> Bytes {
+        let Some(entry) = read.entry.clone() else {
+            return Bytes::from(serde_json::to_vec(&self.signed_reply(read)).unwrap_or_default());
+        };
+        if let Some(body) = entry.replies.get(&read.projection, read.cache) {
+            return body;
+        }
+        let (projection, status) = (read.projection.clone(), read.cache);
+        let body = Bytes::from(serde_json::to_vec(&self.signed_reply(read)).unwrap_or_default());
+        entry.replies.keep(&projection, status, body.clone());
+        body
+    }
 }
 
 /// Reads a request body up to `limit` bytes (Content-Length and chunked alike).
@@ -1115,8 +1146,15 @@ pub async fn read_body<B: RequestBody>(body: B, limit: usize) -> Result<Bytes, G
 
 /// A JSON answer.
 pub fn json_response<T: serde::Serialize>(status: StatusCode, v: &T) -> Resp {
-    let body = serde_json::to_vec(v).unwrap_or_default();
-    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    json_bytes_response(
+        status,
+        Bytes::from(serde_json::to_vec(v).unwrap_or_default()),
+    )
+}
+
+/// A JSON answer already serialised.
+pub fn json_bytes_response(status: StatusCode, body: Bytes) -> Resp {
+    let mut resp = Response::new(Full::new(body));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

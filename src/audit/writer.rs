@@ -842,10 +842,10 @@ async fn run(
         state = exec(st, Op::Batch(std::mem::take(&mut batch), false), &shared).await;
     }
     let Some(st) = state.take() else { return };
-    if let Some(mut st) = exec(st, Op::Batch(Vec::new(), true), &shared).await {
-        if let Err(e) = st.sync() {
-            tracing::error!(error = %e, "audit: final fdatasync failed");
-        }
+    if let Some(mut st) = exec(st, Op::Batch(Vec::new(), true), &shared).await
+        && let Err(e) = st.sync()
+    {
+        tracing::error!(error = %e, "audit: final fdatasync failed");
     }
 }
 

@@ -121,8 +121,11 @@ impl FieldFilter {
 
     /// A stable name of this projection: `*`, or the visible fields sorted
     /// and joined with `,` (signatures of cached records are kept per projection).
-    pub fn projection(&self) -> String {
-        self.names().join(",")
+    pub fn projection(&self) -> std::borrow::Cow<'static, str> {
+        match self {
+            FieldFilter::All => std::borrow::Cow::Borrowed("*"),
+            FieldFilter::Only(_) => std::borrow::Cow::Owned(self.names().join(",")),
+        }
     }
 
     fn names(&self) -> Vec<String> {
