@@ -52,6 +52,8 @@ struct RawFile {
     departments: BTreeMap<String, RawDepartmentFull>,
     #[serde(default)]
     demo: RawDemo,
+    #[serde(default)]
+    cluster: crate::cluster::RawCluster,
 }
 
 #[derive(Debug, Deserialize)]
@@ -90,6 +92,11 @@ pub struct Overrides {
     pub tls_listen: Option<Option<SocketAddr>>,
     /// `--data-dir`.
     pub data_dir: Option<PathBuf>,
+    /// `--redis URL`: cluster mode (`""` turns a configured cluster off).
+    pub redis: Option<String>,
+    /// `--no-demo`: do not start the simulated departments (another node
+    /// runs them).
+    pub no_demo: bool,
 }
 
 /// Everything loaded from disk and validated, before anything is started.
@@ -117,6 +124,8 @@ pub struct Loaded {
     pub grants: Grants,
     /// adapters/.
     pub adapters: AdapterSet,
+    /// `[cluster]` (cluster mode when present).
+    pub cluster: Option<crate::cluster::ClusterSettings>,
 }
 
 /// The project root for a gateway.toml path: the parent of its folder.
@@ -179,6 +188,12 @@ pub fn load(config: &Path, o: &Overrides) -> Result<Loaded, ConfigErrors> {
     if let Some(d) = &o.data_dir {
         settings.server.data_dir = d.clone();
     }
+    if o.no_demo {
+        settings.demo.enabled = false;
+    }
+    let cluster =
+        crate::cluster::ClusterSettings::from_raw(&raw.cluster, o.redis.as_deref(), config)
+            .map_err(|e| errors.0.extend(e.0));
     let auth = AuthSettings::from_raw(raw.auth, config, &root).map_err(|e| errors.0.extend(e.0));
     let audit = AuditSettings::from_raw(raw.audit, config).map_err(|e| errors.0.extend(e.0));
     let rate_limits = RateLimitSettings::from_raw(&raw.rate_limits, config, "rate_limits")
@@ -258,24 +273,37 @@ pub fn load(config: &Path, o: &Overrides) -> Result<Loaded, ConfigErrors> {
         max_bytes: raw.cache.max_bytes.max(1024),
         max_entry_life,
     };
-    match (auth, audit, rate_limits, scenarios, grants, adapters) {
-        (Ok(auth), Ok(audit), Ok(rate_limits), Ok(scenarios), Ok(grants), Ok(adapters))
-            if errors.is_empty() =>
-        {
-            Ok(Loaded {
-                settings,
-                auth,
-                audit,
-                cache,
-                rate_limits,
-                protect,
-                allow_lists,
-                datasets,
-                scenarios,
-                grants,
-                adapters,
-            })
-        }
+    match (
+        auth,
+        audit,
+        rate_limits,
+        scenarios,
+        grants,
+        adapters,
+        cluster,
+    ) {
+        (
+            Ok(auth),
+            Ok(audit),
+            Ok(rate_limits),
+            Ok(scenarios),
+            Ok(grants),
+            Ok(adapters),
+            Ok(cluster),
+        ) if errors.is_empty() => Ok(Loaded {
+            settings,
+            auth,
+            audit,
+            cache,
+            rate_limits,
+            protect,
+            allow_lists,
+            datasets,
+            scenarios,
+            grants,
+            adapters,
+            cluster,
+        }),
         _ => Err(errors),
     }
 }
@@ -415,6 +443,9 @@ pub enum StartError {
     /// The demo issuer key could not be made.
     #[error("demo issuer: {0}")]
     Issuer(#[from] crate::auth::AuthError),
+    /// Cluster mode could not be prepared.
+    #[error("cluster: {0}")]
+    Cluster(#[from] crate::cluster::ClusterError),
     /// A listener could not bind.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -509,6 +540,8 @@ pub struct Running {
     pub data: Arc<DataPlane>,
     /// The admin plane (SIGHUP reloads through it).
     pub admin: Arc<AdminPlane>,
+    /// Cluster mode: this node's membership.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
     shutdown: CancellationToken,
     listeners: Vec<tokio::task::JoinHandle<()>>,
     writer: WriterHandle,
@@ -548,6 +581,27 @@ impl Running {
         )
         .await?;
         let cache = Arc::new(SharedCache::new(&loaded.cache));
+        let cluster = match &loaded.cluster {
+            Some(cs) => {
+                let port = loaded
+                    .settings
+                    .server
+                    .listen_tls
+                    .or(loaded.settings.server.listen)
+                    .map(|a| a.port());
+                let node = cs
+                    .node
+                    .clone()
+                    .unwrap_or_else(|| crate::cluster::config::default_node(port));
+                Some(crate::cluster::Cluster::new(
+                    cs,
+                    &node,
+                    &loaded.rate_limits,
+                    loaded.protect.iter().map(|(k, v)| (k.as_str(), v)),
+                )?)
+            }
+            None => None,
+        };
         let settings_audit = loaded.audit.clone();
         let settings = loaded.settings.clone();
         let state = Arc::new(ArcSwap::from_pointee(build_state(loaded, &shutdown).await?));
@@ -555,23 +609,36 @@ impl Running {
             state: state.clone(),
             audit: audit.clone(),
             cache: cache.clone(),
+            cluster: cluster.clone(),
         })));
-        let data = Arc::new(DataPlane::new(
-            state.clone(),
-            audit.clone(),
-            cache.clone(),
-            metrics.clone(),
-            crate::audit::DenyAggregator::from_settings(&settings_audit),
-        ));
-        let admin = Arc::new(AdminPlane::new(
-            state.clone(),
-            audit.clone(),
-            cache,
-            metrics,
-            config.to_path_buf(),
-            overrides,
-            shutdown.clone(),
-        ));
+        let data = Arc::new(
+            DataPlane::new(
+                state.clone(),
+                audit.clone(),
+                cache.clone(),
+                metrics.clone(),
+                crate::audit::DenyAggregator::from_settings(&settings_audit),
+            )
+            .with_cluster(cluster.clone()),
+        );
+        let admin = Arc::new(
+            AdminPlane::new(
+                state.clone(),
+                audit.clone(),
+                cache,
+                metrics,
+                config.to_path_buf(),
+                overrides,
+                shutdown.clone(),
+            )
+            .with_cluster(cluster.clone()),
+        );
+        if let Some(c) = &cluster {
+            let weak = Arc::downgrade(&admin);
+            let applier: std::sync::Weak<dyn crate::cluster::Applier> = weak;
+            c.start(applier);
+            tracing::info!(node = c.node(), redis = c.link.url(), "cluster mode");
+        }
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr)
                 .await
@@ -637,6 +704,9 @@ impl Running {
                         _ = shutdown.cancelled() => break,
                         _ = tick.tick() => {
                             state.load().protect.maintain();
+                            if let Some(c) = &data.cluster() {
+                                c.limits.maintain();
+                            }
                             data.flush_aggregates().await;
                         }
                     }
@@ -650,6 +720,7 @@ impl Running {
             demo_addrs,
             data,
             admin,
+            cluster,
             shutdown,
             listeners,
             writer,
@@ -665,6 +736,9 @@ impl Running {
             let _ = l.await;
         }
         self.data.flush_aggregates().await;
+        if let Some(c) = &self.cluster {
+            c.stop().await;
+        }
         self.data.state.load().auth.stop();
         if let Err(e) = self.writer.shutdown().await {
             tracing::error!(error = %e, "audit log did not close cleanly");

@@ -113,6 +113,10 @@ pub enum GatewayError {
     /// An error shared by coalesced callers (the cache's single load).
     #[error("{0}")]
     Shared(std::sync::Arc<dyn std::error::Error + Send + Sync>),
+    /// Cluster mode: a change that must reach every node could not be
+    /// stored in Redis (nothing was changed).
+    #[error("{0}")]
+    ClusterUnavailable(crate::cluster::ClusterError),
     /// The gateway itself failed; details are logged, never answered.
     #[error("internal error: {0}")]
     Internal(String),
@@ -348,6 +352,14 @@ impl GatewayError {
                 return match inner {
                     Some(g) => g.problem(),
                     None => GatewayError::Internal(e.to_string()).problem(),
+                };
+            }
+            G::ClusterUnavailable(_) => {
+                return Problem {
+                    status: StatusCode::SERVICE_UNAVAILABLE,
+                    kind: "cluster-unavailable",
+                    detail: "the change was not made: the cluster's shared store (Redis) is unavailable, and a change made on one node only would leave the nodes disagreeing; retry when /readyz shows the cluster component ok".to_string(),
+                    headers: vec![retry_after(Duration::from_secs(5))],
                 };
             }
             G::Internal(_) => (

@@ -9,6 +9,7 @@ pub mod audit;
 pub mod auth;
 pub mod cache;
 pub mod certs;
+pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod error;

@@ -38,6 +38,29 @@ struct ServeArgs {
     /// Log as JSON lines instead of text.
     #[arg(long, global = true)]
     log_json: bool,
+    /// TLS data-plane listener; "" disables TLS.
+    #[arg(long, global = true, value_parser = parse_optional_addr)]
+    tls_listen: Option<OptionalAddr>,
+    /// Cluster mode: the Redis (or Valkey) URL shared by every node
+    /// (overrides [cluster] redis_url; "" turns cluster mode off).
+    #[arg(long, global = true)]
+    redis: Option<String>,
+    /// Do not start the simulated departments (another node runs them).
+    #[arg(long, global = true)]
+    no_demo: bool,
+}
+
+/// An address, or none (`""`).
+#[derive(Clone, Copy, Debug)]
+struct OptionalAddr(Option<std::net::SocketAddr>);
+
+fn parse_optional_addr(s: &str) -> Result<OptionalAddr, String> {
+    if s.trim().is_empty() {
+        return Ok(OptionalAddr(None));
+    }
+    s.parse().map(|a| OptionalAddr(Some(a))).map_err(|e| {
+        format!("`{s}` is not an address such as 127.0.0.1:8443 ({e}); use \"\" to disable TLS")
+    })
 }
 
 #[derive(Subcommand)]
@@ -177,8 +200,10 @@ fn overrides(a: &ServeArgs) -> Overrides {
     Overrides {
         listen: a.listen,
         admin_listen: a.admin_listen,
-        tls_listen: None,
+        tls_listen: a.tls_listen.map(|o| o.0),
         data_dir: a.data_dir.clone(),
+        redis: a.redis.clone(),
+        no_demo: a.no_demo,
     }
 }
 

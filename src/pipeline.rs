@@ -118,6 +118,8 @@ pub struct DataPlane {
     aggregator: crate::audit::DenyAggregator,
     router: Router,
     ids: RequestIds,
+    /// Cluster mode: quotas shared with the other nodes.
+    cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 impl DataPlane {
@@ -137,6 +139,32 @@ impl DataPlane {
             metrics,
             router: Router::new(),
             ids: RequestIds::default(),
+            cluster: None,
+        }
+    }
+
+    /// Cluster mode, when on.
+    pub fn cluster(&self) -> Option<&Arc<crate::cluster::Cluster>> {
+        self.cluster.as_ref()
+    }
+
+    /// Cluster mode: rate limits are charged to the cluster-wide quotas.
+    pub fn with_cluster(mut self, cluster: Option<Arc<crate::cluster::Cluster>>) -> Self {
+        self.cluster = cluster;
+        self
+    }
+
+    /// Charges one request to the client's (and department's) quotas: the
+    /// cluster-wide ones in cluster mode, this node's otherwise.
+    async fn charge(
+        &self,
+        state: &State,
+        client: &str,
+        department: Option<&str>,
+    ) -> Result<crate::protect::RateLimitState, crate::protect::RateLimited> {
+        match &self.cluster {
+            Some(c) => c.limits.check(&Arc::from(client), department).await,
+            None => state.protect.check_client(client, department),
         }
     }
 }
@@ -305,7 +333,7 @@ impl DataPlane {
         // Phase 5 onwards, per route.
         match route {
             Route::Catalog => {
-                ctx.ratelimit = Some(state.protect.check_client(principal.sub(), None)?);
+                ctx.ratelimit = Some(self.charge(state, principal.sub(), None).await?);
                 Ok(json_response(StatusCode::OK, &self.catalog(state, &grants)))
             }
             Route::Dataset { dataset, subject } => {
@@ -333,7 +361,7 @@ impl DataPlane {
                         RequestError::NotFound(format!("no scenario `{scenario}`"))
                     })?;
                 grants.check_scenario(&scenario)?;
-                ctx.ratelimit = Some(state.protect.check_client(principal.sub(), None)?);
+                ctx.ratelimit = Some(self.charge(state, principal.sub(), None).await?);
                 let body = read_body(req.into_body(), limits.max_body_bytes).await?;
                 let subjects = spec.parse_request(&body, &state.datasets)?;
                 self.run_scenario(state, ctx, &principal, &grants, &spec, &subjects)
@@ -351,9 +379,8 @@ impl DataPlane {
                 }
                 grants.check_proxy(&department, req.method(), &path)?;
                 ctx.ratelimit = Some(
-                    state
-                        .protect
-                        .check_client(principal.sub(), Some(&department))?,
+                    self.charge(state, principal.sub(), Some(&department))
+                        .await?,
                 );
                 self.proxy(state, ctx, conn, req, &department, &path).await
             }
@@ -424,9 +451,8 @@ impl DataPlane {
             .into());
         }
         ctx.ratelimit = Some(
-            state
-                .protect
-                .check_client(principal.sub(), Some(&spec.department))?,
+            self.charge(state, principal.sub(), Some(&spec.department))
+                .await?,
         );
         let adapter = state
             .adapters

@@ -27,6 +27,8 @@ use tokio_util::sync::CancellationToken;
 use onewindow::app::{Overrides, Running};
 use onewindow::auth::DemoIssuer;
 
+pub mod redis;
+
 /// The repository root (where the shipped config lives).
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

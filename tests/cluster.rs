@@ -1,0 +1,561 @@
+//! Cluster mode: several in-process nodes sharing one real `redis-server`
+//! (started per test on a free port, without persistence, so a test can kill
+//! and restart it). Skipped with "SKIPPED: ..." when redis-server is not
+//! installed, unless ONEWINDOW_CI_REQUIRE=1.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::redis::RedisServer;
+use common::{FULL, NO_FIRE, REVOKED, World};
+use futures_util::StreamExt;
+use http::Method;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// A node of a cluster on `redis_url`: the demo world plus `[cluster]`.
+async fn node(redis_url: &str, name: &str, extra: &str) -> World {
+    World::builder()
+        .gateway_replace("fsync = \"always\"", "fsync = \"never\"")
+        .gateway_extra(&format!(
+            "\n[cluster]\nredis_url = \"{redis_url}\"\nnode = \"{name}\"\nnodes = 3\n{extra}\n"
+        ))
+        .start()
+        .await
+}
+
+fn admin(w: &World) -> String {
+    w.token("platform-admin", &["platform-admin"], None)
+}
+
+async fn readyz(w: &World) -> serde_json::Value {
+    w.send(Method::GET, "/readyz", None, &[], "").await.json()
+}
+
+/// Polls until `f` holds (bounded: state reached through real Redis I/O).
+async fn eventually<F, Fut>(what: &str, within: Duration, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if f().await {
+            return;
+        }
+        assert!(Instant::now() < deadline, "not within {within:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn cluster_status(w: &World) -> String {
+    readyz(w).await["cluster"]["status"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
+}
+
+async fn wait_ok(w: &World) {
+    eventually("cluster ok", Duration::from_secs(10), || async {
+        cluster_status(w).await == "ok"
+    })
+    .await;
+}
+
+async fn wait_degraded(w: &World) {
+    eventually("cluster degraded", Duration::from_secs(10), || async {
+        cluster_status(w).await == "degraded"
+    })
+    .await;
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no metric {name}"))
+}
+
+async fn metrics(w: &World) -> String {
+    w.send(Method::GET, "/metrics", None, &[], "").await.text()
+}
+
+async fn read(w: &World, subject: &str) -> common::Answer {
+    let t = w.token("portal-binhai", &[], None);
+    w.read(&format!("/v1/datasets/business-licence/{subject}"), &t)
+        .await
+}
+
+// Three nodes, one client at its quota: together they allow the quota (within
+// 10 %), not three times it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_nodes_hold_one_client_quota_together() {
+    let Some(redis) = RedisServer::start("three_nodes_hold_one_client_quota_together") else {
+        return;
+    };
+    // portal-readonly: 300 at once, one more per minute (so the test's own
+    // duration adds nothing measurable).
+    let mut nodes = Vec::new();
+    for name in ["a", "b", "c"] {
+        let w = World::builder()
+            .gateway_replace("fsync = \"always\"", "fsync = \"never\"")
+            .gateway_replace("per_second = 5\nburst = 10", "per_minute = 1\nburst = 300")
+            .gateway_extra(&format!(
+                // A generous timeout: a loaded test machine must not make a
+                // slow answer look like an outage (this test is about sharing).
+                "\n[cluster]\nredis_url = \"{}\"\nnode = \"{name}\"\nnodes = 3\ntimeout_ms = 3000\n",
+                redis.url()
+            ))
+            .start()
+            .await;
+        nodes.push(w);
+    }
+    for w in &nodes {
+        wait_ok(w).await;
+    }
+    let allowed = Arc::new(AtomicUsize::new(0));
+    let refused = Arc::new(AtomicUsize::new(0));
+    let per_node = 400;
+    let mut tasks = Vec::new();
+    for w in &nodes {
+        let token = w.token("portal-readonly", &[], None);
+        let (allowed, refused) = (allowed.clone(), refused.clone());
+        tasks.push(async move {
+            futures_util::stream::iter(0..per_node)
+                .for_each_concurrent(16, |_| {
+                    let (token, allowed, refused) = (&token, &allowed, &refused);
+                    async move {
+                        let a = w
+                            .send(Method::GET, "/v1/catalog", Some(token), &[], "")
+                            .await;
+                        match a.status.as_u16() {
+                            200 => allowed.fetch_add(1, Ordering::Relaxed),
+                            429 => refused.fetch_add(1, Ordering::Relaxed),
+                            s => panic!("unexpected {s}: {}", a.text()),
+                        };
+                    }
+                })
+                .await;
+        });
+    }
+    futures_util::future::join_all(tasks).await;
+    let allowed = allowed.load(Ordering::Relaxed);
+    // Nothing went to the local fallback.
+    for w in &nodes {
+        assert_eq!(
+            metric(&metrics(w).await, "onewindow_cluster_fallback_checks_total"),
+            0.0
+        );
+    }
+    assert_eq!(allowed + refused.load(Ordering::Relaxed), 3 * per_node);
+    assert!(
+        (270..=301).contains(&allowed),
+        "{allowed} allowed by three nodes for a quota of 300"
+    );
+}
+
+// An invalidation through node A is in force on node C when A answers: a read
+// on C right after is never a hit of the revoked record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn invalidation_on_a_is_never_a_hit_on_c() {
+    let Some(redis) = RedisServer::start("invalidation_on_a_is_never_a_hit_on_c") else {
+        return;
+    };
+    let a = node(&redis.url(), "a", "").await;
+    let b = node(&redis.url(), "b", "").await;
+    let c = node(&redis.url(), "c", "").await;
+    for w in [&a, &b, &c] {
+        wait_ok(w).await;
+    }
+    // Until every node is in everyone's live set.
+    eventually("three live nodes", Duration::from_secs(10), || async {
+        readyz(&a).await["cluster"]["live_nodes"] == 3
+    })
+    .await;
+    let t = admin(&a);
+    for (round, subject) in [REVOKED, FULL, NO_FIRE].iter().cycle().take(12).enumerate() {
+        read(&c, subject).await;
+        let warm = read(&c, subject).await;
+        assert_eq!(warm.header("x-cache"), Some("hit"), "round {round}: warmed");
+        let inv = a
+            .send(
+                Method::POST,
+                "/admin/cache/invalidate",
+                Some(&t),
+                &[],
+                format!(r#"{{"dataset":"business-licence","subject":"{subject}"}}"#),
+            )
+            .await;
+        assert_eq!(inv.status, 200, "{}", inv.text());
+        let j = inv.json();
+        assert_eq!(j["cluster"]["nodes_confirmed"], 3, "{j}");
+        let after = read(&c, subject).await;
+        assert_eq!(after.status, 200);
+        assert_ne!(
+            after.header("x-cache"),
+            Some("hit"),
+            "round {round}: node C served the revoked record from its cache"
+        );
+    }
+}
+
+// Redis killed while nodes serve, then restarted: serving continues with local
+// limits, /readyz and metrics say degraded, the node recovers and drops the
+// records it cached (it may have missed invalidations).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_killed_mid_load_and_restarted() {
+    let Some(mut redis) = RedisServer::start("redis_killed_mid_load_and_restarted") else {
+        return;
+    };
+    let a = node(&redis.url(), "a", "").await;
+    let b = node(&redis.url(), "b", "").await;
+    wait_ok(&a).await;
+    wait_ok(&b).await;
+    read(&a, FULL).await;
+    assert_eq!(read(&a, FULL).await.header("x-cache"), Some("hit"));
+    let drops_before = metric(&metrics(&a).await, "onewindow_cluster_cache_drops_total");
+
+    // Load on both nodes for the whole test.
+    let stop = Arc::new(AtomicBool::new(false));
+    let served = Arc::new(AtomicUsize::new(0));
+    let failed = Arc::new(AtomicUsize::new(0));
+    let load = {
+        let (stop, served, failed) = (stop.clone(), served.clone(), failed.clone());
+        let (ta, tb) = (
+            a.token("portal-binhai", &[], None),
+            b.token("portal-binhai", &[], None),
+        );
+        let (a, b) = (&a, &b);
+        async move {
+            while !stop.load(Ordering::Relaxed) {
+                for (w, t) in [(a, &ta), (b, &tb)] {
+                    let r = w
+                        .read(&format!("/v1/datasets/business-licence/{NO_FIRE}"), t)
+                        .await;
+                    if r.status == 200 {
+                        served.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+    };
+    let script = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        redis.kill();
+        wait_degraded(&a).await;
+        wait_degraded(&b).await;
+        let m = metrics(&a).await;
+        assert_eq!(metric(&m, "onewindow_cluster_degraded"), 1.0);
+        let r = readyz(&a).await;
+        assert_eq!(r["status"], "degraded", "{r}");
+        assert_eq!(r["cluster"]["limits"], "local share", "{r}");
+        assert!(r["cluster"]["last_error"].as_str().is_some(), "{r}");
+        let during = served.load(Ordering::Relaxed);
+        eventually(
+            "serving during the outage",
+            Duration::from_secs(10),
+            || async { served.load(Ordering::Relaxed) > during + 20 },
+        )
+        .await;
+        // A change that must reach every node is refused, not half-made.
+        let put = a
+            .send(
+                Method::PUT,
+                "/admin/adapters/fire-rescue",
+                Some(&admin(&a)),
+                &[("content-type", "application/toml")],
+                std::fs::read_to_string(a.root().join("adapters/fire-rescue.toml")).unwrap(),
+            )
+            .await;
+        assert_eq!(put.status, 503, "{}", put.text());
+        assert!(put.text().contains("cluster-unavailable"), "{}", put.text());
+        redis.restart();
+        wait_ok(&a).await;
+        wait_ok(&b).await;
+        stop.store(true, Ordering::Relaxed);
+    };
+    tokio::join!(load, script);
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "requests failed during the outage"
+    );
+    let m = metrics(&a).await;
+    assert!(metric(&m, "onewindow_cluster_fallback_checks_total") > 0.0);
+    assert!(metric(&m, "onewindow_cluster_cache_drops_total") > drops_before);
+    assert_eq!(metric(&m, "onewindow_cluster_degraded"), 0.0);
+    // The record cached before the outage was dropped on reconnecting.
+    assert_eq!(read(&a, FULL).await.header("x-cache"), Some("miss"));
+}
+
+/// A TCP proxy to `upstream` that holds every chunk for `delay` (shared, so
+/// a test can change it).
+async fn delaying_proxy(
+    upstream: SocketAddr,
+    delay: Arc<std::sync::Mutex<Duration>>,
+) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = l.accept().await {
+            let delay = delay.clone();
+            tokio::spawn(async move {
+                let Ok(server) = TcpStream::connect(upstream).await else {
+                    return;
+                };
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                let d1 = delay.clone();
+                let up = async move {
+                    let mut buf = vec![0u8; 16384];
+                    loop {
+                        let n = match cr.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        let d = *d1.lock().unwrap();
+                        tokio::time::sleep(d).await;
+                        if sw.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                };
+                let down = async move {
+                    let mut buf = vec![0u8; 16384];
+                    loop {
+                        let n = match sr.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        if cw.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                };
+                tokio::join!(up, down);
+            });
+        }
+    });
+    addr
+}
+
+// Redis answering slowly (a proxy holding every request 300 ms, timeout 50 ms):
+// requests are served from the local share without waiting on Redis each
+// time, readiness says degraded with the timeout named; when Redis is fast
+// again the node goes back to shared limits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn slow_redis_falls_back_to_local_limits() {
+    let Some(redis) = RedisServer::start("slow_redis_falls_back_to_local_limits") else {
+        return;
+    };
+    let delay = Arc::new(std::sync::Mutex::new(Duration::ZERO));
+    let proxy = delaying_proxy(redis.addr(), delay.clone()).await;
+    let a = node(&format!("redis://{proxy}"), "a", "timeout_ms = 50").await;
+    wait_ok(&a).await;
+    *delay.lock().unwrap() = Duration::from_millis(300);
+    wait_degraded(&a).await;
+    let r = readyz(&a).await;
+    let err = r["cluster"]["last_error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(err.contains("did not answer"), "{r}");
+    assert!(!err.contains("@"), "no credentials in the error: {err}");
+    for _ in 0..20 {
+        assert_eq!(read(&a, FULL).await.status, 200);
+    }
+    assert!(
+        metric(
+            &metrics(&a).await,
+            "onewindow_cluster_fallback_checks_total"
+        ) >= 20.0
+    );
+    *delay.lock().unwrap() = Duration::ZERO;
+    wait_ok(&a).await;
+    // Requests held by the proxy drain first; then reads use shared limits again.
+    eventually("shared limits again", Duration::from_secs(10), || async {
+        let before = metric(
+            &metrics(&a).await,
+            "onewindow_cluster_fallback_checks_total",
+        );
+        assert_eq!(read(&a, FULL).await.status, 200);
+        metric(
+            &metrics(&a).await,
+            "onewindow_cluster_fallback_checks_total",
+        ) == before
+    })
+    .await;
+}
+
+/// A server that answers every read with `reply(bytes read)`.
+async fn fake_server(reply: fn(&[u8]) -> Vec<u8>) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 16384];
+                loop {
+                    let n = match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    if s.write_all(&reply(&buf[..n])).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+async fn wrong_server_is_reported_and_served_around(reply: fn(&[u8]) -> Vec<u8>) {
+    let addr = fake_server(reply).await;
+    let a = node(&format!("redis://{addr}"), "a", "").await;
+    wait_degraded(&a).await;
+    eventually("the error is named", Duration::from_secs(10), || async {
+        readyz(&a).await["cluster"]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("does not answer like Redis") || e.contains("unreachable"))
+    })
+    .await;
+    for _ in 0..10 {
+        assert_eq!(read(&a, FULL).await.status, 200);
+    }
+    let r = readyz(&a).await;
+    assert_eq!(r["ready"], true, "serving, degraded: {r}");
+    assert_eq!(r["status"], "degraded");
+    let put = a
+        .send(
+            Method::PUT,
+            "/admin/adapters/fire-rescue",
+            Some(&admin(&a)),
+            &[("content-type", "application/toml")],
+            std::fs::read_to_string(a.root().join("adapters/fire-rescue.toml")).unwrap(),
+        )
+        .await;
+    assert_eq!(put.status, 503, "{}", put.text());
+}
+
+// The wrong server (a plain TCP echo): a clear error, no panic, local limits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn echo_server_instead_of_redis() {
+    wrong_server_is_reported_and_served_around(|b| b.to_vec()).await;
+}
+
+// A server that answers garbage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn garbage_answering_server_instead_of_redis() {
+    wrong_server_is_reported_and_served_around(|_| b"\x00\xff?!garbage\r\n$-7\r\n*x\r\n".to_vec())
+        .await;
+}
+
+// Two nodes PUT different adapters for one department at the same moment:
+// every node ends with the same one (the later version Redis assigned), in
+// memory and on disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_adapter_puts_converge_on_every_node() {
+    let Some(redis) = RedisServer::start("concurrent_adapter_puts_converge_on_every_node") else {
+        return;
+    };
+    let a = node(&redis.url(), "a", "").await;
+    let b = node(&redis.url(), "b", "").await;
+    let c = node(&redis.url(), "c", "").await;
+    for w in [&a, &b, &c] {
+        wait_ok(w).await;
+    }
+    let file =
+        |w: &World| std::fs::read_to_string(w.root().join("adapters/fire-rescue.toml")).unwrap();
+    async fn put(w: &World, body: String) -> common::Answer {
+        let t = admin(w);
+        w.send(
+            Method::PUT,
+            "/admin/adapters/fire-rescue",
+            Some(&t),
+            &[("content-type", "application/toml")],
+            body,
+        )
+        .await
+    }
+    for round in 0..5 {
+        // Two different, valid files: each node's own (its simulated
+        // department's address), marked by a comment.
+        let from_a = format!(
+            "# from a, round {round}\n{}",
+            file(&a)
+                .lines()
+                .filter(|l| !l.starts_with("# from"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        let from_b = format!(
+            "# from b, round {round}\n{}",
+            file(&b)
+                .lines()
+                .filter(|l| !l.starts_with("# from"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        let (ra, rb) = tokio::join!(put(&a, from_a.clone()), put(&b, from_b.clone()));
+        assert_eq!(ra.status, 200, "{}", ra.text());
+        assert_eq!(rb.status, 200, "{}", rb.text());
+        let (va, vb) = (
+            ra.json()["cluster"]["version"].as_u64().unwrap(),
+            rb.json()["cluster"]["version"].as_u64().unwrap(),
+        );
+        assert_ne!(va, vb);
+        let winner = if va > vb { &from_a } else { &from_b };
+        for (name, w) in [("a", &a), ("b", &b), ("c", &c)] {
+            eventually("converged", Duration::from_secs(5), || async {
+                file(w).trim() == winner.trim()
+            })
+            .await;
+            let got = w
+                .send(
+                    Method::GET,
+                    "/admin/adapters/fire-rescue",
+                    Some(&admin(w)),
+                    &[],
+                    "",
+                )
+                .await;
+            assert_eq!(
+                got.text().trim(),
+                winner.trim(),
+                "round {round}: node {name}"
+            );
+            let target = |w: &World| {
+                let state = w.gw().data.state.load();
+                format!(
+                    "{:?}",
+                    state.adapters.department("fire-rescue").unwrap().target
+                )
+            };
+            let want = if va > vb { &a } else { &b };
+            assert_eq!(
+                target(w),
+                target(want),
+                "round {round}: node {name} in memory"
+            );
+        }
+    }
+}
+
+// A node without [cluster] has no cluster component and never talks to Redis.
+#[tokio::test]
+async fn single_node_has_no_cluster_component() {
+    let w = World::demo().await;
+    let r = readyz(&w).await;
+    assert!(r["cluster"].is_null(), "{r}");
+    assert_eq!(r["status"], "ok");
+    assert!(!metrics(&w).await.contains("onewindow_cluster_"));
+}
