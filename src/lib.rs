@@ -1,6 +1,7 @@
 //! onewindow: a data-sharing integration gateway for government services.
 //!
-//! The crate is organised by concern; see DESIGN.md for the request flow.
+//! The crate is organised by concern; docs/ARCHITECTURE.md describes the
+//! planes, the request phases, the module map and the design rules.
 
 pub mod adapter;
 pub mod admin;

@@ -311,7 +311,7 @@ pub struct PartResult {
     pub detail: Option<String>,
 }
 
-/// The scenario reply of DESIGN.md.
+/// The scenario reply (see docs/ARCHITECTURE.md).
 #[derive(Debug, Clone, Serialize)]
 pub struct ScenarioReply {
     /// Scenario name.

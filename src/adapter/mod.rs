@@ -21,12 +21,14 @@
 //! 4. `adapter.map_response(dataset, reply)` -> canonical record or an
 //!    [`AdapterError`].
 
+mod compile;
 pub mod error;
 pub mod rest_json;
 pub mod soap_xml;
 pub mod spec;
 pub mod ssrf;
 pub mod template;
+pub(crate) mod xml;
 
 #[cfg(test)]
 mod tests;

@@ -25,13 +25,14 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, header};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use super::compile::{DatasetInput, FieldRule, RawFieldRule};
 use super::spec::{CompiledKind, KindContext, lookup_map, type_name};
 use super::template::{Target, Template};
 use super::{
     Adapter, AdapterError, CanonicalRequest, MAX_REPLY_BYTES, Record, UpstreamReply,
     UpstreamRequest,
 };
-use crate::config::{ConfigErrors, FieldType};
+use crate::config::{ConfigErrors, DatasetSpec, FieldType};
 
 /// The kind name.
 pub const KIND: &str = "rest-json";
@@ -183,189 +184,9 @@ pub fn compile(
 ) -> Result<CompiledKind, ConfigErrors> {
     let raw: RawRest = cx.parse_section(section)?;
     let mut errors = ConfigErrors::default();
-    let mut datasets = Vec::new();
-    if raw.datasets.is_empty() {
-        errors.push(cx.err(
-            "datasets",
-            "the adapter serves no dataset",
-            "add [datasets.<name>] tables",
-        ));
-    }
-    for (name, d) in raw.datasets {
-        let at = format!("datasets.{name}");
-        let Some(spec) = cx.dataset(&name, &mut errors) else {
-            continue;
-        };
-        let method = match d.method.as_str() {
-            "GET" => Some(Method::GET),
-            "POST" => Some(Method::POST),
-            other => {
-                errors.push(cx.err(
-                    format!("{at}.method"),
-                    format!("method `{other}` is not supported for reads"),
-                    "use GET or POST",
-                ));
-                None
-            }
-        };
-        let mut tpl = |field: String, src: &str, target: Target| -> Option<Template> {
-            match Template::compile(src, target) {
-                Ok(t) => Some(t),
-                Err(e) => {
-                    errors.push(cx.err(field, e, "fix the template"));
-                    None
-                }
-            }
-        };
-        let path = tpl(format!("{at}.path"), &d.path, Target::Path);
-        let query: Vec<_> = d
-            .query
-            .iter()
-            .filter_map(|(k, v)| {
-                let name = Template::compile(k, Target::Query)
-                    .ok()
-                    .filter(Template::is_literal);
-                let Some(name) = name else {
-                    errors.push(cx.err(
-                        format!("{at}.query.{k}"),
-                        "query parameter names must be literal",
-                        "move placeholders into the value",
-                    ));
-                    return None;
-                };
-                let mut encoded = String::new();
-                let _ = name.render_into(&dummy_request(), &mut encoded);
-                let v = match Template::compile(v, Target::Query) {
-                    Ok(t) => t,
-                    Err(e) => {
-                        errors.push(cx.err(format!("{at}.query.{k}"), e, "fix the template"));
-                        return None;
-                    }
-                };
-                Some((encoded, v))
-            })
-            .collect();
-        let mut headers = Vec::new();
-        for (k, v) in &d.headers {
-            let field = format!("{at}.headers.{k}");
-            let name = cx.header_name(k, &field, &mut errors);
-            match Template::compile(v, Target::Header) {
-                Ok(t) => {
-                    if let Some(n) = name {
-                        headers.push((n, t));
-                    }
-                }
-                Err(e) => errors.push(cx.err(field, e, "fix the template")),
-            }
-        }
-        let body = d
-            .body
-            .as_ref()
-            .and_then(|b| match Template::compile(b, Target::Json) {
-                Ok(t) => Some(t),
-                Err(e) => {
-                    errors.push(cx.err(format!("{at}.body"), e, "fix the JSON body template"));
-                    None
-                }
-            });
-        if body.is_some() && method == Some(Method::GET) {
-            errors.push(cx.err(
-                format!("{at}.body"),
-                "a GET request has no body",
-                "set method = \"POST\" or remove the body",
-            ));
-        }
-        let r = &d.response;
-        let record = pointer(cx, &mut errors, format!("{at}.response.record"), &r.record);
-        let not_found_when = r.not_found_when.as_ref().and_then(|w| {
-            pointer(
-                cx,
-                &mut errors,
-                format!("{at}.response.not_found_when.pointer"),
-                &w.pointer,
-            )
-            .map(|p| (p, w.equals.clone()))
-        });
-        cx.check_not_found_status(&r.not_found_status, &at, &mut errors);
-        let fields_at = format!("{at}.response.fields");
-        cx.check_fields(
-            &spec,
-            r.fields.keys().map(String::as_str),
-            &fields_at,
-            &mut errors,
-        );
-        let mut fields = Vec::new();
-        for (fname, rule) in &r.fields {
-            let Some(fs) = spec.field(fname) else {
-                continue;
-            };
-            let fat = format!("{fields_at}.{fname}");
-            let rule = match rule {
-                Value::String(p) => RawRule {
-                    pointer: p.clone(),
-                    map: BTreeMap::new(),
-                    items: BTreeMap::new(),
-                },
-                other => match serde_json::from_value::<RawRule>(other.clone()) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        errors.push(cx.err(
-                            fat,
-                            e.to_string(),
-                            "write \"/pointer\" or { pointer = \"/p\", map = {..} } or \
-                             { pointer = \"/p\", items = {..} }",
-                        ));
-                        continue;
-                    }
-                },
-            };
-            let Some(p) = pointer(cx, &mut errors, format!("{fat}.pointer"), &rule.pointer) else {
-                continue;
-            };
-            let map = cx.value_map(&rule.map, fs.ty, &format!("{fat}.map"), &mut errors);
-            if !rule.items.is_empty() && fs.ty != FieldType::Array {
-                errors.push(cx.err(
-                    format!("{fat}.items"),
-                    format!(
-                        "`items` needs an array field; `{fname}` is a {}",
-                        type_name(fs.ty)
-                    ),
-                    "remove `items` or change the canonical type to array",
-                ));
-            }
-            if !rule.items.is_empty() && !rule.map.is_empty() {
-                errors.push(cx.err(&fat, "use either `map` or `items`", "remove one"));
-            }
-            let mut items = Vec::new();
-            for (k, v) in &rule.items {
-                if let Some(p) = pointer(cx, &mut errors, format!("{fat}.items.{k}"), v) {
-                    items.push((k.clone(), p));
-                }
-            }
-            fields.push(Field {
-                name: fname.clone(),
-                ty: fs.ty,
-                required: fs.required,
-                pointer: p,
-                map,
-                items,
-            });
-        }
-        if let (Some(method), Some(path), Some(record)) = (method, path, record) {
-            datasets.push(Dataset {
-                name,
-                method,
-                path,
-                query,
-                headers,
-                body,
-                record,
-                not_found_status: r.not_found_status.clone(),
-                not_found_when,
-                fields,
-            });
-        }
-    }
+    let datasets = cx.compile_datasets(raw.datasets, &mut errors, |d, errors| {
+        compile_dataset(cx, d, errors)
+    });
     let names = datasets.iter().map(|d| d.name.clone()).collect();
     errors.into_result(CompiledKind {
         adapter: Box::new(RestJsonAdapter {
@@ -374,6 +195,202 @@ pub fn compile(
         }),
         datasets: names,
     })
+}
+
+/// One `[datasets.<name>]` table: the request, then the response.
+fn compile_dataset(
+    cx: &KindContext<'_>,
+    input: DatasetInput<RawDataset>,
+    errors: &mut ConfigErrors,
+) -> Option<Dataset> {
+    let DatasetInput {
+        name,
+        at,
+        spec,
+        raw,
+    } = input;
+    let method = compile_method(cx, &raw.method, &at, errors);
+    let path = cx.template(
+        format!("{at}.path"),
+        &raw.path,
+        Target::Path,
+        "fix the template",
+        errors,
+    );
+    let query = compile_query(cx, &raw.query, &at, errors);
+    let headers = cx.header_templates(&raw.headers, &at, errors);
+    let body = compile_body(cx, raw.body.as_deref(), method.as_ref(), &at, errors);
+    let r = raw.response;
+    let record = pointer(cx, errors, format!("{at}.response.record"), &r.record);
+    let not_found_when = r.not_found_when.as_ref().and_then(|w| {
+        pointer(
+            cx,
+            errors,
+            format!("{at}.response.not_found_when.pointer"),
+            &w.pointer,
+        )
+        .map(|p| (p, w.equals.clone()))
+    });
+    cx.check_not_found_status(&r.not_found_status, &at, errors);
+    let fields = compile_fields(cx, &spec, &r.fields, &at, errors);
+    Some(Dataset {
+        name,
+        method: method?,
+        path: path?,
+        query,
+        headers,
+        body,
+        record: record?,
+        not_found_status: r.not_found_status,
+        not_found_when,
+        fields,
+    })
+}
+
+fn compile_method(
+    cx: &KindContext<'_>,
+    method: &str,
+    at: &str,
+    errors: &mut ConfigErrors,
+) -> Option<Method> {
+    match method {
+        "GET" => Some(Method::GET),
+        "POST" => Some(Method::POST),
+        other => {
+            errors.push(cx.err(
+                format!("{at}.method"),
+                format!("method `{other}` is not supported for reads"),
+                "use GET or POST",
+            ));
+            None
+        }
+    }
+}
+
+/// `query = { name = "template" }`: literal names (encoded once here),
+/// templated values.
+fn compile_query(
+    cx: &KindContext<'_>,
+    raw: &BTreeMap<String, String>,
+    at: &str,
+    errors: &mut ConfigErrors,
+) -> Vec<(String, Template)> {
+    let mut query = Vec::with_capacity(raw.len());
+    for (k, v) in raw {
+        let field = format!("{at}.query.{k}");
+        let name = Template::compile(k, Target::Query)
+            .ok()
+            .filter(Template::is_literal);
+        let Some(name) = name else {
+            errors.push(cx.err(
+                field,
+                "query parameter names must be literal",
+                "move placeholders into the value",
+            ));
+            continue;
+        };
+        let mut encoded = String::new();
+        let _ = name.render_into(&dummy_request(), &mut encoded);
+        if let Some(v) = cx.template(field, v, Target::Query, "fix the template", errors) {
+            query.push((encoded, v));
+        }
+    }
+    query
+}
+
+/// The JSON body template; only a POST has one.
+fn compile_body(
+    cx: &KindContext<'_>,
+    body: Option<&str>,
+    method: Option<&Method>,
+    at: &str,
+    errors: &mut ConfigErrors,
+) -> Option<Template> {
+    let body = body.and_then(|b| {
+        cx.template(
+            format!("{at}.body"),
+            b,
+            Target::Json,
+            "fix the JSON body template",
+            errors,
+        )
+    });
+    if body.is_some() && method == Some(&Method::GET) {
+        errors.push(cx.err(
+            format!("{at}.body"),
+            "a GET request has no body",
+            "set method = \"POST\" or remove the body",
+        ));
+    }
+    body
+}
+
+impl RawFieldRule for RawRule {
+    const HINT: &'static str = "write \"/pointer\" or { pointer = \"/p\", map = {..} } or \
+                                { pointer = \"/p\", items = {..} }";
+
+    fn shorthand(s: &str) -> Self {
+        RawRule {
+            pointer: s.to_string(),
+            map: BTreeMap::new(),
+            items: BTreeMap::new(),
+        }
+    }
+
+    fn value_map(&self) -> &BTreeMap<String, Value> {
+        &self.map
+    }
+}
+
+/// The response fields: a pointer each, and `items` for arrays of objects.
+fn compile_fields(
+    cx: &KindContext<'_>,
+    spec: &DatasetSpec,
+    raw: &BTreeMap<String, Value>,
+    at: &str,
+    errors: &mut ConfigErrors,
+) -> Vec<Field> {
+    cx.compile_fields(
+        spec,
+        raw,
+        at,
+        errors,
+        |f: &FieldRule<'_, RawRule>, errors| {
+            let FieldRule { at, spec, rule } = f;
+            let p = pointer(cx, errors, format!("{at}.pointer"), &rule.pointer)?;
+            if !rule.items.is_empty() && spec.ty != FieldType::Array {
+                errors.push(cx.err(
+                    format!("{at}.items"),
+                    format!(
+                        "`items` needs an array field; `{}` is a {}",
+                        spec.name,
+                        type_name(spec.ty)
+                    ),
+                    "remove `items` or change the canonical type to array",
+                ));
+            }
+            if !rule.items.is_empty() && !rule.map.is_empty() {
+                errors.push(cx.err(at, "use either `map` or `items`", "remove one"));
+            }
+            let mut items = Vec::new();
+            for (k, v) in &rule.items {
+                if let Some(p) = pointer(cx, errors, format!("{at}.items.{k}"), v) {
+                    items.push((k.clone(), p));
+                }
+            }
+            Some((p, items))
+        },
+    )
+    .into_iter()
+    .map(|(m, (pointer, items))| Field {
+        name: m.name,
+        ty: m.ty,
+        required: m.required,
+        pointer,
+        map: m.map,
+        items,
+    })
+    .collect()
 }
 
 fn pointer(

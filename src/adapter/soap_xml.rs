@@ -27,24 +27,24 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, header};
-use quick_xml::events::Event;
-use quick_xml::reader::Reader;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use super::compile::{DatasetInput, FieldRule, RawFieldRule};
 use super::spec::{CompiledKind, KindContext, lookup_map, type_name};
-use super::template::{Target, Template, is_xml10_char};
+use super::template::{Target, Template};
+use super::xml::{Ev, is_xml10_char, local_part, root_name, walk, xml_trim};
 use super::{
     Adapter, AdapterError, CanonicalRequest, MAX_REPLY_BYTES, Record, UpstreamReply,
     UpstreamRequest,
 };
-use crate::config::{ConfigErrors, FieldType};
+use crate::config::{ConfigErrors, DatasetSpec, FieldType};
 
 /// The kind name.
 pub const KIND: &str = "soap-xml";
 
-/// Deepest element nesting accepted in a reply.
-pub const MAX_DEPTH: usize = 64;
+pub use super::xml::MAX_DEPTH;
+
 /// Longest text captured for one field (bytes).
 pub const MAX_TEXT: usize = 64 * 1024;
 
@@ -182,168 +182,9 @@ pub fn compile(
             SoapVersion::V11
         }
     };
-    if raw.datasets.is_empty() {
-        errors.push(cx.err(
-            "datasets",
-            "the adapter serves no dataset",
-            "add [datasets.<name>] tables",
-        ));
-    }
-    let mut datasets = Vec::new();
-    for (name, d) in raw.datasets {
-        let at = format!("datasets.{name}");
-        let Some(spec) = cx.dataset(&name, &mut errors) else {
-            continue;
-        };
-        let path = Template::compile(&d.path, Target::Path)
-            .map_err(|e| errors.push(cx.err(format!("{at}.path"), e, "fix the template")))
-            .ok();
-        let envelope = Template::compile(&d.envelope, Target::Xml)
-            .map_err(|e| errors.push(cx.err(format!("{at}.envelope"), e, "fix the envelope")))
-            .ok();
-        if let Some(env) = &envelope {
-            let sample = env.render(&sample_request()).unwrap_or_default();
-            if root_name(&sample).as_deref() != Some("Envelope") {
-                errors.push(cx.err(
-                    format!("{at}.envelope"),
-                    "the root element is not a SOAP Envelope",
-                    "wrap the request in <soap:Envelope><soap:Body>...</soap:Body></soap:Envelope>",
-                ));
-            }
-        }
-        let action = d.action.clone().unwrap_or_default();
-        if !action
-            .bytes()
-            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
-        {
-            errors.push(cx.err(
-                format!("{at}.action"),
-                "the action must be visible ASCII without quotes or backslashes",
-                "use the operation's URI, e.g. urn:fire-rescue:GetInspection",
-            ));
-        }
-        let (content_type, soap_action) = match version {
-            SoapVersion::V11 => (
-                HeaderValue::from_static("text/xml; charset=utf-8"),
-                HeaderValue::from_str(&format!("\"{action}\"")).ok(),
-            ),
-            SoapVersion::V12 if action.is_empty() => (
-                HeaderValue::from_static("application/soap+xml; charset=utf-8"),
-                None,
-            ),
-            SoapVersion::V12 => (
-                HeaderValue::from_str(&format!(
-                    "application/soap+xml; charset=utf-8; action=\"{action}\""
-                ))
-                .unwrap_or_else(|_| HeaderValue::from_static("application/soap+xml")),
-                None,
-            ),
-        };
-        let mut headers = Vec::new();
-        for (k, v) in &d.headers {
-            let field = format!("{at}.headers.{k}");
-            let name = cx.header_name(k, &field, &mut errors);
-            match Template::compile(v, Target::Header) {
-                Ok(t) => {
-                    if let Some(n) = name {
-                        headers.push((n, t));
-                    }
-                }
-                Err(e) => errors.push(cx.err(field, e, "fix the template")),
-            }
-        }
-        let r = &d.response;
-        let record_path = element_path(&r.record);
-        if record_path.is_none() {
-            errors.push(cx.err(
-                format!("{at}.response.record"),
-                format!("`{}` is not an element path", r.record),
-                "write local names separated by `/`, e.g. Envelope/Body/GetXResponse/X",
-            ));
-        }
-        let record_path = record_path.unwrap_or_default();
-        cx.check_not_found_status(&r.not_found_status, &at, &mut errors);
-        let fields_at = format!("{at}.response.fields");
-        cx.check_fields(
-            &spec,
-            r.fields.keys().map(String::as_str),
-            &fields_at,
-            &mut errors,
-        );
-        let mut fields = Vec::new();
-        let mut capture_paths = Vec::new();
-        for (fname, rule) in &r.fields {
-            let Some(fs) = spec.field(fname) else {
-                continue;
-            };
-            let fat = format!("{fields_at}.{fname}");
-            let rule = match rule {
-                Value::String(p) => RawRule {
-                    path: p.clone(),
-                    map: BTreeMap::new(),
-                },
-                other => match serde_json::from_value::<RawRule>(other.clone()) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        errors.push(cx.err(
-                            fat,
-                            e.to_string(),
-                            "write \"Element/Path\" or { path = \"Element\", map = {..} }",
-                        ));
-                        continue;
-                    }
-                },
-            };
-            if matches!(fs.ty, FieldType::Array | FieldType::Object) {
-                errors.push(cx.err(
-                    &fat,
-                    format!(
-                        "soap-xml cannot map the {} field `{fname}`",
-                        type_name(fs.ty)
-                    ),
-                    "map it with a scalar canonical type",
-                ));
-                continue;
-            }
-            let Some(rel) = element_path(&rule.path) else {
-                errors.push(cx.err(
-                    &fat,
-                    format!("`{}` is not an element path", rule.path),
-                    "write local names below the record element, e.g. Result or Address/City",
-                ));
-                continue;
-            };
-            let map = cx.value_map(&rule.map, fs.ty, &format!("{fat}.map"), &mut errors);
-            capture_paths.push(format!("{record_path}{rel}"));
-            fields.push(Field {
-                name: fname.clone(),
-                ty: fs.ty,
-                required: fs.required,
-                map,
-            });
-        }
-        capture_paths.extend(FAULT_PATHS.iter().map(|s| s.to_string()));
-        if let (Some(path), Some(envelope)) = (path, envelope) {
-            datasets.push(Dataset {
-                name,
-                path,
-                content_type,
-                soap_action: if version == SoapVersion::V11 {
-                    soap_action
-                } else {
-                    None
-                },
-                headers,
-                envelope,
-                record_path,
-                capture_paths,
-                fields,
-                not_found_status: r.not_found_status.clone(),
-                not_found_fault_code: r.not_found_fault_code.clone(),
-                not_found_fault_string: r.not_found_fault_string.clone(),
-            });
-        }
-    }
+    let datasets = cx.compile_datasets(raw.datasets, &mut errors, |d, errors| {
+        compile_dataset(cx, version, d, errors)
+    });
     let names = datasets.iter().map(|d| d.name.clone()).collect();
     errors.into_result(CompiledKind {
         adapter: Box::new(SoapXmlAdapter {
@@ -353,6 +194,186 @@ pub fn compile(
         }),
         datasets: names,
     })
+}
+
+/// One `[datasets.<name>]` table: the request, then the response.
+fn compile_dataset(
+    cx: &KindContext<'_>,
+    version: SoapVersion,
+    input: DatasetInput<RawDataset>,
+    errors: &mut ConfigErrors,
+) -> Option<Dataset> {
+    let DatasetInput {
+        name,
+        at,
+        spec,
+        raw,
+    } = input;
+    let path = cx.template(
+        format!("{at}.path"),
+        &raw.path,
+        Target::Path,
+        "fix the template",
+        errors,
+    );
+    let envelope = compile_envelope(cx, &raw.envelope, &at, errors);
+    let (content_type, soap_action) =
+        action_headers(cx, version, raw.action.as_deref(), &at, errors);
+    let headers = cx.header_templates(&raw.headers, &at, errors);
+    let r = raw.response;
+    let record_path = element_path(&r.record);
+    if record_path.is_none() {
+        errors.push(cx.err(
+            format!("{at}.response.record"),
+            format!("`{}` is not an element path", r.record),
+            "write local names separated by `/`, e.g. Envelope/Body/GetXResponse/X",
+        ));
+    }
+    let record_path = record_path.unwrap_or_default();
+    cx.check_not_found_status(&r.not_found_status, &at, errors);
+    let (fields, capture_paths) = compile_fields(cx, &spec, &r.fields, &at, &record_path, errors);
+    Some(Dataset {
+        name,
+        path: path?,
+        content_type,
+        soap_action,
+        headers,
+        envelope: envelope?,
+        record_path,
+        capture_paths,
+        fields,
+        not_found_status: r.not_found_status,
+        not_found_fault_code: r.not_found_fault_code,
+        not_found_fault_string: r.not_found_fault_string,
+    })
+}
+
+/// The envelope template: well-formed once filled in, rooted at an Envelope.
+fn compile_envelope(
+    cx: &KindContext<'_>,
+    src: &str,
+    at: &str,
+    errors: &mut ConfigErrors,
+) -> Option<Template> {
+    let field = format!("{at}.envelope");
+    let envelope = cx.template(field.clone(), src, Target::Xml, "fix the envelope", errors)?;
+    let sample = envelope.render(&sample_request()).unwrap_or_default();
+    if root_name(&sample).as_deref() != Some("Envelope") {
+        errors.push(cx.err(
+            field,
+            "the root element is not a SOAP Envelope",
+            "wrap the request in <soap:Envelope><soap:Body>...</soap:Body></soap:Envelope>",
+        ));
+    }
+    Some(envelope)
+}
+
+/// `Content-Type` and (1.1 only) `SOAPAction` for the operation's action.
+fn action_headers(
+    cx: &KindContext<'_>,
+    version: SoapVersion,
+    action: Option<&str>,
+    at: &str,
+    errors: &mut ConfigErrors,
+) -> (HeaderValue, Option<HeaderValue>) {
+    let action = action.unwrap_or_default();
+    if !action
+        .bytes()
+        .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+    {
+        errors.push(cx.err(
+            format!("{at}.action"),
+            "the action must be visible ASCII without quotes or backslashes",
+            "use the operation's URI, e.g. urn:fire-rescue:GetInspection",
+        ));
+    }
+    match version {
+        SoapVersion::V11 => (
+            HeaderValue::from_static("text/xml; charset=utf-8"),
+            HeaderValue::from_str(&format!("\"{action}\"")).ok(),
+        ),
+        SoapVersion::V12 if action.is_empty() => (
+            HeaderValue::from_static("application/soap+xml; charset=utf-8"),
+            None,
+        ),
+        SoapVersion::V12 => (
+            HeaderValue::from_str(&format!(
+                "application/soap+xml; charset=utf-8; action=\"{action}\""
+            ))
+            .unwrap_or_else(|_| HeaderValue::from_static("application/soap+xml")),
+            None,
+        ),
+    }
+}
+
+impl RawFieldRule for RawRule {
+    const HINT: &'static str = "write \"Element/Path\" or { path = \"Element\", map = {..} }";
+
+    fn shorthand(s: &str) -> Self {
+        RawRule {
+            path: s.to_string(),
+            map: BTreeMap::new(),
+        }
+    }
+
+    fn value_map(&self) -> &BTreeMap<String, Value> {
+        &self.map
+    }
+}
+
+/// The response fields (scalars only, by element path below the record) and
+/// the absolute paths to capture: the fields' in order, then [`FAULT_PATHS`].
+fn compile_fields(
+    cx: &KindContext<'_>,
+    spec: &DatasetSpec,
+    raw: &BTreeMap<String, Value>,
+    at: &str,
+    record_path: &str,
+    errors: &mut ConfigErrors,
+) -> (Vec<Field>, Vec<String>) {
+    let mapped = cx.compile_fields(
+        spec,
+        raw,
+        at,
+        errors,
+        |f: &FieldRule<'_, RawRule>, errors| {
+            let FieldRule { at, spec, rule } = f;
+            if matches!(spec.ty, FieldType::Array | FieldType::Object) {
+                errors.push(cx.err(
+                    at,
+                    format!(
+                        "soap-xml cannot map the {} field `{}`",
+                        type_name(spec.ty),
+                        spec.name
+                    ),
+                    "map it with a scalar canonical type",
+                ));
+                return None;
+            }
+            let Some(rel) = element_path(&rule.path) else {
+                errors.push(cx.err(
+                    at,
+                    format!("`{}` is not an element path", rule.path),
+                    "write local names below the record element, e.g. Result or Address/City",
+                ));
+                return None;
+            };
+            Some(rel)
+        },
+    );
+    let mut fields = Vec::with_capacity(mapped.len());
+    let mut capture_paths = Vec::with_capacity(mapped.len() + FAULT_PATHS.len());
+    for (m, rel) in mapped {
+        capture_paths.push(format!("{record_path}{rel}"));
+        fields.push(Field {
+            name: m.name,
+            ty: m.ty,
+            required: m.required,
+            map: m.map,
+        });
+    }
+    capture_paths.extend(FAULT_PATHS.iter().map(|s| s.to_string()));
+    (fields, capture_paths)
 }
 
 fn sample_request() -> CanonicalRequest<'static> {
@@ -366,130 +387,6 @@ fn sample_request() -> CanonicalRequest<'static> {
         case_id: Some("x"),
         end_user: Some("x"),
     }
-}
-
-fn root_name(xml: &str) -> Option<String> {
-    let mut root = None;
-    walk(xml, |path, depth, ev| {
-        if depth == 1 && matches!(ev, Ev::Start) && root.is_none() {
-            root = Some(path.trim_start_matches('/').to_string());
-        }
-        Ok(())
-    })
-    .ok()?;
-    root
-}
-
-/// One step of the streaming walk.
-enum Ev<'t> {
-    Start,
-    End,
-    Text(&'t str),
-}
-
-/// Walks `xml`, calling `f(path, depth, event)` with the absolute local-name
-/// path (`/Envelope/Body/...`) of the current element. Enforces: no DOCTYPE,
-/// only predefined entities and valid character references, one root, no
-/// text outside it, depth at most [`MAX_DEPTH`], all elements closed.
-fn walk(
-    xml: &str,
-    mut f: impl FnMut(&str, usize, Ev<'_>) -> Result<(), String>,
-) -> Result<(), String> {
-    let mut reader = Reader::from_str(xml);
-    let mut path = String::with_capacity(128);
-    let mut lens: Vec<usize> = Vec::with_capacity(16);
-    let mut root_done = false;
-    loop {
-        let ev = reader.read_event().map_err(|e| e.to_string())?;
-        match ev {
-            Event::Start(ref e) | Event::Empty(ref e) => {
-                if root_done && lens.is_empty() {
-                    return Err("more than one root element".into());
-                }
-                if lens.len() >= MAX_DEPTH {
-                    return Err(format!("elements nested deeper than {MAX_DEPTH}"));
-                }
-                lens.push(path.len());
-                path.push('/');
-                path.push_str(e.local_name().as_ref());
-                f(&path, lens.len(), Ev::Start)?;
-                if matches!(ev, Event::Empty(_)) {
-                    f(&path, lens.len(), Ev::End)?;
-                    leave(&mut path, &mut lens, &mut root_done);
-                }
-            }
-            Event::End(_) => {
-                f(&path, lens.len(), Ev::End)?;
-                leave(&mut path, &mut lens, &mut root_done);
-            }
-            Event::Text(t) => {
-                let s = t.xml10_content();
-                if lens.is_empty() {
-                    if !s.trim_ascii().is_empty() {
-                        return Err("text outside the root element".into());
-                    }
-                } else {
-                    f(&path, lens.len(), Ev::Text(&s))?;
-                }
-            }
-            Event::CData(c) => {
-                if lens.is_empty() {
-                    return Err("CDATA outside the root element".into());
-                }
-                let s = c.xml10_content();
-                f(&path, lens.len(), Ev::Text(&s))?;
-            }
-            Event::GeneralRef(r) => {
-                let resolved = match &*r {
-                    "lt" => '<',
-                    "gt" => '>',
-                    "amp" => '&',
-                    "apos" => '\'',
-                    "quot" => '"',
-                    name => match r.resolve_char_ref() {
-                        Ok(Some(c)) if is_xml10_char(c) => c,
-                        Ok(Some(_)) | Err(_) => {
-                            return Err(format!("invalid character reference `&{name};`"));
-                        }
-                        Ok(None) => return Err(format!("unknown entity `&{name};`")),
-                    },
-                };
-                if lens.is_empty() {
-                    return Err("reference outside the root element".into());
-                }
-                let mut buf = [0u8; 4];
-                f(&path, lens.len(), Ev::Text(resolved.encode_utf8(&mut buf)))?;
-            }
-            // Entity declarations live in the DTD: refusing any DOCTYPE rules
-            // out external entities (XXE) and entity expansion bombs.
-            Event::DocType(_) => return Err("a DOCTYPE is not allowed".into()),
-            Event::Decl(_) | Event::PI(_) | Event::Comment(_) => {}
-            Event::Eof => {
-                if !lens.is_empty() {
-                    return Err("unclosed element".into());
-                }
-                if !root_done {
-                    return Err("no root element".into());
-                }
-                return Ok(());
-            }
-        }
-    }
-}
-
-fn leave(path: &mut String, lens: &mut Vec<usize>, root_done: &mut bool) {
-    if let Some(l) = lens.pop() {
-        path.truncate(l);
-    }
-    if lens.is_empty() {
-        *root_done = true;
-    }
-}
-
-/// Checks that `xml` is a well-formed document under the reply rules (used
-/// to validate envelope templates at load).
-pub(crate) fn check_well_formed(xml: &str) -> Result<(), String> {
-    walk(xml, |_, _, _| Ok(()))
 }
 
 impl SoapXmlAdapter {
@@ -562,19 +459,11 @@ fn capture(d: &Dataset, xml: &str) -> Result<Captured, String> {
     Ok(c)
 }
 
-fn local_part(qname: &str) -> &str {
-    qname.rsplit(':').next().unwrap_or(qname).trim()
-}
-
 fn truncate(s: &str, max: usize) -> String {
     match s.char_indices().nth(max) {
         Some((i, _)) => format!("{}...", &s[..i]),
         None => s.to_string(),
     }
-}
-
-fn xml_trim(s: &str) -> &str {
-    s.trim_matches(|c| matches!(c, ' ' | '\t' | '\r' | '\n'))
 }
 
 fn convert(f: &Field, text: &str) -> Result<Option<Value>, AdapterError> {
@@ -739,27 +628,5 @@ impl Adapter for SoapXmlAdapter {
             }
         }
         Ok(out)
-    }
-}
-
-#[cfg(test)]
-pub(crate) mod tests_support {
-    /// The text of the first element named `local` (test helper).
-    pub(crate) fn text_of(xml: &str, local: &str) -> String {
-        let mut out = String::new();
-        let mut inside: Option<usize> = None;
-        super::walk(xml, |path, depth, ev| {
-            match ev {
-                super::Ev::Start if inside.is_none() && path.ends_with(&format!("/{local}")) => {
-                    inside = Some(depth)
-                }
-                super::Ev::Text(t) if inside == Some(depth) => out.push_str(t),
-                super::Ev::End if inside == Some(depth) => inside = Some(usize::MAX),
-                _ => {}
-            }
-            Ok(())
-        })
-        .unwrap();
-        out
     }
 }

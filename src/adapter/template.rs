@@ -15,6 +15,7 @@ use std::fmt::Write as _;
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
+use super::xml::{self, XmlCtx};
 use super::{AdapterError, CanonicalRequest};
 
 /// Everything outside RFC 3986 `unreserved` is percent-encoded in path
@@ -275,7 +276,7 @@ fn write_value(
             None => out.push_str("null"),
         },
         Target::Xml => {
-            write_xml_escaped(v.unwrap_or(""), out).map_err(|reason| invalid(p, target, reason))?
+            xml::write_escaped(v.unwrap_or(""), out).map_err(|reason| invalid(p, target, reason))?
         }
     }
     Ok(())
@@ -314,38 +315,6 @@ pub(crate) fn write_json_string(v: &str, out: &mut String) {
     }
     out.push_str(&v[start..]);
     out.push('"');
-}
-
-/// True for characters XML 1.0 allows in a document (`Char` production).
-pub(crate) fn is_xml10_char(c: char) -> bool {
-    matches!(c as u32,
-        0x9 | 0xA | 0xD | 0x20..=0xD7FF | 0xE000..=0xFFFD | 0x10000..=0x10FFFF)
-}
-
-/// XML-escapes `v` for text or a quoted attribute value. `>` is escaped too,
-/// so `]]>` cannot end a CDATA section; CR, LF and TAB become character
-/// references so they survive attribute-value normalisation.
-fn write_xml_escaped(v: &str, out: &mut String) -> Result<(), &'static str> {
-    let mut start = 0;
-    for (i, c) in v.char_indices() {
-        let esc = match c {
-            '&' => "&amp;",
-            '<' => "&lt;",
-            '>' => "&gt;",
-            '"' => "&quot;",
-            '\'' => "&apos;",
-            '\t' => "&#9;",
-            '\n' => "&#10;",
-            '\r' => "&#13;",
-            c if !is_xml10_char(c) => return Err("character not allowed in XML 1.0"),
-            _ => continue,
-        };
-        out.push_str(&v[start..i]);
-        out.push_str(esc);
-        start = i + c.len_utf8();
-    }
-    out.push_str(&v[start..]);
-    Ok(())
 }
 
 /// Splits `src` into literal and placeholder segments.
@@ -468,23 +437,11 @@ fn check_json(t: &Template) -> Result<(), String> {
     Ok(())
 }
 
-/// Where a position in an XML template is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum XmlCtx {
-    Text,
-    Tag,
-    AttrValue(u8),
-    Comment,
-    CData,
-    Pi,
-    Decl,
-}
-
 fn check_xml(t: &Template) -> Result<(), String> {
     let mut ctx = XmlCtx::Text;
     for s in &t.segments {
         match s {
-            Segment::Lit(l) => ctx = scan_xml(l, ctx)?,
+            Segment::Lit(l) => ctx = xml::scan(l, ctx)?,
             Segment::Var(p) => {
                 if !matches!(ctx, XmlCtx::Text | XmlCtx::AttrValue(_)) {
                     return Err(format!(
@@ -497,59 +454,8 @@ fn check_xml(t: &Template) -> Result<(), String> {
         }
     }
     let sample = dummy_render(t, "x");
-    super::soap_xml::check_well_formed(&sample)
+    xml::check_well_formed(&sample)
         .map_err(|e| format!("the envelope is not well-formed XML once filled in: {e}"))
-}
-
-fn scan_xml(l: &str, mut ctx: XmlCtx) -> Result<XmlCtx, String> {
-    let b = l.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
-        let rest = &b[i..];
-        match ctx {
-            XmlCtx::Text if rest[0] == b'<' => {
-                if rest.starts_with(b"<!--") {
-                    ctx = XmlCtx::Comment;
-                    i += 4;
-                    continue;
-                } else if rest.starts_with(b"<![CDATA[") {
-                    ctx = XmlCtx::CData;
-                    i += 9;
-                    continue;
-                } else if rest.starts_with(b"<?") {
-                    ctx = XmlCtx::Pi;
-                } else if rest.starts_with(b"<!") {
-                    if rest.len() >= 9 && rest[2..9].eq_ignore_ascii_case(b"DOCTYPE") {
-                        return Err("envelope templates may not contain a DOCTYPE".into());
-                    }
-                    ctx = XmlCtx::Decl;
-                } else {
-                    ctx = XmlCtx::Tag;
-                }
-            }
-            XmlCtx::Tag if rest[0] == b'"' || rest[0] == b'\'' => ctx = XmlCtx::AttrValue(rest[0]),
-            XmlCtx::Tag | XmlCtx::Decl if rest[0] == b'>' => ctx = XmlCtx::Text,
-            XmlCtx::AttrValue(q) if rest[0] == q => ctx = XmlCtx::Tag,
-            XmlCtx::Comment if rest.starts_with(b"-->") => {
-                ctx = XmlCtx::Text;
-                i += 3;
-                continue;
-            }
-            XmlCtx::CData if rest.starts_with(b"]]>") => {
-                ctx = XmlCtx::Text;
-                i += 3;
-                continue;
-            }
-            XmlCtx::Pi if rest.starts_with(b"?>") => {
-                ctx = XmlCtx::Text;
-                i += 2;
-                continue;
-            }
-            _ => {}
-        }
-        i += 1;
-    }
-    Ok(ctx)
 }
 
 #[cfg(test)]
@@ -718,7 +624,7 @@ mod tests {
             let out = t.render(&req(h, &m)).unwrap();
             assert!(!out.contains("]]>"), "{out}");
             // Parse it back: the value round-trips as text, structure unchanged.
-            let text = super::super::soap_xml::tests_support::text_of(&out, "b");
+            let text = super::super::xml::tests_support::text_of(&out, "b");
             assert_eq!(text, *h);
         }
         for bad in ["a\u{0}b", "a\u{1b}b", "\u{fffe}"] {

@@ -1,4 +1,4 @@
-//! Tamper-evident audit log (DESIGN.md step 8, "Audit record").
+//! Tamper-evident audit log (phase 8 of a request, see docs/ARCHITECTURE.md).
 //!
 //! One record per decision is appended to a hash chain of JSON Lines files
 //! under `<data_dir>/audit/` by a single group-commit writer task:

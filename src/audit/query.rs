@@ -102,33 +102,34 @@ fn eq(want: &Option<String>, have: &Option<String>) -> bool {
 impl QueryFilter {
     /// Whether `r` passes every filter.
     pub fn matches(&self, r: &AuditRecord) -> bool {
-        if !(eq(&self.client, &r.client)
-            && eq(&self.dataset, &r.dataset)
-            && eq(&self.scenario, &r.scenario)
-            && eq(&self.department, &r.department)
-            && eq(&self.case_id, &r.case_id))
+        let ev = &r.event;
+        if !(eq(&self.client, &ev.client)
+            && eq(&self.dataset, &ev.dataset)
+            && eq(&self.scenario, &ev.scenario)
+            && eq(&self.department, &ev.department)
+            && eq(&self.case_id, &ev.case_id))
         {
             return false;
         }
         if self
             .subject_ref
             .as_ref()
-            .is_some_and(|s| r.subject_ref.as_ref() != Some(s))
+            .is_some_and(|s| ev.subject_ref.as_ref() != Some(s))
         {
             return false;
         }
-        if self.decision.is_some_and(|d| d != r.decision) {
+        if self.decision.is_some_and(|d| d != ev.decision) {
             return false;
         }
         if self
             .action
             .as_deref()
-            .is_some_and(|a| a != r.action.as_str())
+            .is_some_and(|a| a != ev.action.as_str())
         {
             return false;
         }
         if self.since.is_some() || self.until.is_some() {
-            let Some(t) = parse_rfc3339_micros(&r.time) else {
+            let Some(t) = parse_rfc3339_micros(&ev.time) else {
                 return false;
             };
             if self.since.is_some_and(|s| t < s) || self.until.is_some_and(|u| t >= u) {

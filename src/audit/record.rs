@@ -105,9 +105,10 @@ impl SubjectRef {
 }
 
 /// What the caller knows about one decision; the writer adds `seq`, `prev`
-/// and `hash`. Strings from callers (headers, paths) are escaped by serde_json,
-/// so they can neither break the line nor forge a field.
-#[derive(Debug, Clone, PartialEq)]
+/// and `hash` to make an [`AuditRecord`]. Strings from callers (headers,
+/// paths) are escaped by serde_json, so they can neither break the line nor
+/// forge a field. Field order here is the order in the log line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditEvent {
     /// Decision time, RFC 3339 UTC (see [`crate::audit::now_rfc3339`]).
     pub time: String,
@@ -182,46 +183,17 @@ pub struct Checkpoint {
     pub signature: String,
 }
 
-/// One line of the log, as stored. Field order here is the canonical order.
+/// One line of the log, as stored: `seq`, the event's fields, then
+/// `checkpoint`, `prev` and `hash`. Field order here is the canonical order;
+/// the event is flattened, so the line is one flat JSON object.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditRecord {
     /// 1-based, contiguous across files.
     pub seq: u64,
-    /// See [`AuditEvent::time`].
-    pub time: String,
-    /// See [`AuditEvent`].
-    pub request_id: Option<String>,
-    /// See [`AuditEvent`].
-    pub client: Option<String>,
-    /// See [`AuditEvent`].
-    pub end_user: Option<String>,
-    /// See [`AuditEvent`].
-    pub purpose: Option<String>,
-    /// See [`AuditEvent`].
-    pub case_id: Option<String>,
-    /// See [`AuditEvent`].
-    pub action: Action,
-    /// See [`AuditEvent`].
-    pub department: Option<String>,
-    /// See [`AuditEvent`].
-    pub dataset: Option<String>,
-    /// See [`AuditEvent`].
-    pub scenario: Option<String>,
-    /// See [`AuditEvent`].
-    pub subject_ref: Option<SubjectRef>,
-    /// See [`AuditEvent`].
-    pub decision: Decision,
-    /// See [`AuditEvent`].
-    pub reason: Option<String>,
-    /// See [`AuditEvent`].
-    pub status: Option<u16>,
-    /// See [`AuditEvent`].
-    pub cache: Option<String>,
-    /// See [`AuditEvent`].
-    pub upstream_status: Option<u16>,
-    /// See [`AuditEvent`].
-    pub latency_us: Option<u64>,
+    /// What was decided (`time` ... `latency_us`).
+    #[serde(flatten)]
+    pub event: AuditEvent,
     /// Present on checkpoint records only.
     pub checkpoint: Option<Checkpoint>,
     /// Hash of the previous record ([`GENESIS_HASH`] for the first).
@@ -235,26 +207,10 @@ pub(crate) const HASH_SUFFIX_LEN: usize = 9 + 64 + 2;
 
 impl AuditRecord {
     /// Builds a record from an event; `hash` is filled by [`Self::to_line`].
-    pub(crate) fn from_event(ev: AuditEvent, seq: u64, prev: String) -> Self {
+    pub(crate) fn from_event(event: AuditEvent, seq: u64, prev: String) -> Self {
         Self {
             seq,
-            time: ev.time,
-            request_id: ev.request_id,
-            client: ev.client,
-            end_user: ev.end_user,
-            purpose: ev.purpose,
-            case_id: ev.case_id,
-            action: ev.action,
-            department: ev.department,
-            dataset: ev.dataset,
-            scenario: ev.scenario,
-            subject_ref: ev.subject_ref,
-            decision: ev.decision,
-            reason: ev.reason,
-            status: ev.status,
-            cache: ev.cache,
-            upstream_status: ev.upstream_status,
-            latency_us: ev.latency_us,
+            event,
             checkpoint: None,
             prev,
             hash: String::new(),
@@ -301,7 +257,7 @@ impl Chained for AuditRecord {
         &self.hash
     }
     fn action(&self) -> &str {
-        self.action.as_str()
+        self.event.action.as_str()
     }
     fn checkpoint(&self) -> Option<&Checkpoint> {
         self.checkpoint.as_ref()
@@ -309,7 +265,9 @@ impl Chained for AuditRecord {
 }
 
 /// A record borrowed from its line (no allocation unless a string has
-/// escapes): what `verify` parses, with the same schema as [`AuditRecord`].
+/// escapes): what `verify` parses, with the same schema as [`AuditRecord`]
+/// (a unit test keeps the two in step). Kept flat rather than flattened:
+/// serde's `flatten` buffers every field, which would slow `verify` down.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[allow(dead_code)] // fields are parsed to validate the schema
@@ -412,4 +370,117 @@ pub(crate) fn parse_line_as<'a, T: Deserialize<'a> + Chained>(
         return Err(LineError::HashMismatch(Box::new(rec)));
     }
     Ok(rec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A dataset read with every field set, as an earlier version wrote it
+    /// (one flat object; the hash pins the canonical form).
+    const READ_LINE: &str = r#"{"seq":1,"time":"2026-01-02T03:04:05.678901Z","request_id":"req-1","client":"tax-office","end_user":"clerk-7","purpose":"benefit-check","case_id":"case-42","action":"dataset.read","department":"population","dataset":"person","scenario":null,"subject_ref":"abababababababababababababababababababababababababababababababab","decision":"allow","reason":"grant g1","status":200,"cache":"miss","upstream_status":200,"latency_us":1234,"checkpoint":null,"prev":"0000000000000000000000000000000000000000000000000000000000000000","hash":"959427713555652c96ce6b64928bb483285aaf03a88a2fa2fa224f681ce9a7de"}"#;
+    /// A checkpoint record following it.
+    const CHECKPOINT_LINE: &str = r#"{"seq":2,"time":"2026-01-02T03:04:06Z","request_id":null,"client":"onewindow","end_user":null,"purpose":null,"case_id":null,"action":"checkpoint","department":null,"dataset":null,"scenario":null,"subject_ref":null,"decision":"allow","reason":null,"status":null,"cache":null,"upstream_status":null,"latency_us":null,"checkpoint":{"covers_seq":1,"covers_hash":"959427713555652c96ce6b64928bb483285aaf03a88a2fa2fa224f681ce9a7de","signature":"cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd"},"prev":"959427713555652c96ce6b64928bb483285aaf03a88a2fa2fa224f681ce9a7de","hash":"8651f28aa88399a8b7a85d115f779997436f2303e13ee162ce519fae2230e844"}"#;
+
+    fn read_event() -> AuditEvent {
+        let mut ev = AuditEvent::new(Action::DATASET_READ, Decision::Allow);
+        ev.time = "2026-01-02T03:04:05.678901Z".into();
+        ev.request_id = Some("req-1".into());
+        ev.client = Some("tax-office".into());
+        ev.end_user = Some("clerk-7".into());
+        ev.purpose = Some("benefit-check".into());
+        ev.case_id = Some("case-42".into());
+        ev.department = Some("population".into());
+        ev.dataset = Some("person".into());
+        ev.subject_ref = Some(SubjectRef("ab".repeat(32)));
+        ev.reason = Some("grant g1".into());
+        ev.status = Some(200);
+        ev.cache = Some("miss".into());
+        ev.upstream_status = Some(200);
+        ev.latency_us = Some(1234);
+        ev
+    }
+
+    fn checkpoint_record(prev: &str) -> AuditRecord {
+        let mut ev = AuditEvent::new(Action::CHECKPOINT, Decision::Allow);
+        ev.time = "2026-01-02T03:04:06Z".into();
+        ev.client = Some("onewindow".into());
+        let mut rec = AuditRecord::from_event(ev, 2, prev.to_string());
+        rec.checkpoint = Some(Checkpoint {
+            covers_seq: 1,
+            covers_hash: prev.to_string(),
+            signature: "cd".repeat(64),
+        });
+        rec
+    }
+
+    #[test]
+    fn sealed_lines_are_byte_identical_to_the_pinned_format() {
+        let mut read = AuditRecord::from_event(read_event(), 1, GENESIS_HASH.to_string());
+        let line = read.seal().unwrap();
+        assert_eq!(
+            std::str::from_utf8(&line).unwrap(),
+            format!("{READ_LINE}\n")
+        );
+        assert_eq!(
+            read.hash,
+            "959427713555652c96ce6b64928bb483285aaf03a88a2fa2fa224f681ce9a7de"
+        );
+        let mut cp = checkpoint_record(&read.hash);
+        let line = cp.seal().unwrap();
+        assert_eq!(
+            std::str::from_utf8(&line).unwrap(),
+            format!("{CHECKPOINT_LINE}\n")
+        );
+    }
+
+    #[test]
+    fn pinned_lines_parse_back_to_the_same_records() {
+        let read = parse_line(READ_LINE.as_bytes()).unwrap();
+        assert_eq!(read.seq, 1);
+        assert_eq!(read.event, read_event());
+        assert_eq!(
+            read.hash,
+            &READ_LINE[READ_LINE.len() - 66..READ_LINE.len() - 2]
+        );
+        let cp = parse_line(CHECKPOINT_LINE.as_bytes()).unwrap();
+        let mut want = checkpoint_record(&read.hash);
+        want.hash = cp.hash.clone();
+        assert_eq!(cp, want);
+    }
+
+    #[test]
+    fn the_borrowed_view_has_the_same_schema() {
+        // Every field is present in READ_LINE and CHECKPOINT_LINE, and both
+        // shapes refuse unknown fields: a field added to one but not the
+        // other fails here.
+        for line in [READ_LINE, CHECKPOINT_LINE] {
+            let view = parse_line_as::<RecordView>(line.as_bytes()).unwrap();
+            let rec = parse_line(line.as_bytes()).unwrap();
+            assert_eq!(view.seq, rec.seq);
+            assert_eq!(view.action, rec.event.action.as_str());
+            assert_eq!(view.hash, rec.hash);
+        }
+        let value: serde_json::Value = serde_json::from_str(READ_LINE).unwrap();
+        let fields = value.as_object().unwrap().len();
+        assert_eq!(fields, 21, "seq + 17 event fields + checkpoint, prev, hash");
+    }
+
+    #[test]
+    fn unknown_and_missing_fields_are_garbage() {
+        let extra = READ_LINE.replacen(r#""seq":1,"#, r#""seq":1,"extra":1,"#, 1);
+        assert!(matches!(
+            parse_line(extra.as_bytes()),
+            Err(LineError::Garbage(_))
+        ));
+        assert!(matches!(
+            parse_line_as::<RecordView>(extra.as_bytes()),
+            Err(LineError::Garbage(_))
+        ));
+        let no_time = READ_LINE.replacen(r#""time":"2026-01-02T03:04:05.678901Z","#, "", 1);
+        assert!(matches!(
+            parse_line(no_time.as_bytes()),
+            Err(LineError::Garbage(_))
+        ));
+    }
 }

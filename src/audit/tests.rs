@@ -159,11 +159,11 @@ async fn crlf_and_json_in_fields_stay_one_line() {
     assert_eq!(l.len(), 2, "record + checkpoint, nothing split: {l:?}");
     let r = rec(&l[0]);
     assert_eq!(r.seq, a.seq);
-    assert_eq!(r.end_user, e.end_user);
-    assert_eq!(r.case_id, e.case_id);
-    assert_eq!(r.reason, e.reason);
-    assert_eq!(r.request_id, e.request_id);
-    assert_eq!(r.decision, Decision::Allow);
+    assert_eq!(r.event.end_user, e.end_user);
+    assert_eq!(r.event.case_id, e.case_id);
+    assert_eq!(r.event.reason, e.reason);
+    assert_eq!(r.event.request_id, e.request_id);
+    assert_eq!(r.event.decision, Decision::Allow);
     assert!(!l[0].contains('\r'));
     t.verify().unwrap();
 }
@@ -185,7 +185,7 @@ async fn edited_and_rehashed_is_found_at_the_record() {
     populate(&t, settings(), 20).await;
     let mut l = lines(&t.seg(1));
     let mut r = rec(&l[9]);
-    r.client = Some("someone-else".into());
+    r.event.client = Some("someone-else".into());
     l[9] = String::from_utf8(r.seal().unwrap())
         .unwrap()
         .trim_end()
@@ -368,8 +368,8 @@ async fn write_fault_fails_closed_and_recovers_the_chain() {
     w.shutdown().await.unwrap();
     let l = lines(&t.seg(1));
     let note = rec(&l[1]);
-    assert_eq!(note.action, Action::AUDIT_OUTAGE);
-    assert!(note.reason.unwrap().contains("3 records refused"));
+    assert_eq!(note.event.action, Action::AUDIT_OUTAGE);
+    assert!(note.event.reason.unwrap().contains("3 records refused"));
     t.verify().unwrap();
 }
 
@@ -505,9 +505,10 @@ async fn torn_tail_is_set_aside_and_noted() {
     assert_eq!(fs::read(&aside[0]).unwrap(), torn);
     let l = lines(&t.seg(1));
     let note = rec(&l[good.last_seq as usize]);
-    assert_eq!(note.action, Action::AUDIT_TORN_TAIL);
+    assert_eq!(note.event.action, Action::AUDIT_TORN_TAIL);
     assert!(
-        note.reason
+        note.event
+            .reason
             .unwrap()
             .contains(&format!("{} bytes", torn.len()))
     );
@@ -565,7 +566,7 @@ async fn query_filters_and_pages() {
     assert_eq!(
         page.records
             .iter()
-            .map(|r| r.latency_us.unwrap())
+            .map(|r| r.event.latency_us.unwrap())
             .collect::<Vec<_>>(),
         vec![0, 5, 10, 15, 20, 25]
     );
@@ -579,7 +580,7 @@ async fn query_filters_and_pages() {
     let mut cursor = None;
     loop {
         let p = query(&t.audit(), &window, cursor.as_deref(), Some(2)).unwrap();
-        seen.extend(p.records.iter().map(|r| r.latency_us.unwrap()));
+        seen.extend(p.records.iter().map(|r| r.event.latency_us.unwrap()));
         match p.next_cursor {
             Some(c) => cursor = Some(c),
             None => break,

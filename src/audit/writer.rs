@@ -177,7 +177,7 @@ impl AuditLog {
         }
     }
 
-    /// False while the last write failed (the lead turns `/readyz` red and
+    /// False while the last write failed (`/readyz` turns red and the data plane
     /// answers data requests 503); true again after a successful write.
     pub fn is_healthy(&self) -> bool {
         self.shared.healthy.load(Ordering::Acquire)
@@ -320,7 +320,7 @@ impl State {
             Some(r) => (
                 r.seq + 1,
                 r.hash.clone(),
-                u64::from(r.action != Action::CHECKPOINT),
+                u64::from(r.event.action != Action::CHECKPOINT),
             ),
         };
         let mut st = State {

@@ -41,7 +41,7 @@ impl fmt::Debug for Detail {
 /// not start.
 ///
 /// Every request-time variant maps to 401 with
-/// `WWW-Authenticate: Bearer error="invalid_token"` (the lead's `error.rs`).
+/// `WWW-Authenticate: Bearer error="invalid_token"` (mapped in `src/error.rs`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
     /// Status 401: No `Authorization` header.
