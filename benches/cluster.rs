@@ -70,7 +70,7 @@ fn link(rt: &tokio::runtime::Runtime, port: u16) -> Arc<Link> {
         timeout_ms: Some(1000),
         ..RawCluster::default()
     };
-    let s = ClusterSettings::from_raw(&raw, None, std::path::Path::new("bench"))
+    let s = ClusterSettings::from_raw(&raw, None, None, std::path::Path::new("bench"))
         .ok()
         .flatten()
         .unwrap_or_else(|| unreachable!());

@@ -97,6 +97,8 @@ pub struct Overrides {
     /// `--no-demo`: do not start the simulated departments (another node
     /// runs them).
     pub no_demo: bool,
+    /// `--node NAME`: this node's name in cluster mode.
+    pub node: Option<String>,
 }
 
 /// Everything loaded from disk and validated, before anything is started.
@@ -191,9 +193,13 @@ pub fn load(config: &Path, o: &Overrides) -> Result<Loaded, ConfigErrors> {
     if o.no_demo {
         settings.demo.enabled = false;
     }
-    let cluster =
-        crate::cluster::ClusterSettings::from_raw(&raw.cluster, o.redis.as_deref(), config)
-            .map_err(|e| errors.0.extend(e.0));
+    let cluster = crate::cluster::ClusterSettings::from_raw(
+        &raw.cluster,
+        o.redis.as_deref(),
+        o.node.as_deref(),
+        config,
+    )
+    .map_err(|e| errors.0.extend(e.0));
     let auth = AuthSettings::from_raw(raw.auth, config, &root).map_err(|e| errors.0.extend(e.0));
     let audit = AuditSettings::from_raw(raw.audit, config).map_err(|e| errors.0.extend(e.0));
     let rate_limits = RateLimitSettings::from_raw(&raw.rate_limits, config, "rate_limits")
@@ -556,7 +562,7 @@ impl Running {
         for note in prepare_dev_material(config)? {
             tracing::info!("{note}");
         }
-        let loaded = load(config, &overrides)?;
+        let mut loaded = load(config, &overrides)?;
         let shutdown = CancellationToken::new();
         let demo_shutdown = CancellationToken::new();
         let mut demo_addrs = BTreeMap::new();
@@ -574,14 +580,7 @@ impl Running {
                 demo_addrs.insert(name.clone(), bound);
             }
         }
-        let (audit, writer) = AuditLog::open(
-            loaded.audit.clone(),
-            &loaded.settings.server.data_dir,
-            &loaded.settings.server.certs_dir,
-        )
-        .await?;
-        let cache = Arc::new(SharedCache::new(&loaded.cache));
-        let cluster = match &loaded.cluster {
+        let cluster = match loaded.cluster.clone() {
             Some(cs) => {
                 let port = loaded
                     .settings
@@ -593,8 +592,10 @@ impl Running {
                     .node
                     .clone()
                     .unwrap_or_else(|| crate::cluster::config::default_node(port));
+                // Each node keeps its own audit chain; its records name it.
+                loaded.audit.node = Some(node.clone());
                 Some(crate::cluster::Cluster::new(
-                    cs,
+                    &cs,
                     &node,
                     &loaded.rate_limits,
                     loaded.protect.iter().map(|(k, v)| (k.as_str(), v)),
@@ -602,6 +603,13 @@ impl Running {
             }
             None => None,
         };
+        let (audit, writer) = AuditLog::open(
+            loaded.audit.clone(),
+            &loaded.settings.server.data_dir,
+            &loaded.settings.server.certs_dir,
+        )
+        .await?;
+        let cache = Arc::new(SharedCache::new(&loaded.cache));
         let settings_audit = loaded.audit.clone();
         let settings = loaded.settings.clone();
         let state = Arc::new(ArcSwap::from_pointee(build_state(loaded, &shutdown).await?));

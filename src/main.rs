@@ -32,9 +32,10 @@ struct ServeArgs {
     /// Admin listener.
     #[arg(long, global = true)]
     admin_listen: Option<std::net::SocketAddr>,
-    /// State directory (audit log).
+    /// State directory (audit log). `audit verify` and `audit query` take
+    /// several (one per cluster node: --data-dir A --data-dir B).
     #[arg(long, global = true)]
-    data_dir: Option<PathBuf>,
+    data_dir: Vec<PathBuf>,
     /// Log as JSON lines instead of text.
     #[arg(long, global = true)]
     log_json: bool,
@@ -48,6 +49,9 @@ struct ServeArgs {
     /// Do not start the simulated departments (another node runs them).
     #[arg(long, global = true)]
     no_demo: bool,
+    /// This node's name in cluster mode (overrides [cluster] node).
+    #[arg(long, global = true)]
+    node: Option<String>,
 }
 
 /// An address, or none (`""`).
@@ -201,13 +205,21 @@ fn overrides(a: &ServeArgs) -> Overrides {
         listen: a.listen,
         admin_listen: a.admin_listen,
         tls_listen: a.tls_listen.map(|o| o.0),
-        data_dir: a.data_dir.clone(),
+        data_dir: a.data_dir.first().cloned(),
         redis: a.redis.clone(),
         no_demo: a.no_demo,
+        node: a.node.clone(),
     }
 }
 
 async fn serve(args: ServeArgs) -> ExitCode {
+    if args.data_dir.len() > 1 {
+        eprintln!(
+            "onewindow: --data-dir given {} times; a node has one data dir (only `audit verify` and `audit query` take several)",
+            args.data_dir.len()
+        );
+        return ExitCode::from(2);
+    }
     let running = match Running::start(&args.config, overrides(&args)).await {
         Ok(r) => r,
         Err(e) => {
@@ -321,7 +333,7 @@ fn token(
     department: Option<&str>,
     ttl: u64,
 ) -> ExitCode {
-    let certs_dir = app::dirs(&args.config, args.data_dir.as_deref()).1;
+    let certs_dir = app::dirs(&args.config, args.data_dir.first().map(PathBuf::as_path)).1;
     let issuer = match onewindow::auth::DemoIssuer::load_or_generate(&certs_dir) {
         Ok((i, _)) => i,
         Err(e) => {
@@ -364,17 +376,18 @@ fn certs_dev(args: &ServeArgs) -> ExitCode {
 
 async fn audit(args: &ServeArgs, command: AuditCommand) -> ExitCode {
     use onewindow::audit;
-    let (data_dir, certs_dir) = app::dirs(&args.config, args.data_dir.as_deref());
-    let audit_dir = app::audit_dir(&args.config, &data_dir);
+    let (default_data, certs_dir) = app::dirs(&args.config, None);
+    // One audit directory per data dir (each cluster node keeps its own chain).
+    let audit_dirs: Vec<PathBuf> = if args.data_dir.is_empty() {
+        vec![app::audit_dir(&args.config, &default_data)]
+    } else {
+        args.data_dir
+            .iter()
+            .map(|d| app::audit_dir(&args.config, d))
+            .collect()
+    };
     match command {
         AuditCommand::Verify { files } => {
-            // The whole directory: every file in order, plus the signed head
-            // that proves the log was not cut before its last checkpoint.
-            let files = if files.is_empty() {
-                vec![audit_dir]
-            } else {
-                files
-            };
             let key = match audit::load_public_key(&certs_dir.join("audit-signing.pub")) {
                 Ok(k) => k,
                 Err(e) => {
@@ -382,10 +395,23 @@ async fn audit(args: &ServeArgs, command: AuditCommand) -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match audit::verify(&files, &key, true) {
-                Ok(report) => {
-                    println!(
-                        "intact: {} records in {} files, seq {}..={}, {} signed checkpoints (last at {}), head {}",
+            // Each directory whole: every file in order, plus the signed head
+            // that proves the log was not cut before its last checkpoint.
+            let runs: Vec<(Option<PathBuf>, Vec<PathBuf>)> = if files.is_empty() {
+                let many = audit_dirs.len() > 1;
+                audit_dirs
+                    .iter()
+                    .map(|d| (many.then(|| d.clone()), vec![d.clone()]))
+                    .collect()
+            } else {
+                vec![(None, files)]
+            };
+            let mut code = ExitCode::SUCCESS;
+            for (label, files) in runs {
+                let prefix = label.map_or(String::new(), |d| format!("{}: ", d.display()));
+                match audit::verify(&files, &key, true) {
+                    Ok(report) => println!(
+                        "{prefix}intact: {} records in {} files, seq {}..={}, {} signed checkpoints (last at {}), head {}",
                         report.records,
                         report.files,
                         report.first_seq,
@@ -395,14 +421,14 @@ async fn audit(args: &ServeArgs, command: AuditCommand) -> ExitCode {
                             .last_checkpoint_seq
                             .map_or("-".to_string(), |s| s.to_string()),
                         report.last_hash
-                    );
-                    ExitCode::SUCCESS
-                }
-                Err(f) => {
-                    println!("BROKEN: {f}");
-                    ExitCode::from(1)
+                    ),
+                    Err(f) => {
+                        println!("{prefix}BROKEN: {f}");
+                        code = ExitCode::from(1);
+                    }
                 }
             }
+            code
         }
         AuditCommand::Query {
             client,
@@ -436,24 +462,28 @@ async fn audit(args: &ServeArgs, command: AuditCommand) -> ExitCode {
                 since,
                 until,
             };
-            let filter = match filter.compile(&key) {
-                Ok(f) => f,
-                Err(e) => {
-                    eprintln!("onewindow audit query: {e}");
-                    return ExitCode::from(2);
+            let mut iters = Vec::new();
+            for dir in &audit_dirs {
+                let compiled = match filter.clone().compile(&key) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        eprintln!("onewindow audit query: {e}");
+                        return ExitCode::from(2);
+                    }
+                };
+                match audit::QueryIter::new(dir, compiled, None) {
+                    Ok(i) => iters.push(i),
+                    Err(e) => {
+                        eprintln!("onewindow audit query: {}: {e}", dir.display());
+                        return ExitCode::FAILURE;
+                    }
                 }
-            };
-            let iter = match audit::QueryIter::new(&audit_dir, filter, None) {
-                Ok(i) => i,
-                Err(e) => {
-                    eprintln!("onewindow audit query: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
+            }
             use std::io::Write;
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());
-            for (n, rec) in iter.enumerate() {
+            // Several nodes' logs: one stream, by time.
+            for (n, rec) in audit::MergeByTime::new(iters).enumerate() {
                 if limit.is_some_and(|l| n >= l) {
                     break;
                 }

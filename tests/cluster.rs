@@ -564,6 +564,16 @@ async fn single_node_has_no_cluster_component() {
     assert!(r["cluster"].is_null(), "{r}");
     assert_eq!(r["status"], "ok");
     assert!(!metrics(&w).await.contains("onewindow_cluster_"));
+    // Records keep the single-node format: no `node` member at all.
+    assert_eq!(read(&w, FULL).await.status, 200);
+    let mut w = w;
+    w.stop().await;
+    let raw = std::fs::read_dir(w.root().join("data/audit"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_to_string(e.unwrap().path()).ok())
+        .collect::<String>();
+    assert!(raw.contains("dataset.read"));
+    assert!(!raw.contains(r#""node""#), "{raw}");
 }
 
 fn link(redis: &RedisServer) -> Arc<Link> {
@@ -572,7 +582,7 @@ fn link(redis: &RedisServer) -> Arc<Link> {
         timeout_ms: Some(3000),
         ..RawCluster::default()
     };
-    let settings = ClusterSettings::from_raw(&raw, None, Path::new("gateway.toml"))
+    let settings = ClusterSettings::from_raw(&raw, None, None, Path::new("gateway.toml"))
         .unwrap()
         .unwrap();
     Arc::new(Link::new(&settings).unwrap())
@@ -670,4 +680,108 @@ async fn three_limiters_never_exceed_the_shared_bound() {
     let bound = 300.0 + 1000.0 * elapsed + 3.0 * 15.0;
     assert!(allowed <= bound, "{allowed} admitted > bound {bound:.0}");
     assert!(allowed >= 300.0, "at least the burst: {allowed}");
+}
+
+async fn cli(args: &[&str]) -> (i32, String, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_onewindow"))
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+// Two nodes from one project folder (as the demo script runs them), each with
+// its own data dir: each keeps its own chain, records name their node, and
+// `audit verify` / `audit query` take both data dirs (query merged by time).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn each_node_keeps_its_own_audit_chain_and_the_cli_reads_them_together() {
+    let Some(redis) = RedisServer::start("each_node_keeps_its_own_audit_chain") else {
+        return;
+    };
+    let mut a = node(&redis.url(), "a", "").await;
+    let b = onewindow::app::Running::start(
+        &a.config(),
+        onewindow::app::Overrides {
+            data_dir: Some(a.root().join("data-b")),
+            node: Some("b".into()),
+            no_demo: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let token = a.token("portal-binhai", &[], None);
+    for i in 0..6 {
+        if i % 2 == 0 {
+            assert_eq!(read(&a, FULL).await.status, 200);
+        } else {
+            let req = format!(
+                "GET /v1/datasets/business-licence/{FULL} HTTP/1.1\r\nHost: b\r\nAuthorization: Bearer {token}\r\nX-Purpose: service-handling\r\nConnection: close\r\n\r\n"
+            );
+            let (status, body) = common::raw_status(b.plain_addr.unwrap(), req.into_bytes()).await;
+            assert_eq!(status, Some(200), "{body}");
+        }
+    }
+    b.stop().await;
+    a.stop().await;
+
+    let cfg = a.config();
+    let cfg = cfg.to_str().unwrap();
+    let (da, db) = (a.root().join("data"), a.root().join("data-b"));
+    let (da, db) = (da.to_str().unwrap(), db.to_str().unwrap());
+    let (code, out, err) = cli(&[
+        "audit",
+        "verify",
+        "--config",
+        cfg,
+        "--data-dir",
+        da,
+        "--data-dir",
+        db,
+    ])
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(out.matches("intact").count(), 2, "{out}");
+
+    let (code, out, err) = cli(&[
+        "audit",
+        "query",
+        "--config",
+        cfg,
+        "--data-dir",
+        da,
+        "--data-dir",
+        db,
+        "--action",
+        "dataset.read",
+    ])
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let recs: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(recs.len(), 6, "{out}");
+    let nodes: Vec<&str> = recs.iter().map(|r| r["node"].as_str().unwrap()).collect();
+    assert_eq!(nodes.iter().filter(|n| **n == "a").count(), 3, "{nodes:?}");
+    assert_eq!(nodes.iter().filter(|n| **n == "b").count(), 3, "{nodes:?}");
+    let times: Vec<i64> = recs
+        .iter()
+        .map(|r| onewindow::audit::parse_rfc3339_micros(r["time"].as_str().unwrap()).unwrap())
+        .collect();
+    assert!(
+        times.windows(2).all(|w| w[0] <= w[1]),
+        "merged by time: {times:?}"
+    );
+    // Checkpoints are signed by each node's writer and name it too.
+    let raw = std::fs::read_dir(a.root().join("data-b/audit"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_to_string(e.unwrap().path()).ok())
+        .collect::<String>();
+    assert!(raw.contains(r#""action":"checkpoint""#) && raw.contains(r#""node":"b""#));
 }

@@ -36,6 +36,7 @@ mod checkpoint;
 mod config;
 mod error;
 mod keys;
+mod merge;
 mod query;
 mod record;
 mod segment;
@@ -53,6 +54,7 @@ pub use error::AuditError;
 pub use keys::{
     HMAC_KEY_FILE, SIGNING_KEY_FILE, SIGNING_PUB_FILE, SigningKeys, SubjectKey, load_public_key,
 };
+pub use merge::MergeByTime;
 pub use query::{Filter, QueryFilter, QueryIter, QueryPage, query};
 pub use record::{Action, AuditEvent, AuditRecord, Checkpoint, Decision, GENESIS_HASH, SubjectRef};
 pub use time::{now_rfc3339, parse_rfc3339_micros};

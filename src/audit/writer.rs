@@ -376,11 +376,13 @@ impl State {
         let mut since = self.since_checkpoint;
         let mut head_line: Option<Vec<u8>> = None;
         let mut out = Vec::with_capacity(events.len());
+        let node = self.settings.node.clone();
         let push = |mut rec: AuditRecord,
                     buf: &mut Vec<u8>,
                     prev: &mut String,
                     seq: &mut u64|
          -> io::Result<Vec<u8>> {
+            rec.event.node.clone_from(&node);
             let line = rec.seal().map_err(io::Error::other)?;
             buf.extend_from_slice(&line);
             *prev = rec.hash;

@@ -57,11 +57,12 @@ pub struct ClusterSettings {
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(100);
 
 impl ClusterSettings {
-    /// Validates `raw`; `None` when cluster mode is off. `redis` (from
-    /// `serve --redis`) replaces `redis_url`.
+    /// Validates `raw`; `None` when cluster mode is off. `redis` and `node`
+    /// (from `serve --redis`, `--node`) replace `redis_url` and `node`.
     pub fn from_raw(
         raw: &RawCluster,
         redis: Option<&str>,
+        node: Option<&str>,
         file: &Path,
     ) -> Result<Option<Self>, ConfigErrors> {
         let url = redis.or(raw.redis_url.as_deref()).unwrap_or("").trim();
@@ -77,7 +78,8 @@ impl ClusterSettings {
                 "use redis://host:port (optionally redis://user:password@host:port/db) or unix:///path/to/redis.sock",
             ));
         }
-        if let Some(n) = &raw.node
+        let node = node.map(str::to_string).or_else(|| raw.node.clone());
+        if let Some(n) = &node
             && !valid_node(n)
         {
             errors.push(ConfigError::new(
@@ -130,7 +132,7 @@ impl ClusterSettings {
         }
         errors.into_result(Some(Self {
             redis_url: url.to_string(),
-            node: raw.node.clone(),
+            node,
             nodes,
             key_prefix,
             timeout: Duration::from_millis(timeout_ms),
@@ -166,7 +168,8 @@ pub fn valid_node(n: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-'))
 }
 
-/// The default node name: the host name and `port` (`host:port`).
+/// The default node name: the host name and `port` (`host:port`); without a
+/// fixed port, the host name and a random suffix.
 pub fn default_node(port: Option<u16>) -> String {
     let host = std::env::var("HOSTNAME")
         .ok()
@@ -185,9 +188,9 @@ pub fn default_node(port: Option<u16>) -> String {
         })
         .take(50)
         .collect();
-    match port {
+    match port.filter(|p| *p != 0) {
         Some(p) => format!("{host}:{p}"),
-        None => format!("{host}:{}", std::process::id()),
+        None => format!("{host}:{:06x}", rand::random::<u32>() & 0xff_ffff),
     }
 }
 
@@ -206,13 +209,16 @@ mod tests {
     fn absent_or_empty_url_is_single_node() {
         let f = Path::new("gateway.toml");
         assert_eq!(
-            ClusterSettings::from_raw(&RawCluster::default(), None, f).unwrap(),
+            ClusterSettings::from_raw(&RawCluster::default(), None, None, f).unwrap(),
             None
         );
-        assert_eq!(ClusterSettings::from_raw(&raw(""), None, f).unwrap(), None);
+        assert_eq!(
+            ClusterSettings::from_raw(&raw(""), None, None, f).unwrap(),
+            None
+        );
         // --redis "" turns a configured cluster off.
         assert_eq!(
-            ClusterSettings::from_raw(&raw("redis://h:1"), Some(""), f).unwrap(),
+            ClusterSettings::from_raw(&raw("redis://h:1"), Some(""), None, f).unwrap(),
             None
         );
     }
@@ -220,10 +226,11 @@ mod tests {
     #[test]
     fn flag_overrides_file_and_defaults_apply() {
         let f = Path::new("gateway.toml");
-        let s = ClusterSettings::from_raw(&raw("redis://a:1"), Some("redis://b:2"), f)
+        let s = ClusterSettings::from_raw(&raw("redis://a:1"), Some("redis://b:2"), Some("n1"), f)
             .unwrap()
             .unwrap();
         assert_eq!(s.redis_url, "redis://b:2");
+        assert_eq!(s.node.as_deref(), Some("n1"));
         assert_eq!(s.nodes, 1);
         assert_eq!(s.key_prefix, "onewindow");
         assert_eq!(s.timeout, DEFAULT_TIMEOUT);
@@ -240,7 +247,7 @@ mod tests {
             timeout_ms: Some(0),
             stream_max_len: Some(1),
         };
-        let e = ClusterSettings::from_raw(&r, None, f).unwrap_err();
+        let e = ClusterSettings::from_raw(&r, None, None, f).unwrap_err();
         let fields: Vec<_> = e.0.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(
             fields,
