@@ -637,12 +637,14 @@ async fn three_limiters_never_exceed_the_shared_bound() {
     let Some(redis) = RedisServer::start("three_limiters_never_exceed_the_shared_bound") else {
         return;
     };
-    let mut limits = RateLimitSettings::default();
     // 1000/s, burst 300: leases of 10 for three nodes.
-    limits.default_client = Rate::per_second(
-        NonZeroU32::new(1000).unwrap(),
-        NonZeroU32::new(300).unwrap(),
-    );
+    let limits = RateLimitSettings {
+        default_client: Rate::per_second(
+            NonZeroU32::new(1000).unwrap(),
+            NonZeroU32::new(300).unwrap(),
+        ),
+        ..RateLimitSettings::default()
+    };
     let mut nodes = Vec::new();
     for _ in 0..3 {
         let l = link(&redis);
