@@ -108,7 +108,7 @@ fn bench(c: &mut Criterion) {
     let (l, d) = limits(rate(1_000_000, 1_000_000));
     let local = Protection::new(&l, [("market-supervision", &d)]);
     c.bench_function("limits/single-node (3 limiters)", |b| {
-        b.iter(|| black_box(local.check_client_arc(&client, Some("market-supervision"))))
+        b.iter(|| black_box(local.check_client(&client, Some("market-supervision"))))
     });
 
     // Cluster, large quotas: leases of 1000 tokens, Redis off the request path.

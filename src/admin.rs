@@ -14,22 +14,22 @@ use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
-use hyper::body::Incoming;
 use serde::Deserialize;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use crate::adapter::{AdapterRegistry, AdapterSpec, CompileContext};
-use crate::app::{Overrides, department_client};
 use crate::audit::{Action, AuditEvent, AuditLog, Decision, Filter};
 use crate::auth::{AccessError, Principal, Role};
 use crate::cache::SharedCache;
 use crate::cluster::{Acks, Applier, BoxFuture, Cluster, Published};
+use crate::config::Overrides;
 use crate::error::{GatewayError, RequestError};
 use crate::metrics::Metrics;
 use crate::pipeline::{RequestIds, json_response, read_body};
-use crate::server::{ConnInfo, Handler};
-use crate::state::State;
+use crate::routing::{AdminRoute, AdminRouter, NoRoute};
+use crate::server::{ConnInfo, Handler, RequestBody};
+use crate::state::{State, build_state, department_client};
 
 type Resp = Response<Full<Bytes>>;
 
@@ -48,58 +48,8 @@ pub struct AdminPlane {
     /// Serialises changes (adapter PUT/DELETE, reload) so two cannot race.
     changes: Mutex<()>,
     ids: RequestIds,
-    router: matchit::Router<AdminRoute>,
+    router: AdminRouter,
     cluster: Option<Arc<Cluster>>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum AdminRoute {
-    Healthz,
-    Readyz,
-    Metrics,
-    OpenApi,
-    Adapters,
-    Adapter,
-    CacheInvalidate,
-    Audit,
-    AuditVerify,
-    Reload,
-    Departments,
-}
-
-/// Admin routes (path, route); the OpenAPI document is checked against this list.
-const ROUTES: &[(&str, AdminRoute)] = &[
-    ("/healthz", AdminRoute::Healthz),
-    ("/readyz", AdminRoute::Readyz),
-    ("/metrics", AdminRoute::Metrics),
-    ("/admin/openapi.json", AdminRoute::OpenApi),
-    ("/admin/adapters", AdminRoute::Adapters),
-    ("/admin/adapters/{department}", AdminRoute::Adapter),
-    ("/admin/cache/invalidate", AdminRoute::CacheInvalidate),
-    ("/admin/audit", AdminRoute::Audit),
-    ("/admin/audit/verify", AdminRoute::AuditVerify),
-    ("/admin/reload", AdminRoute::Reload),
-    ("/admin/departments", AdminRoute::Departments),
-];
-
-/// Paths and methods of the admin plane, for the OpenAPI drift test.
-pub fn admin_routes() -> Vec<(&'static str, &'static [&'static str])> {
-    ROUTES.iter().map(|(p, r)| (*p, methods_of(*r))).collect()
-}
-
-fn methods_of(r: AdminRoute) -> &'static [&'static str] {
-    match r {
-        AdminRoute::Healthz
-        | AdminRoute::Readyz
-        | AdminRoute::Metrics
-        | AdminRoute::OpenApi
-        | AdminRoute::Adapters
-        | AdminRoute::Audit
-        | AdminRoute::AuditVerify
-        | AdminRoute::Departments => &["GET"],
-        AdminRoute::Adapter => &["GET", "PUT", "DELETE"],
-        AdminRoute::CacheInvalidate | AdminRoute::Reload => &["POST"],
-    }
 }
 
 impl AdminPlane {
@@ -113,12 +63,6 @@ impl AdminPlane {
         overrides: Overrides,
         shutdown: tokio_util::sync::CancellationToken,
     ) -> Self {
-        let mut router = matchit::Router::new();
-        for (p, r) in ROUTES {
-            if let Err(e) = router.insert(*p, *r) {
-                tracing::error!(route = p, error = %e, "admin route conflict");
-            }
-        }
         Self {
             state,
             audit,
@@ -129,11 +73,10 @@ impl AdminPlane {
             shutdown,
             changes: Mutex::new(()),
             ids: RequestIds::default(),
-            router,
+            router: AdminRouter::new(),
             cluster: None,
         }
     }
-
     /// Cluster mode: changes are shared with the other nodes.
     pub fn with_cluster(mut self, cluster: Option<Arc<Cluster>>) -> Self {
         self.cluster = cluster;
@@ -155,14 +98,14 @@ impl AdminPlane {
 
     async fn reload_local(&self) -> Result<(), crate::config::ConfigErrors> {
         let _g = self.changes.lock().await;
-        let loaded = crate::app::load(&self.config, &self.overrides)?;
+        let loaded = crate::config::load(&self.config, &self.overrides)?;
         if let Some(c) = &self.cluster {
             c.limits.configure(
                 &loaded.rate_limits,
                 loaded.protect.iter().map(|(k, v)| (k.as_str(), v)),
             );
         }
-        let new = crate::app::build_state(loaded, &self.shutdown).await?;
+        let new = build_state(loaded, &self.shutdown).await?;
         let old = self.state.swap(Arc::new(new));
         old.auth.stop();
         tracing::info!("configuration reloaded");
@@ -237,7 +180,7 @@ fn cluster_json(version: u64, acks: Acks, applied_here: bool) -> serde_json::Val
 }
 
 impl Handler for AdminPlane {
-    async fn handle(self: Arc<Self>, req: Request<Incoming>, conn: Arc<ConnInfo>) -> Resp {
+    async fn handle<B: RequestBody>(self: Arc<Self>, req: Request<B>, conn: Arc<ConnInfo>) -> Resp {
         let request_id = self.ids.from_headers(req.headers());
         let mut resp = match self.process(req, &conn, &request_id).await {
             Ok(r) => r,
@@ -263,23 +206,51 @@ struct Change<'a> {
     started: Instant,
 }
 
-impl AdminPlane {
-    async fn process(
+/// An authenticated admin request: who calls, its id, when it started.
+struct Call<'a> {
+    principal: &'a Principal,
+    request_id: &'a str,
+    started: Instant,
+}
+
+impl<'a> Call<'a> {
+    /// The audit description of a change made by this call.
+    fn change(
         &self,
-        req: Request<Incoming>,
+        action: &'static str,
+        department: Option<String>,
+        dataset: Option<String>,
+        subject: Option<String>,
+    ) -> Change<'a> {
+        Change {
+            action,
+            principal: self.principal,
+            department,
+            dataset,
+            subject,
+            request_id: self.request_id,
+            started: self.started,
+        }
+    }
+}
+
+impl AdminPlane {
+    /// Routes, answers the open routes, authenticates, then hands the request
+    /// to its route's handler.
+    async fn process<B: RequestBody>(
+        &self,
+        req: Request<B>,
         conn: &ConnInfo,
         request_id: &str,
     ) -> Result<Resp, GatewayError> {
         let path = crate::path::normalise(req.uri().path())?;
-        let m = self
+        let (route, department) = self
             .router
-            .at(&path)
-            .map_err(|_| RequestError::NotFound("no such admin route".into()))?;
-        let route = *m.value;
-        let department = m.params.get("department").map(str::to_string);
-        if !methods_of(route).contains(&req.method().as_str()) {
-            return Err(RequestError::MethodNotAllowed.into());
-        }
+            .route(req.method(), &path)
+            .map_err(|e| match e {
+                NoRoute::NotFound => RequestError::NotFound("no such admin route".into()),
+                NoRoute::MethodNotAllowed => RequestError::MethodNotAllowed,
+            })?;
         let state = self.state.load_full();
         match route {
             AdminRoute::Healthz => return Ok(text(StatusCode::OK, "ok\n", "text/plain")),
@@ -298,236 +269,24 @@ impl AdminPlane {
         }
         // Everything else needs a verified token.
         let principal = state.authenticate(req.headers(), conn).await?;
-        let started = Instant::now();
-        let change = |action,
-                      department: Option<String>,
-                      dataset: Option<String>,
-                      subject: Option<String>| Change {
-            action,
+        let call = Call {
             principal: &principal,
-            department,
-            dataset,
-            subject,
             request_id,
-            started,
+            started: Instant::now(),
         };
         match route {
-            AdminRoute::Adapters => {
-                let own = if principal.has_role(Role::PlatformAdmin) {
-                    None
-                } else if principal.has_role(Role::DepartmentAdmin) {
-                    Some(principal.department().unwrap_or_default().to_string())
-                } else {
-                    return Err(AccessError::RoleRequired(Role::DepartmentAdmin.as_str()).into());
-                };
-                let list: Vec<_> = state
-                    .adapters
-                    .iter()
-                    .filter(|a| own.as_deref().is_none_or(|d| d == a.department))
-                    .map(|a| {
-                        serde_json::json!({
-                            "department": a.department, "kind": a.kind,
-                            "datasets": a.datasets,
-                            "path": format!("/admin/adapters/{}", a.department),
-                        })
-                    })
-                    .collect();
-                Ok(json_response(
-                    StatusCode::OK,
-                    &serde_json::json!({ "adapters": list }),
-                ))
-            }
+            AdminRoute::Adapters => list_adapters(&state, &principal),
             AdminRoute::Adapter => {
                 let department = department.unwrap_or_default();
-                if let Err(e) = principal.require_department_admin(&department) {
-                    // A refused change attempt is a decision: audit it.
-                    let r = Err(e.into());
-                    let action = match *req.method() {
-                        Method::PUT => Some("admin.adapter.put"),
-                        Method::DELETE => Some("admin.adapter.delete"),
-                        _ => None,
-                    };
-                    if let Some(action) = action {
-                        let c = change(action, Some(department.clone()), None, None);
-                        self.audit_change(&c, &r).await?;
-                    }
-                    return r;
-                }
-                if !state.settings.departments.contains_key(&department) {
-                    return Err(
-                        RequestError::NotFound(format!("no department `{department}`")).into(),
-                    );
-                }
-                let file = state
-                    .settings
-                    .paths
-                    .adapters
-                    .join(format!("{department}.toml"));
-                match *req.method() {
-                    Method::GET => match tokio::fs::read_to_string(&file).await {
-                        Ok(t) => Ok(text(StatusCode::OK, &t, "application/toml")),
-                        Err(_) => Err(RequestError::NotFound(format!(
-                            "no adapter registered for `{department}`"
-                        ))
-                        .into()),
-                    },
-                    Method::PUT => {
-                        let json = req
-                            .headers()
-                            .get(header::CONTENT_TYPE)
-                            .and_then(|v| v.to_str().ok())
-                            .is_some_and(|v| v.starts_with("application/json"));
-                        let body = read_body(req.into_body(), MAX_ADAPTER_BYTES).await?;
-                        let c = change("admin.adapter.put", Some(department.clone()), None, None);
-                        let r = match &self.cluster {
-                            Some(cl) => {
-                                self.put_adapter_cluster(cl, &department, &body, json).await
-                            }
-                            None => self.put_adapter(&department, &body, json, &file).await,
-                        };
-                        self.audit_change(&c, &r).await?;
-                        r
-                    }
-                    _ => {
-                        let c =
-                            change("admin.adapter.delete", Some(department.clone()), None, None);
-                        let r = match &self.cluster {
-                            Some(cl) => self.delete_adapter_cluster(cl, &department).await,
-                            None => self.delete_adapter(&department, &file).await,
-                        };
-                        self.audit_change(&c, &r).await?;
-                        r
-                    }
-                }
+                self.adapter(&state, &call, req, &department).await
             }
             AdminRoute::CacheInvalidate => {
-                #[derive(Deserialize)]
-                #[serde(deny_unknown_fields)]
-                struct Body {
-                    dataset: String,
-                    subject: Option<String>,
-                }
-                let body = read_body(req.into_body(), 64 * 1024).await?;
-                let b: Body = serde_json::from_slice(&body).map_err(|e| {
-                    RequestError::Malformed(format!(
-                        "body must be {{\"dataset\": \"...\", \"subject\"?: \"...\"}}: {e}"
-                    ))
-                })?;
-                let spec = state
-                    .datasets
-                    .get(&b.dataset)
-                    .ok_or_else(|| RequestError::NotFound(format!("no dataset `{}`", b.dataset)))?;
-                let c = change(
-                    "admin.cache.invalidate",
-                    Some(spec.department.clone()),
-                    Some(b.dataset.clone()),
-                    b.subject.clone(),
-                );
-                if let Err(e) = principal.require_department_admin(&spec.department) {
-                    let r = Err(e.into());
-                    self.audit_change(&c, &r).await?;
-                    return r;
-                }
-                self.cache.invalidate(&b.dataset, b.subject.as_deref());
-                self.metrics.observe_invalidation();
-                let mut reply = serde_json::json!({
-                    "invalidated": {"dataset": b.dataset, "subject": b.subject},
-                });
-                let mut status = StatusCode::OK;
-                if let Some(cl) = &self.cluster {
-                    // Every live node has dropped the record when this returns
-                    // (or the reply says how many had, after a second).
-                    reply["cluster"] = match cl
-                        .bus
-                        .publish_invalidate(&b.dataset, b.subject.as_deref())
-                        .await
-                    {
-                        Published::Sent { id } => {
-                            let acks = cl.bus.wait_acks(&id).await;
-                            serde_json::json!({"published": true,
-                                "nodes_confirmed": acks.confirmed, "nodes_live": acks.live})
-                        }
-                        Published::Queued => {
-                            status = StatusCode::ACCEPTED;
-                            serde_json::json!({"published": false, "queued": true,
-                                "detail": "revoked on this node; Redis is unavailable, so the other nodes are told when it answers again (and drop their cached records on reconnecting)"})
-                        }
-                    };
-                }
-                let r = Ok(json_response(status, &reply));
-                self.audit_change(&c, &r).await?;
-                r
+                self.invalidate_cache(&state, &call, req.into_body()).await
             }
-            AdminRoute::Audit => {
-                principal.require_role(Role::Auditor)?;
-                let q = parse_query(req.uri().query());
-                let filter = Filter {
-                    client: q.get("client").cloned(),
-                    subject: q.get("subject").cloned(),
-                    dataset: q.get("dataset").cloned(),
-                    scenario: q.get("scenario").cloned(),
-                    department: q.get("department").cloned(),
-                    case_id: q.get("case").cloned(),
-                    decision: q.get("decision").cloned(),
-                    action: q.get("action").cloned(),
-                    since: q.get("since").cloned(),
-                    until: q.get("until").cloned(),
-                };
-                let limit = match q.get("limit") {
-                    Some(l) => Some(l.parse::<usize>().map_err(|_| {
-                        RequestError::Malformed("limit must be a whole number".into())
-                    })?),
-                    None => None,
-                };
-                let filter = filter.compile(self.audit.subject_key())?;
-                let page = self
-                    .audit
-                    .query(filter, q.get("cursor").cloned(), limit)
-                    .await?;
-                Ok(json_response(
-                    StatusCode::OK,
-                    &serde_json::json!({"records": page.records, "next_cursor": page.next_cursor}),
-                ))
-            }
-            AdminRoute::AuditVerify => {
-                principal.require_role(Role::Auditor)?;
-                match self.audit.verify().await? {
-                    Ok(r) => Ok(json_response(
-                        StatusCode::OK,
-                        &serde_json::json!({"intact": true, "files": r.files, "records": r.records,
-                            "checkpoints": r.checkpoints, "first_seq": r.first_seq, "last_seq": r.last_seq,
-                            "last_hash": r.last_hash, "last_checkpoint_seq": r.last_checkpoint_seq}),
-                    )),
-                    Err(f) => Ok(json_response(
-                        StatusCode::CONFLICT,
-                        &serde_json::json!({"intact": false, "file": f.file, "line": f.line,
-                            "seq": f.seq, "kind": format!("{:?}", f.kind).to_lowercase(),
-                            "detail": f.detail, "summary": f.to_string()}),
-                    )),
-                }
-            }
-            AdminRoute::Reload => {
-                principal.require_role(Role::PlatformAdmin)?;
-                let c = change("admin.reload", None, None, None);
-                let r = match self.reload().await {
-                    Ok(()) => Ok(json_response(
-                        StatusCode::OK,
-                        &serde_json::json!({"reloaded": true}),
-                    )),
-                    Err(e) => Err(GatewayError::InvalidConfig(e)),
-                };
-                self.audit_change(&c, &r).await?;
-                r
-            }
-            AdminRoute::Departments => {
-                if !(principal.has_role(Role::PlatformAdmin)
-                    || principal.has_role(Role::DepartmentAdmin)
-                    || principal.has_role(Role::Auditor))
-                {
-                    return Err(AccessError::RoleRequired(Role::PlatformAdmin.as_str()).into());
-                }
-                Ok(json_response(StatusCode::OK, &departments_detail(&state)))
-            }
+            AdminRoute::Audit => self.query_audit(&principal, req.uri().query()).await,
+            AdminRoute::AuditVerify => self.verify_audit(&principal).await,
+            AdminRoute::Reload => self.reload_route(&call).await,
+            AdminRoute::Departments => departments(&state, &principal),
             AdminRoute::Healthz
             | AdminRoute::Readyz
             | AdminRoute::Metrics
@@ -535,6 +294,221 @@ impl AdminPlane {
                 Err(RequestError::NotFound("no such admin route".into()).into())
             }
         }
+    }
+
+    /// `GET|PUT|DELETE /admin/adapters/{department}`: the department's own
+    /// admin (or a platform admin) reads, replaces or removes its adapter.
+    async fn adapter<B: RequestBody>(
+        &self,
+        state: &State,
+        call: &Call<'_>,
+        req: Request<B>,
+        department: &str,
+    ) -> Result<Resp, GatewayError> {
+        let principal = call.principal;
+        if let Err(e) = principal.require_department_admin(department) {
+            // A refused change attempt is a decision: audit it.
+            let r = Err(e.into());
+            let action = match *req.method() {
+                Method::PUT => Some("admin.adapter.put"),
+                Method::DELETE => Some("admin.adapter.delete"),
+                _ => None,
+            };
+            if let Some(action) = action {
+                let c = call.change(action, Some(department.to_string()), None, None);
+                self.audit_change(&c, &r).await?;
+            }
+            return r;
+        }
+        if !state.settings.departments.contains_key(department) {
+            return Err(RequestError::NotFound(format!("no department `{department}`")).into());
+        }
+        let file = state
+            .settings
+            .paths
+            .adapters
+            .join(format!("{department}.toml"));
+        match *req.method() {
+            Method::GET => match tokio::fs::read_to_string(&file).await {
+                Ok(t) => Ok(text(StatusCode::OK, &t, "application/toml")),
+                Err(_) => Err(RequestError::NotFound(format!(
+                    "no adapter registered for `{department}`"
+                ))
+                .into()),
+            },
+            Method::PUT => {
+                let json = req
+                    .headers()
+                    .get(header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| v.starts_with("application/json"));
+                let body = read_body(req.into_body(), MAX_ADAPTER_BYTES).await?;
+                let c = call.change(
+                    "admin.adapter.put",
+                    Some(department.to_string()),
+                    None,
+                    None,
+                );
+                let r = match &self.cluster {
+                    Some(cl) => self.put_adapter_cluster(cl, department, &body, json).await,
+                    None => self.put_adapter(department, &body, json, &file).await,
+                };
+                self.audit_change(&c, &r).await?;
+                r
+            }
+            _ => {
+                let c = call.change(
+                    "admin.adapter.delete",
+                    Some(department.to_string()),
+                    None,
+                    None,
+                );
+                let r = match &self.cluster {
+                    Some(cl) => self.delete_adapter_cluster(cl, department).await,
+                    None => self.delete_adapter(department, &file).await,
+                };
+                self.audit_change(&c, &r).await?;
+                r
+            }
+        }
+    }
+
+    /// `POST /admin/cache/invalidate`: revokes a cached record (or a whole
+    /// dataset) of the caller's department.
+    async fn invalidate_cache<B: RequestBody>(
+        &self,
+        state: &State,
+        call: &Call<'_>,
+        body: B,
+    ) -> Result<Resp, GatewayError> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Body {
+            dataset: String,
+            subject: Option<String>,
+        }
+        let body = read_body(body, 64 * 1024).await?;
+        let b: Body = serde_json::from_slice(&body).map_err(|e| {
+            RequestError::Malformed(format!(
+                "body must be {{\"dataset\": \"...\", \"subject\"?: \"...\"}}: {e}"
+            ))
+        })?;
+        let spec = state
+            .datasets
+            .get(&b.dataset)
+            .ok_or_else(|| RequestError::NotFound(format!("no dataset `{}`", b.dataset)))?;
+        let c = call.change(
+            "admin.cache.invalidate",
+            Some(spec.department.clone()),
+            Some(b.dataset.clone()),
+            b.subject.clone(),
+        );
+        if let Err(e) = call.principal.require_department_admin(&spec.department) {
+            let r = Err(e.into());
+            self.audit_change(&c, &r).await?;
+            return r;
+        }
+        self.cache.invalidate(&b.dataset, b.subject.as_deref());
+        self.metrics.observe_invalidation();
+        let mut reply = serde_json::json!({
+            "invalidated": {"dataset": b.dataset, "subject": b.subject},
+        });
+        let mut status = StatusCode::OK;
+        if let Some(cl) = &self.cluster {
+            // Every live node has dropped the record when this returns (or
+            // the reply says how many had, after a second).
+            reply["cluster"] = match cl
+                .bus
+                .publish_invalidate(&b.dataset, b.subject.as_deref())
+                .await
+            {
+                Published::Sent { id } => {
+                    let acks = cl.bus.wait_acks(&id).await;
+                    serde_json::json!({"published": true,
+                        "nodes_confirmed": acks.confirmed, "nodes_live": acks.live})
+                }
+                Published::Queued => {
+                    status = StatusCode::ACCEPTED;
+                    serde_json::json!({"published": false, "queued": true,
+                        "detail": "revoked on this node; Redis is unavailable, so the other nodes are told when it answers again (and drop their cached records on reconnecting)"})
+                }
+            };
+        }
+        let r = Ok(json_response(status, &reply));
+        self.audit_change(&c, &r).await?;
+        r
+    }
+
+    /// `GET /admin/audit`: one page of matching records (auditor).
+    async fn query_audit(
+        &self,
+        principal: &Principal,
+        query: Option<&str>,
+    ) -> Result<Resp, GatewayError> {
+        principal.require_role(Role::Auditor)?;
+        let q = parse_query(query);
+        let filter = Filter {
+            client: q.get("client").cloned(),
+            subject: q.get("subject").cloned(),
+            dataset: q.get("dataset").cloned(),
+            scenario: q.get("scenario").cloned(),
+            department: q.get("department").cloned(),
+            case_id: q.get("case").cloned(),
+            decision: q.get("decision").cloned(),
+            action: q.get("action").cloned(),
+            since: q.get("since").cloned(),
+            until: q.get("until").cloned(),
+        };
+        let limit = match q.get("limit") {
+            Some(l) => Some(
+                l.parse::<usize>()
+                    .map_err(|_| RequestError::Malformed("limit must be a whole number".into()))?,
+            ),
+            None => None,
+        };
+        let filter = filter.compile(self.audit.subject_key())?;
+        let page = self
+            .audit
+            .query(filter, q.get("cursor").cloned(), limit)
+            .await?;
+        Ok(json_response(
+            StatusCode::OK,
+            &serde_json::json!({"records": page.records, "next_cursor": page.next_cursor}),
+        ))
+    }
+
+    /// `GET /admin/audit/verify`: the chain checked now (auditor); 409 when broken.
+    async fn verify_audit(&self, principal: &Principal) -> Result<Resp, GatewayError> {
+        principal.require_role(Role::Auditor)?;
+        match self.audit.verify().await? {
+            Ok(r) => Ok(json_response(
+                StatusCode::OK,
+                &serde_json::json!({"intact": true, "files": r.files, "records": r.records,
+                    "checkpoints": r.checkpoints, "first_seq": r.first_seq, "last_seq": r.last_seq,
+                    "last_hash": r.last_hash, "last_checkpoint_seq": r.last_checkpoint_seq}),
+            )),
+            Err(f) => Ok(json_response(
+                StatusCode::CONFLICT,
+                &serde_json::json!({"intact": false, "file": f.file, "line": f.line,
+                    "seq": f.seq, "kind": format!("{:?}", f.kind).to_lowercase(),
+                    "detail": f.detail, "summary": f.to_string()}),
+            )),
+        }
+    }
+
+    /// `POST /admin/reload` (platform admin), audited.
+    async fn reload_route(&self, call: &Call<'_>) -> Result<Resp, GatewayError> {
+        call.principal.require_role(Role::PlatformAdmin)?;
+        let c = call.change("admin.reload", None, None, None);
+        let r = match self.reload().await {
+            Ok(()) => Ok(json_response(
+                StatusCode::OK,
+                &serde_json::json!({"reloaded": true}),
+            )),
+            Err(e) => Err(GatewayError::InvalidConfig(e)),
+        };
+        self.audit_change(&c, &r).await?;
+        r
     }
 
     fn readyz(&self, state: &State) -> Resp {
@@ -714,7 +688,8 @@ impl AdminPlane {
         let kind = valid.adapter.kind;
         let mut next = state.clone();
         next.adapters = state.adapters.with(valid.adapter);
-        next.upstreams.insert(department.to_string(), valid.client);
+        next.upstreams
+            .insert(department.to_string(), Arc::new(valid.client));
         self.state.store(Arc::new(next));
         // Records fetched through the old adapter (mapping, upstream) must not
         // outlive it.
@@ -805,18 +780,11 @@ impl AdminPlane {
     ) -> Result<(), GatewayError> {
         let (decision, status, reason) = match result {
             Ok(r) => (Decision::Allow, r.status().as_u16(), None),
-            Err(e) => {
-                let p = e.problem();
-                (
-                    if p.status.is_server_error() {
-                        Decision::Error
-                    } else {
-                        Decision::Deny
-                    },
-                    p.status.as_u16(),
-                    Some(e.to_string()),
-                )
-            }
+            Err(e) => (
+                e.decision(),
+                e.problem().status.as_u16(),
+                Some(e.to_string()),
+            ),
         };
         let mut ev = AuditEvent::new(Action::from_name(c.action), decision);
         ev.request_id = Some(c.request_id.to_string());
@@ -832,6 +800,45 @@ impl AdminPlane {
     }
 }
 
+/// `GET /admin/adapters`: every adapter for a platform admin, the caller's
+/// own for a department admin.
+fn list_adapters(state: &State, principal: &Principal) -> Result<Resp, GatewayError> {
+    let own = if principal.has_role(Role::PlatformAdmin) {
+        None
+    } else if principal.has_role(Role::DepartmentAdmin) {
+        Some(principal.department().unwrap_or_default().to_string())
+    } else {
+        return Err(AccessError::RoleRequired(Role::DepartmentAdmin.as_str()).into());
+    };
+    let list: Vec<_> = state
+        .adapters
+        .iter()
+        .filter(|a| own.as_deref().is_none_or(|d| d == a.department))
+        .map(|a| {
+            serde_json::json!({
+                "department": a.department, "kind": a.kind,
+                "datasets": a.datasets,
+                "path": format!("/admin/adapters/{}", a.department),
+            })
+        })
+        .collect();
+    Ok(json_response(
+        StatusCode::OK,
+        &serde_json::json!({ "adapters": list }),
+    ))
+}
+
+/// `GET /admin/departments`: breaker and bulkhead state per department.
+fn departments(state: &State, principal: &Principal) -> Result<Resp, GatewayError> {
+    if !(principal.has_role(Role::PlatformAdmin)
+        || principal.has_role(Role::DepartmentAdmin)
+        || principal.has_role(Role::Auditor))
+    {
+        return Err(AccessError::RoleRequired(Role::PlatformAdmin.as_str()).into());
+    }
+    Ok(json_response(StatusCode::OK, &departments_detail(state)))
+}
+
 fn departments_detail(state: &State) -> serde_json::Value {
     let mut out = BTreeMap::new();
     for name in state.settings.departments.keys() {
@@ -841,7 +848,12 @@ fn departments_detail(state: &State) -> serde_json::Value {
             state.adapters.department(name).is_some().into(),
         );
         if let Some(g) = state.protect.department(name) {
-            d.insert("breaker".into(), g.breaker().state().as_str().into());
+            d.insert("breaker".into(), g.breaker_summary().into());
+            let per_traffic = g.breakers().map(|(t, b)| (t.as_str(), b.state().as_str()));
+            d.insert(
+                "breakers".into(),
+                serde_json::json!(BTreeMap::from(per_traffic)),
+            );
             d.insert("in_flight".into(), g.bulkhead().in_flight().into());
             d.insert("queued".into(), g.bulkhead().queue_depth().into());
         }

@@ -81,8 +81,9 @@ pub struct CacheSettings {
     pub max_entry_life: Duration,
 }
 
-/// The shared-record cache. Cheap to share (`Arc`).
-pub struct SharedCache {
+/// The shared-record cache. Cheap to share (`Arc`). `E` is the loader's
+/// error, handed (shared, typed) to every coalesced caller.
+pub struct SharedCache<E = crate::error::GatewayError> {
     entries: moka::sync::Cache<GenKey, Arc<Entry>>,
     /// Global invalidation clock; every invalidation takes the next value.
     clock: AtomicU64,
@@ -92,13 +93,13 @@ pub struct SharedCache {
     /// Clock value of the last single-record invalidation, kept longer than
     /// any entry can live so an older generation can never resurface.
     key_gen: moka::sync::Cache<Key, u64>,
-    inflight: Mutex<HashMap<GenKey, Arc<OnceCell<LoadResult>>>>,
+    inflight: Mutex<HashMap<GenKey, Arc<OnceCell<LoadResult<E>>>>>,
     loads: AtomicU64,
 }
 
-type LoadResult = Result<Arc<Entry>, Arc<dyn std::error::Error + Send + Sync>>;
+type LoadResult<E> = Result<Arc<Entry>, Arc<E>>;
 
-impl std::fmt::Debug for SharedCache {
+impl<E> std::fmt::Debug for SharedCache<E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SharedCache")
             .field("entries", &self.entries.entry_count())
@@ -113,7 +114,15 @@ pub trait StaleEligible {
     fn allows_stale(&self) -> bool;
 }
 
-impl SharedCache {
+impl StaleEligible for crate::error::GatewayError {
+    /// Derived from the one classification: only a department's failure
+    /// (see [`crate::error::Side`]).
+    fn allows_stale(&self) -> bool {
+        crate::error::GatewayError::allows_stale(self)
+    }
+}
+
+impl<E: StaleEligible> SharedCache<E> {
     /// A cache bounded by `settings.max_bytes`.
     pub fn new(settings: &CacheSettings) -> Self {
         let life = settings.max_entry_life.max(Duration::from_secs(1));
@@ -149,14 +158,13 @@ impl SharedCache {
     /// misses for the same key and generation share one load. When the load
     /// fails with an error that [`StaleEligible::allows_stale`], a record past
     /// its TTL but within `max_stale` is served as [`CacheStatus::Stale`].
-    pub async fn get<E, F, Fut>(
+    pub async fn get<F, Fut>(
         &self,
         spec: &DatasetSpec,
         subject: &str,
         load: F,
-    ) -> Result<(Arc<Entry>, CacheStatus), Arc<dyn std::error::Error + Send + Sync>>
+    ) -> Result<(Arc<Entry>, CacheStatus), Arc<E>>
     where
-        E: std::error::Error + StaleEligible + Send + Sync + 'static,
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Record, E>>,
     {
@@ -190,14 +198,7 @@ impl SharedCache {
                         }
                         Ok(entry)
                     }
-                    Err(e) => {
-                        let stale_ok = e.allows_stale();
-                        Err(Arc::new(LoadFailed {
-                            inner: Box::new(e),
-                            stale_ok,
-                        })
-                            as Arc<dyn std::error::Error + Send + Sync>)
-                    }
+                    Err(e) => Err(Arc::new(e)),
                 }
             })
             .await
@@ -209,15 +210,12 @@ impl SharedCache {
         }
         match result {
             Ok(e) => Ok((e, CacheStatus::Miss)),
-            Err(err) => {
-                let stale_ok = err.downcast_ref::<LoadFailed>().is_some_and(|l| l.stale_ok);
-                match stale {
-                    Some(s) if stale_ok && self.generation(&gk.0) == gk.1 => {
-                        Ok((s, CacheStatus::Stale))
-                    }
-                    _ => Err(err),
+            Err(err) => match stale {
+                Some(s) if err.allows_stale() && self.generation(&gk.0) == gk.1 => {
+                    Ok((s, CacheStatus::Stale))
                 }
-            }
+                _ => Err(err),
+            },
         }
     }
 
@@ -243,26 +241,6 @@ impl SharedCache {
     /// Entries currently held (approximate).
     pub fn entry_count(&self) -> u64 {
         self.entries.entry_count()
-    }
-}
-
-/// The error of a failed load, remembering whether a stale record may stand in.
-#[derive(Debug)]
-pub struct LoadFailed {
-    /// The loader's error.
-    pub inner: Box<dyn std::error::Error + Send + Sync>,
-    stale_ok: bool,
-}
-
-impl std::fmt::Display for LoadFailed {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.inner.fmt(f)
-    }
-}
-
-impl std::error::Error for LoadFailed {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(self.inner.as_ref())
     }
 }
 
@@ -305,7 +283,7 @@ mod tests {
         }
     }
 
-    fn cache() -> SharedCache {
+    fn cache() -> SharedCache<TestErr> {
         SharedCache::new(&CacheSettings {
             max_bytes: 1 << 20,
             max_entry_life: Duration::from_secs(3600),

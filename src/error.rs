@@ -1,7 +1,9 @@
 //! The one place where errors become HTTP answers.
 //!
 //! Every area has its own error enum; [`GatewayError`] wraps them and
-//! [`GatewayError::status`] is the only status mapping in the crate. Callers get
+//! [`GatewayError::problem`] is the only status mapping in the crate, and
+//! [`GatewayError::cause`] the only classification of outcomes (which [`Side`]
+//! failed). Callers get
 //! RFC 9457 `application/problem+json` with a generic `detail`; the real cause
 //! goes to the log (`tracing`) and the audit record, never to the caller.
 
@@ -66,6 +68,9 @@ pub enum UpstreamError {
     /// 504: no complete answer within the configured time.
     #[error("department did not answer within {0:?}")]
     Timeout(Duration),
+    /// 502: the department answered a pass-through call with a 5xx status.
+    #[error("department answered {0}")]
+    Status(u16),
     /// 503: no adapter is registered for the department.
     #[error("no adapter registered for department `{0}`")]
     NoAdapter(String),
@@ -110,9 +115,10 @@ pub enum GatewayError {
     /// A refused reload; the running configuration is kept.
     #[error("invalid configuration: {0}")]
     InvalidConfig(crate::config::ConfigErrors),
-    /// An error shared by coalesced callers (the cache's single load).
+    /// An error shared by coalesced callers (the cache's single load): the
+    /// loader's own error, typed, answered and classified exactly like it.
     #[error("{0}")]
-    Shared(std::sync::Arc<dyn std::error::Error + Send + Sync>),
+    Shared(std::sync::Arc<GatewayError>),
     /// Cluster mode: a change that must reach every node could not be
     /// stored in Redis (nothing was changed).
     #[error("{0}")]
@@ -134,26 +140,238 @@ impl From<crate::protect::BreakerOpen> for GatewayError {
     }
 }
 
-impl crate::cache::StaleEligible for GatewayError {
-    /// A department that failed, timed out or is shielded by its breaker may
-    /// be stood in for by a stale record; answers (not found, refusals) may not.
-    fn allows_stale(&self) -> bool {
-        use crate::adapter::AdapterError as A;
+/// Which side of the exchange failed (as pingora's `ErrorSource`): the one
+/// classification every consumer derives from (audit decision, scenario part
+/// status, stale-if-error, breaker and retry accounting).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The caller: bad input, no credentials, not granted, not found, over
+    /// quota. An answer, not a failure; a `4xx`.
+    Caller,
+    /// The department: timed out, unreachable, a status or reply the adapter
+    /// could not use, or shielded by its breaker or bulkhead. A `502`-`504`.
+    Department,
+    /// The gateway itself: the audit log, its configuration, a bug. A `5xx`.
+    Gateway,
+}
+
+/// What happened, one step finer than [`Side`]; every cause belongs to one side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// Malformed request, header, body, query or configuration sent by the caller.
+    BadInput,
+    /// No valid credentials.
+    Unauthenticated,
+    /// Authenticated, but not granted (dataset, scenario, proxy path, role).
+    NotGranted,
+    /// No such route, dataset, department or record (the adapter's not-found
+    /// rule included).
+    NotFound,
+    /// A rate limit refused the request.
+    RateLimited,
+    /// The department did not answer within the time allowed.
+    DepartmentTimeout,
+    /// The department could not be reached, or broke the connection.
+    DepartmentUnreachable,
+    /// The department answered, but not usably (a 5xx that is not its
+    /// not-found, a fault, a malformed or oversized reply).
+    DepartmentBadReply,
+    /// The department was not called: its breaker is open or its bulkhead full.
+    DepartmentShielded,
+    /// The audit log cannot record the decision (fail closed).
+    AuditUnavailable,
+    /// Cluster mode: the shared store (Redis) cannot take a change that must
+    /// reach every node.
+    ClusterUnavailable,
+    /// The gateway is not set up for this (e.g. no adapter registered).
+    Misconfigured,
+    /// A bug or an unexpected internal failure.
+    Internal,
+}
+
+impl Cause {
+    /// The side this cause belongs to.
+    pub const fn side(self) -> Side {
         match self {
-            GatewayError::Upstream(
-                UpstreamError::Broken(_)
-                | UpstreamError::Timeout(_)
-                | UpstreamError::ReplyTooLarge { .. },
-            ) => true,
-            GatewayError::Protect(_) => true,
-            GatewayError::Adapter(a) => matches!(
-                a,
+            Cause::BadInput
+            | Cause::Unauthenticated
+            | Cause::NotGranted
+            | Cause::NotFound
+            | Cause::RateLimited => Side::Caller,
+            Cause::DepartmentTimeout
+            | Cause::DepartmentUnreachable
+            | Cause::DepartmentBadReply
+            | Cause::DepartmentShielded => Side::Department,
+            Cause::AuditUnavailable
+            | Cause::ClusterUnavailable
+            | Cause::Misconfigured
+            | Cause::Internal => Side::Gateway,
+        }
+    }
+}
+
+impl GatewayError {
+    /// The one classification of this error. Every variant is matched; no `_ =>`.
+    pub fn cause(&self) -> Cause {
+        use crate::adapter::AdapterError as A;
+        use crate::audit::AuditError as Au;
+        use GatewayError as G;
+        match self {
+            G::Request(e) => match e {
+                RequestError::NotFound(_) => Cause::NotFound,
+                RequestError::UriTooLong { .. }
+                | RequestError::HeadersTooLarge { .. }
+                | RequestError::BodyTooLarge { .. }
+                | RequestError::BodyUnreadable
+                | RequestError::AmbiguousPath(_)
+                | RequestError::Malformed(_)
+                | RequestError::MethodNotAllowed => Cause::BadInput,
+            },
+            G::Auth(_) => Cause::Unauthenticated,
+            G::Access(e) => match e {
+                crate::auth::AccessError::PurposeRequired => Cause::BadInput,
+                crate::auth::AccessError::PurposeNotGranted(_)
+                | crate::auth::AccessError::DatasetNotGranted(_)
+                | crate::auth::AccessError::ScenarioNotGranted(_)
+                | crate::auth::AccessError::ProxyNotGranted { .. }
+                | crate::auth::AccessError::RoleRequired(_)
+                | crate::auth::AccessError::NotDepartmentAdmin(_) => Cause::NotGranted,
+            },
+            G::Attribution(_) | G::Scenario(_) | G::InvalidAdapter(_) | G::InvalidConfig(_) => {
+                Cause::BadInput
+            }
+            G::RateLimited(_) => Cause::RateLimited,
+            G::Protect(e) => match e {
+                crate::protect::ProtectError::BulkheadFull(_)
+                | crate::protect::ProtectError::BreakerOpen(_) => Cause::DepartmentShielded,
+            },
+            G::Adapter(e) => match e {
+                A::RecordNotFound | A::UnknownDataset(_) => Cause::NotFound,
+                A::MissingInput(_) | A::InvalidInput { .. } => Cause::BadInput,
                 A::DepartmentStatus(_)
-                    | A::DepartmentFault { .. }
-                    | A::MalformedReply(_)
-                    | A::ReplyTooLarge { .. }
-            ),
-            _ => false,
+                | A::DepartmentFault { .. }
+                | A::MalformedReply(_)
+                | A::FieldMissing { .. }
+                | A::FieldType { .. } => Cause::DepartmentBadReply,
+            },
+            G::Upstream(e) => match e {
+                UpstreamError::Timeout(_) => Cause::DepartmentTimeout,
+                UpstreamError::Broken(_) => Cause::DepartmentUnreachable,
+                UpstreamError::Status(_) | UpstreamError::ReplyTooLarge { .. } => {
+                    Cause::DepartmentBadReply
+                }
+                UpstreamError::NoAdapter(_) => Cause::Misconfigured,
+            },
+            G::Audit(e) => match e {
+                Au::BadQuery(_) => Cause::BadInput,
+                Au::Unavailable | Au::Io { .. } | Au::Key { .. } | Au::Corrupt { .. } => {
+                    Cause::AuditUnavailable
+                }
+            },
+            G::Shared(e) => e.cause(),
+            G::ClusterUnavailable(_) => Cause::ClusterUnavailable,
+            G::Internal(_) => Cause::Internal,
+        }
+    }
+
+    /// Which side failed.
+    pub fn side(&self) -> Side {
+        self.cause().side()
+    }
+
+    /// The audit decision: a caller's refusal is `deny`; a department's or
+    /// the gateway's failure is `error`.
+    pub fn decision(&self) -> crate::audit::Decision {
+        match self.side() {
+            Side::Caller => crate::audit::Decision::Deny,
+            Side::Department | Side::Gateway => crate::audit::Decision::Error,
+        }
+    }
+
+    /// How a scenario part that ended with this error is reported.
+    pub fn part_status(&self) -> crate::scenario::PartStatus {
+        use crate::scenario::PartStatus;
+        match self.cause() {
+            Cause::NotGranted => PartStatus::Denied,
+            Cause::NotFound => PartStatus::Missing,
+            Cause::BadInput
+            | Cause::Unauthenticated
+            | Cause::RateLimited
+            | Cause::DepartmentTimeout
+            | Cause::DepartmentUnreachable
+            | Cause::DepartmentBadReply
+            | Cause::DepartmentShielded
+            | Cause::AuditUnavailable
+            | Cause::ClusterUnavailable
+            | Cause::Misconfigured
+            | Cause::Internal => PartStatus::Error,
+        }
+    }
+
+    /// True when a stale record may stand in for this error: only for a
+    /// department's failure, never for an answer (not found, refusals).
+    pub fn allows_stale(&self) -> bool {
+        self.side() == Side::Department
+    }
+
+    /// The failure this error is for the department's circuit breaker and
+    /// retry policy, or `None` when the department did not fail: a not-found
+    /// by the adapter's rule, any 4xx, a caller's bad input, a refusal of the
+    /// protection layer itself (the department was not called) and the
+    /// gateway's own failures never count.
+    pub fn department_failure(&self) -> Option<crate::protect::FailureKind> {
+        use crate::protect::FailureKind as F;
+        let unavailable = |s: u16| {
+            if matches!(s, 502..=504) {
+                F::Unavailable
+            } else {
+                F::Other
+            }
+        };
+        match self.cause() {
+            Cause::DepartmentTimeout => Some(F::AttemptTimeout),
+            Cause::DepartmentUnreachable => Some(F::Connect),
+            Cause::DepartmentBadReply => match self {
+                // A 4xx the adapter does not call not-found is still an
+                // answer: the department is up and talking.
+                GatewayError::Upstream(UpstreamError::Status(s))
+                | GatewayError::Adapter(crate::adapter::AdapterError::DepartmentStatus(s)) => {
+                    (*s >= 500).then(|| unavailable(*s))
+                }
+                GatewayError::Shared(e) => e.department_failure(),
+                _ => Some(F::Other),
+            },
+            Cause::DepartmentShielded
+            | Cause::BadInput
+            | Cause::Unauthenticated
+            | Cause::NotGranted
+            | Cause::NotFound
+            | Cause::RateLimited
+            | Cause::AuditUnavailable
+            | Cause::ClusterUnavailable
+            | Cause::Misconfigured
+            | Cause::Internal => None,
+        }
+    }
+
+    /// Whether the same request may succeed if tried again later: a
+    /// transient department failure, a department shielded for now, a rate
+    /// limit, an audit log that is unavailable. Never for an answer.
+    pub fn retry_may_help(&self) -> bool {
+        match self.cause() {
+            Cause::DepartmentShielded
+            | Cause::RateLimited
+            | Cause::AuditUnavailable
+            | Cause::ClusterUnavailable => true,
+            Cause::DepartmentTimeout | Cause::DepartmentUnreachable | Cause::DepartmentBadReply => {
+                self.department_failure().is_some_and(|k| k.is_transient())
+            }
+            Cause::BadInput
+            | Cause::Unauthenticated
+            | Cause::NotGranted
+            | Cause::NotFound
+            | Cause::Misconfigured
+            | Cause::Internal => false,
         }
     }
 }
@@ -208,7 +426,9 @@ impl GatewayError {
                 ),
             },
             G::Upstream(e) => match e {
-                UpstreamError::Broken(_) | UpstreamError::ReplyTooLarge { .. } => (
+                UpstreamError::Broken(_)
+                | UpstreamError::Status(_)
+                | UpstreamError::ReplyTooLarge { .. } => (
                     StatusCode::BAD_GATEWAY,
                     "department-error",
                     "the department's system did not give a usable answer".to_string(),
@@ -272,19 +492,11 @@ impl GatewayError {
                 let mut h = http::HeaderMap::new();
                 e.apply_headers(&mut h);
                 let kind = match e {
-                    crate::protect::ProtectError::RateLimited(_) => "rate-limited",
                     crate::protect::ProtectError::BulkheadFull(_) => "department-busy",
                     crate::protect::ProtectError::BreakerOpen(_) => "department-unavailable",
                 };
-                let status = match e {
-                    crate::protect::ProtectError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
-                    crate::protect::ProtectError::BulkheadFull(_)
-                    | crate::protect::ProtectError::BreakerOpen(_) => {
-                        StatusCode::SERVICE_UNAVAILABLE
-                    }
-                };
                 return Problem {
-                    status,
+                    status: StatusCode::SERVICE_UNAVAILABLE,
                     kind,
                     detail: e.to_string(),
                     headers: h.into_iter().filter_map(|(k, v)| Some((k?, v))).collect(),
@@ -305,7 +517,6 @@ impl GatewayError {
                     A::DepartmentStatus(_)
                     | A::DepartmentFault { .. }
                     | A::MalformedReply(_)
-                    | A::ReplyTooLarge { .. }
                     | A::FieldMissing { .. }
                     | A::FieldType { .. } => (
                         StatusCode::BAD_GATEWAY,
@@ -345,15 +556,7 @@ impl GatewayError {
                 "invalid-configuration",
                 e.to_string(),
             ),
-            G::Shared(e) => {
-                let inner = e
-                    .downcast_ref::<crate::cache::LoadFailed>()
-                    .and_then(|l| l.inner.downcast_ref::<GatewayError>());
-                return match inner {
-                    Some(g) => g.problem(),
-                    None => GatewayError::Internal(e.to_string()).problem(),
-                };
-            }
+            G::Shared(e) => return e.problem(),
             G::ClusterUnavailable(_) => {
                 return Problem {
                     status: StatusCode::SERVICE_UNAVAILABLE,
@@ -419,10 +622,13 @@ impl Problem {
     }
 }
 
-/// `Retry-After` in whole seconds, rounded up, at least 1.
+/// `Retry-After` in whole seconds, rounded up, at least 1 (the one rounding:
+/// [`crate::protect::retry_after_secs`]).
 pub fn retry_after(wait: Duration) -> (header::HeaderName, HeaderValue) {
-    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-    (header::RETRY_AFTER, HeaderValue::from(secs.max(1)))
+    (
+        header::RETRY_AFTER,
+        HeaderValue::from(crate::protect::retry_after_secs(wait)),
+    )
 }
 
 #[cfg(test)]
@@ -446,6 +652,133 @@ mod tests {
         assert!(!e.problem().detail.contains("/etc"));
         let e = GatewayError::from(UpstreamError::Broken("10.0.0.1 reset".into()));
         assert!(!e.problem().detail.contains("10.0.0.1"));
+    }
+
+    /// A sample of every area's errors.
+    fn samples() -> Vec<GatewayError> {
+        use crate::adapter::AdapterError as A;
+        use crate::auth::{AccessError, AuthError};
+        vec![
+            RequestError::Malformed("x".into()).into(),
+            RequestError::NotFound("x".into()).into(),
+            RequestError::MethodNotAllowed.into(),
+            AuthError::Missing.into(),
+            AccessError::DatasetNotGranted("d".into()).into(),
+            AccessError::PurposeRequired.into(),
+            A::RecordNotFound.into(),
+            A::MissingInput("x".into()).into(),
+            A::DepartmentStatus(500).into(),
+            A::DepartmentStatus(503).into(),
+            A::DepartmentStatus(400).into(),
+            A::DepartmentFault {
+                code: "soap:Server".into(),
+                reason: "boom".into(),
+            }
+            .into(),
+            A::MalformedReply("x".into()).into(),
+            UpstreamError::Timeout(Duration::from_secs(1)).into(),
+            UpstreamError::Broken("reset".into()).into(),
+            UpstreamError::Status(502).into(),
+            UpstreamError::ReplyTooLarge { limit: 1 }.into(),
+            UpstreamError::NoAdapter("d".into()).into(),
+            crate::protect::BreakerOpen::new("d".into(), Duration::from_secs(1)).into(),
+            crate::audit::AuditError::Unavailable.into(),
+            crate::audit::AuditError::BadQuery("x".into()).into(),
+            GatewayError::Internal("x".into()),
+        ]
+    }
+
+    #[test]
+    fn the_side_agrees_with_the_status_class() {
+        for e in samples() {
+            let status = e.problem().status;
+            assert_eq!(e.side() == Side::Caller, status.is_client_error(), "{e:?}");
+            assert_eq!(e.side() != Side::Caller, status.is_server_error(), "{e:?}");
+            if e.side() == Side::Department {
+                assert!(matches!(status.as_u16(), 502..=504), "{e:?} ({status})");
+            }
+            let decision = e.decision();
+            assert_eq!(
+                decision == crate::audit::Decision::Deny,
+                status.is_client_error(),
+                "{e:?}"
+            );
+            assert_eq!(e.allows_stale(), e.side() == Side::Department, "{e:?}");
+        }
+    }
+
+    #[test]
+    fn part_status_follows_the_cause() {
+        use crate::scenario::PartStatus;
+        for e in samples() {
+            let expected = match e.problem().status.as_u16() {
+                403 => PartStatus::Denied,
+                404 => PartStatus::Missing,
+                _ => PartStatus::Error,
+            };
+            assert_eq!(e.part_status(), expected, "{e:?}");
+        }
+    }
+
+    #[test]
+    fn only_department_failures_count_for_the_breaker() {
+        use crate::adapter::AdapterError as A;
+        use crate::protect::FailureKind as F;
+        let kind = |e: GatewayError| e.department_failure();
+        // Answers: never failures.
+        assert_eq!(kind(A::RecordNotFound.into()), None);
+        assert_eq!(kind(A::DepartmentStatus(404).into()), None);
+        assert_eq!(kind(A::DepartmentStatus(429).into()), None);
+        assert_eq!(
+            kind(
+                A::InvalidInput {
+                    input: "subject".into(),
+                    target: "path",
+                    reason: "x"
+                }
+                .into()
+            ),
+            None
+        );
+        assert_eq!(kind(RequestError::Malformed("x".into()).into()), None);
+        let open = crate::protect::BreakerOpen::new("d".into(), Duration::from_secs(1));
+        assert_eq!(kind(open.into()), None, "the department was not called");
+        // Failures, and whether a retry may help.
+        assert_eq!(kind(A::DepartmentStatus(500).into()), Some(F::Other));
+        assert_eq!(kind(A::DepartmentStatus(503).into()), Some(F::Unavailable));
+        assert_eq!(
+            kind(UpstreamError::Status(502).into()),
+            Some(F::Unavailable)
+        );
+        assert_eq!(kind(A::MalformedReply("x".into()).into()), Some(F::Other));
+        let fault = A::DepartmentFault {
+            code: "soap:Server".into(),
+            reason: "x".into(),
+        };
+        assert_eq!(kind(fault.into()), Some(F::Other));
+        assert_eq!(
+            kind(UpstreamError::Timeout(Duration::from_secs(1)).into()),
+            Some(F::AttemptTimeout)
+        );
+        assert_eq!(
+            kind(UpstreamError::Broken("x".into()).into()),
+            Some(F::Connect)
+        );
+        let e = GatewayError::from(UpstreamError::Timeout(Duration::from_secs(1)));
+        assert!(e.retry_may_help());
+        assert!(!GatewayError::from(A::DepartmentStatus(500)).retry_may_help());
+        assert!(!GatewayError::from(A::RecordNotFound).retry_may_help());
+    }
+
+    #[test]
+    fn a_shared_error_is_answered_and_classified_as_its_inner_error() {
+        for e in samples() {
+            let (status, cause, kind) = (e.problem().status, e.cause(), e.department_failure());
+            let shared = GatewayError::Shared(std::sync::Arc::new(e));
+            assert_eq!(shared.problem().status, status);
+            assert_eq!(shared.cause(), cause);
+            assert_eq!(shared.department_failure(), kind);
+        }
     }
 
     #[test]

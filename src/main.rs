@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use onewindow::app::{self, Overrides, Running};
+use onewindow::app::{self, Running};
+use onewindow::config::{self, Overrides};
 
 #[derive(Parser)]
 #[command(
@@ -307,7 +308,7 @@ fn check(args: &ServeArgs) -> ExitCode {
         eprintln!("{e}");
         return ExitCode::FAILURE;
     }
-    match app::load(&args.config, &overrides(args)) {
+    match config::load(&args.config, &overrides(args)) {
         Ok(l) => {
             println!(
                 "{}: ok ({} departments, {} datasets, {} scenarios, {} adapters)",
@@ -333,7 +334,7 @@ fn token(
     department: Option<&str>,
     ttl: u64,
 ) -> ExitCode {
-    let certs_dir = app::dirs(&args.config, args.data_dir.first().map(PathBuf::as_path)).1;
+    let certs_dir = config::dirs(&args.config, args.data_dir.first().map(PathBuf::as_path)).1;
     let issuer = match onewindow::auth::DemoIssuer::load_or_generate(&certs_dir) {
         Ok((i, _)) => i,
         Err(e) => {
@@ -354,7 +355,7 @@ fn token(
 }
 
 fn certs_dev(args: &ServeArgs) -> ExitCode {
-    let (_, certs_dir) = app::dirs(&args.config, None);
+    let (_, certs_dir) = config::dirs(&args.config, None);
     let cert = certs_dir.join("dev-server.crt");
     let key = certs_dir.join("dev-server.key");
     match onewindow::certs::ensure_dev_server_cert(&certs_dir, &cert, &key, true) {
@@ -376,14 +377,14 @@ fn certs_dev(args: &ServeArgs) -> ExitCode {
 
 async fn audit(args: &ServeArgs, command: AuditCommand) -> ExitCode {
     use onewindow::audit;
-    let (default_data, certs_dir) = app::dirs(&args.config, None);
+    let (default_data, certs_dir) = config::dirs(&args.config, None);
     // One audit directory per data dir (each cluster node keeps its own chain).
     let audit_dirs: Vec<PathBuf> = if args.data_dir.is_empty() {
-        vec![app::audit_dir(&args.config, &default_data)]
+        vec![config::audit_dir(&args.config, &default_data)]
     } else {
         args.data_dir
             .iter()
-            .map(|d| app::audit_dir(&args.config, d))
+            .map(|d| config::audit_dir(&args.config, d))
             .collect()
     };
     match command {

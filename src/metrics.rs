@@ -281,13 +281,13 @@ impl Collector for RuntimeCollector {
             let d = || DepartmentLabels {
                 department: g.name().to_string(),
             };
-            let code = match g.breaker().state().as_str() {
+            let code = match g.breaker_summary() {
                 "closed" => 0.0,
                 "half-open" => 1.0,
                 _ => 2.0,
             };
             breaker.push((d(), code));
-            let t = g.breaker().transitions();
+            let t = g.breaker_transitions();
             for (to, n) in [
                 ("open", t.opened),
                 ("half-open", t.half_opened),

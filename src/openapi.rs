@@ -66,7 +66,7 @@ pub fn routes() -> Vec<(String, Vec<&'static str>)> {
         .map(|(p, m)| (openapi_path(p), m.to_vec()))
         .collect();
     out.extend(
-        crate::admin::admin_routes()
+        crate::routing::admin_routes()
             .into_iter()
             .map(|(p, m)| (p.to_string(), m.to_vec())),
     );
@@ -95,12 +95,10 @@ pub fn document() -> Value {
                     "default": {"description": "Error", "content": {"application/problem+json": {"schema": problem}}}
                 }
             });
-            if plane == "data"
-                || !matches!(
-                    path.as_str(),
-                    "/healthz" | "/readyz" | "/metrics" | "/admin/openapi.json"
-                )
-            {
+            let open = crate::routing::ADMIN_ROUTES
+                .iter()
+                .any(|(p, r)| *p == path && r.is_open());
+            if !open {
                 op["security"] = json!([{"bearer": []}]);
             }
             item.insert(m.to_lowercase(), op);

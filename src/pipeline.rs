@@ -23,7 +23,6 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use crate::adapter::{CanonicalRequest, DepartmentAdapter, UpstreamReply};
@@ -31,9 +30,10 @@ use crate::audit::{Action, AuditEvent, AuditLog, Decision};
 use crate::auth::{Attribution, ClientGrants, Principal};
 use crate::cache::{CacheStatus, Record, SharedCache};
 use crate::error::{GatewayError, RequestError, UpstreamError};
+use crate::protect::Traffic;
 use crate::routing::{NoRoute, Route, Router};
 use crate::scenario::{PartResult, PartStatus};
-use crate::server::{ConnInfo, Handler};
+use crate::server::{ConnInfo, Handler, RequestBody};
 use crate::state::State;
 use crate::upstream::{Reply, strip_hop_by_hop};
 
@@ -172,7 +172,7 @@ impl DataPlane {
 type Resp = Response<Full<Bytes>>;
 
 impl Handler for DataPlane {
-    async fn handle(self: Arc<Self>, req: Request<Incoming>, conn: Arc<ConnInfo>) -> Resp {
+    async fn handle<B: RequestBody>(self: Arc<Self>, req: Request<B>, conn: Arc<ConnInfo>) -> Resp {
         let state = self.state.load_full();
         let mut ctx = RequestCtx {
             request_id: self.ids.from_headers(req.headers()),
@@ -198,7 +198,7 @@ impl Handler for DataPlane {
                     self.metrics.observe_rate_limited(r.limiter().name());
                 }
                 let problem = e.problem();
-                let decision = decision_of(problem.status);
+                let decision = e.decision();
                 let reason = e.to_string();
                 if problem.status.is_server_error() {
                     tracing::warn!(request_id = %ctx.request_id, error = %e, "request failed");
@@ -251,14 +251,6 @@ impl Handler for DataPlane {
     }
 }
 
-fn decision_of(status: StatusCode) -> Decision {
-    if status.is_server_error() || status == StatusCode::FAILED_DEPENDENCY {
-        Decision::Error
-    } else {
-        Decision::Deny
-    }
-}
-
 /// Headers every answer carries.
 fn finish(resp: &mut Resp, ctx: &RequestCtx) {
     let h = resp.headers_mut();
@@ -275,11 +267,11 @@ fn finish(resp: &mut Resp, ctx: &RequestCtx) {
 }
 
 impl DataPlane {
-    async fn process(
+    async fn process<B: RequestBody>(
         &self,
         state: &State,
         ctx: &mut RequestCtx,
-        req: Request<Incoming>,
+        req: Request<B>,
         conn: &ConnInfo,
     ) -> Result<Resp, GatewayError> {
         let limits = &state.settings.limits;
@@ -535,108 +527,102 @@ impl DataPlane {
             headers.insert("x-request-id", v);
         }
         headers.insert("traceparent", ctx.trace.header());
-        let reply = self
-            .send_protected(
-                state,
-                &adapter.department,
-                ureq.method,
-                &ureq.path_and_query,
-                headers,
-                ureq.body,
-            )
-            .await;
-        match reply {
-            Ok(reply) => {
-                let status = reply.status.as_u16();
-                let mapped = adapter
-                    .map_response(
-                        creq.dataset,
-                        UpstreamReply {
-                            status: reply.status,
-                            headers: &reply.headers,
-                            body: &reply.body,
-                        },
-                    )
-                    .map_err(GatewayError::from);
-                (mapped, Some(status))
-            }
-            Err(e) => (Err(e), None),
-        }
+        // The adapter interprets each reply before the breaker hears of it:
+        // its not-found (a 404, a not-found SOAP fault on a 500) is an answer.
+        let interpret = |reply: Reply| {
+            adapter
+                .map_response(
+                    creq.dataset,
+                    UpstreamReply {
+                        status: reply.status,
+                        headers: &reply.headers,
+                        body: &reply.body,
+                    },
+                )
+                .map_err(GatewayError::from)
+        };
+        self.send_protected(
+            state,
+            &adapter.department,
+            Traffic::Dataset,
+            (ureq.method, &ureq.path_and_query, headers, ureq.body),
+            interpret,
+        )
+        .await
     }
 
-    /// Sends one request to a department inside its bulkhead, through its
-    /// breaker, with per-attempt and total timeouts and budgeted retries for
-    /// idempotent methods. A 5xx counts as a failure for the breaker but is
-    /// returned for the adapter to map.
-    async fn send_protected(
+    /// Sends one request to a department inside its bulkhead, through the
+    /// breaker of its kind of traffic, with per-attempt and total timeouts
+    /// and budgeted retries for idempotent methods. Each reply is first
+    /// interpreted (`interpret`: the adapter's mapping, or the proxy's rule);
+    /// only then is the outcome reported to the breaker, and only a
+    /// department failure ([`GatewayError::department_failure`]) counts.
+    /// Returns the interpreted result and the department's last status.
+    async fn send_protected<T>(
         &self,
         state: &State,
         department: &str,
-        method: Method,
-        path_and_query: &str,
-        headers: HeaderMap,
-        body: Bytes,
-    ) -> Result<Reply, GatewayError> {
-        let client = state
-            .upstreams
-            .get(department)
-            .ok_or_else(|| UpstreamError::NoAdapter(department.to_string()))?;
-        let guard = state
-            .protect
-            .department(department)
-            .ok_or_else(|| UpstreamError::NoAdapter(department.to_string()))?;
-        let _slot = guard.bulkhead().acquire().await?;
+        traffic: Traffic,
+        (method, path_and_query, headers, body): (Method, &str, HeaderMap, Bytes),
+        interpret: impl Fn(Reply) -> Result<T, GatewayError>,
+    ) -> (Result<T, GatewayError>, Option<u16>) {
+        let no_adapter = || GatewayError::from(UpstreamError::NoAdapter(department.to_string()));
+        let (Some(client), Some(guard)) = (
+            state.upstreams.get(department),
+            state.protect.department(department),
+        ) else {
+            return (Err(no_adapter()), None);
+        };
+        let _slot = match guard.bulkhead().acquire().await {
+            Ok(slot) => slot,
+            Err(e) => return (Err(e.into()), None),
+        };
         let timeouts = guard.timeouts();
         let retry = guard.retry();
         retry.on_request();
         let start = Instant::now();
         let mut attempt: u32 = 1;
+        let mut status = None;
         loop {
-            let permit = guard.breaker().try_acquire()?;
+            let permit = match guard.breaker_for(traffic).try_acquire() {
+                Ok(p) => p,
+                Err(e) => return (Err(e.into()), status),
+            };
             let remaining = timeouts.total.saturating_sub(start.elapsed());
             let budget = timeouts.attempt.min(remaining);
             if budget.is_zero() {
                 permit.failure();
-                return Err(UpstreamError::Timeout(timeouts.total).into());
+                return (Err(UpstreamError::Timeout(timeouts.total).into()), status);
             }
             let mut req = Request::new(Full::new(body.clone()));
             *req.method_mut() = method.clone();
             *req.headers_mut() = headers.clone();
             let max_reply = state.settings.limits.max_reply_bytes;
-            let result = client.send(req, path_and_query, budget, max_reply).await;
-            let failure = match &result {
-                Ok(r) if matches!(r.status.as_u16(), 502..=504) => {
-                    Some(crate::protect::FailureKind::Unavailable)
-                }
-                Ok(r) if r.status.is_server_error() => Some(crate::protect::FailureKind::Other),
-                Ok(_) => None,
-                Err(UpstreamError::Timeout(_)) => Some(crate::protect::FailureKind::AttemptTimeout),
-                Err(_) => Some(crate::protect::FailureKind::Connect),
+            let sent = client.send(req, path_and_query, budget, max_reply).await;
+            status = sent.as_ref().ok().map(|r| r.status.as_u16()).or(status);
+            let result = sent.map_err(GatewayError::from).and_then(&interpret);
+            let Some(kind) = result
+                .as_ref()
+                .err()
+                .and_then(GatewayError::department_failure)
+            else {
+                permit.success();
+                self.metrics.observe_upstream(department, start.elapsed());
+                return (result, status);
             };
-            match failure {
-                None => {
-                    permit.success();
-                    self.metrics.observe_upstream(department, start.elapsed());
-                    return result.map_err(GatewayError::from);
-                }
-                Some(kind) => {
-                    permit.failure();
-                    if let Some(backoff) =
-                        retry.should_retry(&method, attempt, kind, start.elapsed())
-                    {
-                        tokio::time::sleep(backoff).await;
-                        attempt += 1;
-                        continue;
-                    }
-                    self.metrics.observe_upstream(department, start.elapsed());
-                    return match result {
-                        Err(UpstreamError::Timeout(_)) => {
-                            Err(UpstreamError::Timeout(budget).into())
-                        }
-                        other => other.map_err(GatewayError::from),
-                    };
-                }
+            permit.failure();
+            if let Some(backoff) = retry.should_retry(&method, attempt, kind, start.elapsed()) {
+                tokio::time::sleep(backoff).await;
+                attempt += 1;
+                continue;
             }
+            self.metrics.observe_upstream(department, start.elapsed());
+            return match result {
+                Err(GatewayError::Upstream(UpstreamError::Timeout(_))) => {
+                    (Err(UpstreamError::Timeout(budget).into()), status)
+                }
+                other => (other, status),
+            };
         }
     }
 
@@ -702,19 +688,14 @@ impl DataPlane {
                     ),
                     Err(e) => {
                         let p = e.problem();
-                        let status = match p.status.as_u16() {
-                            403 => PartStatus::Denied,
-                            404 => PartStatus::Missing,
-                            _ => PartStatus::Error,
-                        };
                         (
                             PartResult {
-                                status,
+                                status: e.part_status(),
                                 http_status: p.status.as_u16(),
                                 record: None,
                                 detail: Some(p.detail),
                             },
-                            decision_of(p.status),
+                            e.decision(),
                             Some(e.to_string()),
                         )
                     }
@@ -747,12 +728,12 @@ impl DataPlane {
         Ok(json_response(status, &reply))
     }
 
-    async fn proxy(
+    async fn proxy<B: RequestBody>(
         &self,
         state: &State,
         ctx: &mut RequestCtx,
         conn: &ConnInfo,
-        req: Request<Incoming>,
+        req: Request<B>,
         department: &str,
         path: &str,
     ) -> Result<Resp, GatewayError> {
@@ -794,22 +775,26 @@ impl DataPlane {
             Some(q) => format!("{path}?{q}"),
             None => path.to_string(),
         };
-        let reply = self
+        // A pass-through answer is the department's own, except a 5xx: that
+        // is the department failing (and counts for the proxy breaker only).
+        let interpret = |reply: Reply| {
+            if reply.status.is_server_error() {
+                Err(UpstreamError::Status(reply.status.as_u16()).into())
+            } else {
+                Ok(reply)
+            }
+        };
+        let (reply, status) = self
             .send_protected(
                 state,
                 department,
-                parts.method,
-                &path_and_query,
-                headers,
-                body,
+                Traffic::Proxy,
+                (parts.method, &path_and_query, headers, body),
+                interpret,
             )
-            .await?;
-        ctx.upstream_status = Some(reply.status.as_u16());
-        if reply.status.is_server_error() {
-            return Err(
-                UpstreamError::Broken(format!("department answered {}", reply.status)).into(),
-            );
-        }
+            .await;
+        ctx.upstream_status = status;
+        let reply = reply?;
         let mut resp = Response::new(Full::new(reply.body));
         *resp.status_mut() = reply.status;
         let h = resp.headers_mut();
@@ -885,7 +870,7 @@ struct DatasetRead {
 }
 
 impl DatasetRead {
-    /// The dataset reply of DESIGN.md, with provenance and the usage notice.
+    /// The dataset reply (docs/ARCHITECTURE.md), with provenance and the usage notice.
     fn reply(self, subject: &str) -> serde_json::Value {
         let spec = &self.spec;
         let valid = self
@@ -909,8 +894,7 @@ impl DatasetRead {
 }
 
 /// Reads a request body up to `limit` bytes (Content-Length and chunked alike).
-pub async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, GatewayError> {
-    use hyper::body::Body;
+pub async fn read_body<B: RequestBody>(body: B, limit: usize) -> Result<Bytes, GatewayError> {
     if body.size_hint().lower() > limit as u64 {
         return Err(RequestError::BodyTooLarge { limit }.into());
     }

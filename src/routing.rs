@@ -93,7 +93,7 @@ impl Default for Router {
 }
 
 impl Router {
-    /// Builds the data-plane routes of DESIGN.md.
+    /// Builds the data-plane routes of [`DATA_ROUTES`].
     pub fn new() -> Self {
         let mut inner = matchit::Router::new();
         // The route table is static; insertion cannot conflict (a test checks).
@@ -140,16 +140,155 @@ impl Router {
     }
 }
 
+/// An admin-plane route (the admin listener serves only these).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminRoute {
+    /// `GET /healthz`.
+    Healthz,
+    /// `GET /readyz`.
+    Readyz,
+    /// `GET /metrics`.
+    Metrics,
+    /// `GET /admin/openapi.json`.
+    OpenApi,
+    /// `GET /admin/adapters`.
+    Adapters,
+    /// `GET|PUT|DELETE /admin/adapters/{department}`.
+    Adapter,
+    /// `POST /admin/cache/invalidate`.
+    CacheInvalidate,
+    /// `GET /admin/audit`.
+    Audit,
+    /// `GET /admin/audit/verify`.
+    AuditVerify,
+    /// `POST /admin/reload`.
+    Reload,
+    /// `GET /admin/departments`.
+    Departments,
+}
+
+/// Admin routes (matchit syntax); the admin router and the OpenAPI document
+/// are both built from this table.
+pub const ADMIN_ROUTES: &[(&str, AdminRoute)] = &[
+    ("/healthz", AdminRoute::Healthz),
+    ("/readyz", AdminRoute::Readyz),
+    ("/metrics", AdminRoute::Metrics),
+    ("/admin/openapi.json", AdminRoute::OpenApi),
+    ("/admin/adapters", AdminRoute::Adapters),
+    ("/admin/adapters/{department}", AdminRoute::Adapter),
+    ("/admin/cache/invalidate", AdminRoute::CacheInvalidate),
+    ("/admin/audit", AdminRoute::Audit),
+    ("/admin/audit/verify", AdminRoute::AuditVerify),
+    ("/admin/reload", AdminRoute::Reload),
+    ("/admin/departments", AdminRoute::Departments),
+];
+
+impl AdminRoute {
+    /// The methods the route answers.
+    pub fn methods(self) -> &'static [&'static str] {
+        match self {
+            AdminRoute::Healthz
+            | AdminRoute::Readyz
+            | AdminRoute::Metrics
+            | AdminRoute::OpenApi
+            | AdminRoute::Adapters
+            | AdminRoute::Audit
+            | AdminRoute::AuditVerify
+            | AdminRoute::Departments => &["GET"],
+            AdminRoute::Adapter => &["GET", "PUT", "DELETE"],
+            AdminRoute::CacheInvalidate | AdminRoute::Reload => &["POST"],
+        }
+    }
+
+    /// True for the routes anyone may call (no token): probes, metrics and
+    /// the OpenAPI document.
+    pub fn is_open(self) -> bool {
+        matches!(
+            self,
+            AdminRoute::Healthz | AdminRoute::Readyz | AdminRoute::Metrics | AdminRoute::OpenApi
+        )
+    }
+}
+
+/// Paths and methods of the admin plane.
+pub fn admin_routes() -> Vec<(&'static str, &'static [&'static str])> {
+    ADMIN_ROUTES
+        .iter()
+        .map(|(p, r)| (*p, r.methods()))
+        .collect()
+}
+
+/// The admin-plane router, built once.
+#[derive(Debug)]
+pub struct AdminRouter {
+    inner: matchit::Router<AdminRoute>,
+}
+
+impl Default for AdminRouter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl AdminRouter {
+    /// Builds the admin routes of [`ADMIN_ROUTES`].
+    pub fn new() -> Self {
+        let mut inner = matchit::Router::new();
+        for (p, r) in ADMIN_ROUTES {
+            if let Err(e) = inner.insert(*p, *r) {
+                tracing::error!(route = p, error = %e, "admin route conflict");
+            }
+        }
+        Self { inner }
+    }
+
+    /// Matches a normalised path: the route and its `{department}`, if any.
+    pub fn route(
+        &self,
+        method: &Method,
+        path: &str,
+    ) -> Result<(AdminRoute, Option<String>), NoRoute> {
+        let m = self.inner.at(path).map_err(|_| NoRoute::NotFound)?;
+        let route = *m.value;
+        if !route.methods().contains(&method.as_str()) {
+            return Err(NoRoute::MethodNotAllowed);
+        }
+        Ok((route, m.params.get("department").map(str::to_string)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn route_table_builds_without_conflict() {
+    fn route_tables_build_without_conflict() {
         let mut r = matchit::Router::new();
         for (p, _) in DATA_ROUTES {
             r.insert(*p, ()).unwrap();
         }
+        let mut r = matchit::Router::new();
+        for (p, _) in ADMIN_ROUTES {
+            r.insert(*p, ()).unwrap();
+        }
+    }
+
+    #[test]
+    fn admin_routes_match() {
+        let r = AdminRouter::new();
+        assert_eq!(
+            r.route(&Method::PUT, "/admin/adapters/fire-rescue"),
+            Ok((AdminRoute::Adapter, Some("fire-rescue".into())))
+        );
+        assert_eq!(
+            r.route(&Method::GET, "/healthz"),
+            Ok((AdminRoute::Healthz, None))
+        );
+        assert_eq!(
+            r.route(&Method::GET, "/admin/reload"),
+            Err(NoRoute::MethodNotAllowed)
+        );
+        assert_eq!(r.route(&Method::GET, "/admin/x"), Err(NoRoute::NotFound));
     }
 
     #[test]

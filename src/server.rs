@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use rustls::ServerConfig;
@@ -42,12 +41,27 @@ pub struct ConnInfo {
     pub client_cert_sha256: Option<[u8; 32]>,
 }
 
+/// Errors a request body may fail with.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A request body the planes accept: hyper's `Incoming` on a socket, or any
+/// in-memory body (`Full<Bytes>`) in tests.
+pub trait RequestBody:
+    hyper::body::Body<Data = Bytes, Error: Into<BoxError>> + Send + Sync + 'static
+{
+}
+
+impl<B> RequestBody for B where
+    B: hyper::body::Body<Data = Bytes, Error: Into<BoxError>> + Send + Sync + 'static
+{
+}
+
 /// A request handler: the data plane, the admin plane, a simulated department.
 pub trait Handler: Send + Sync + 'static {
     /// Answers one request. Never fails: errors become problem+json answers.
-    fn handle(
+    fn handle<B: RequestBody>(
         self: Arc<Self>,
-        req: http::Request<Incoming>,
+        req: http::Request<B>,
         conn: Arc<ConnInfo>,
     ) -> impl Future<Output = http::Response<Full<Bytes>>> + Send;
 }
@@ -325,7 +339,7 @@ async fn serve_conn<T, H>(
     let peer = info.peer;
     let info = Arc::new(info);
     let svc_activity = activity.clone();
-    let service = hyper::service::service_fn(move |req| {
+    let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
         let handler = handler.clone();
         let info = info.clone();
         let activity = svc_activity.clone();

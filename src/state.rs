@@ -1,17 +1,24 @@
 //! The configuration snapshot every request reads: validated config plus what
 //! was built from it (adapters, department clients, limiters). Swapped whole
 //! with `ArcSwap` on reload or adapter change, so a request sees either the
-//! old snapshot or the new one, never a mix.
+//! old snapshot or the new one, never a mix. [`build_state`] makes one from
+//! a loaded configuration.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
-use crate::adapter::{AdapterSet, AllowList};
+use tokio_util::sync::CancellationToken;
+
+use crate::adapter::ssrf::{Scheme, SystemResolver, check_target};
+use crate::adapter::{AdapterSet, AllowList, CheckedTarget, DepartmentAdapter};
 use crate::auth::{Authenticator, Grants};
-use crate::config::{Datasets, GatewaySettings};
+use crate::config::load::Loaded;
+use crate::config::{ConfigError, ConfigErrors, Datasets, GatewaySettings};
 use crate::protect::Protection;
 use crate::scenario::Scenarios;
-use crate::upstream::DepartmentClient;
+use crate::upstream::{Department, DepartmentClient, PinnedTarget};
 
 /// One configuration snapshot.
 #[derive(Debug, Clone)]
@@ -28,8 +35,9 @@ pub struct State {
     pub adapters: AdapterSet,
     /// Address policy per department (for adapter PUTs).
     pub allow_lists: HashMap<String, AllowList>,
-    /// One pooled client per department with an adapter.
-    pub upstreams: HashMap<String, DepartmentClient>,
+    /// How to reach each department with an adapter (a pooled HTTP client
+    /// in production).
+    pub upstreams: HashMap<String, Arc<dyn Department>>,
     /// Rate limits, bulkheads, breakers.
     pub protect: Arc<Protection>,
     /// Token verification.
@@ -66,4 +74,124 @@ impl State {
             e.into()
         })
     }
+}
+
+/// Checks an adapter's upstream address against its department's policy and
+/// builds the pooled client that connects only to the checked addresses.
+pub async fn department_client(
+    adapter: &DepartmentAdapter,
+    allow: &AllowList,
+    connect_timeout: Duration,
+    root: &Path,
+) -> Result<DepartmentClient, String> {
+    let checked: CheckedTarget = check_target(&adapter.target, allow, &SystemResolver)
+        .await
+        .map_err(|e| e.to_string())?;
+    let https = checked.scheme == Scheme::Https;
+    // An https department is verified against its own CA, `certs/<department>-ca.pem`
+    // (no public web PKI is bundled); its optional client certificate for mTLS
+    // comes from `upstream_auth`, relative to the project root.
+    let tls = if https {
+        let ca = root
+            .join("certs")
+            .join(format!("{}-ca.pem", adapter.department));
+        let client_cert = adapter.upstream_auth.as_ref().and_then(|a| {
+            Some((
+                root.join(a.client_cert.as_ref()?),
+                root.join(a.client_key.as_ref()?),
+            ))
+        });
+        let cc = client_cert
+            .as_ref()
+            .map(|(c, k)| (c.as_path(), k.as_path()));
+        Some(crate::upstream::client_tls(&ca, cc).map_err(|e| e.to_string())?)
+    } else {
+        None
+    };
+    Ok(DepartmentClient::new(
+        PinnedTarget {
+            https,
+            host: checked.host,
+            port: checked.port,
+            addrs: checked.addrs,
+            base_path: checked.base_path,
+        },
+        tls,
+        connect_timeout,
+    ))
+}
+
+/// Builds a runnable snapshot from loaded config: checks every adapter's
+/// address, builds clients and limiters, starts the authenticator.
+pub async fn build_state(
+    loaded: Loaded,
+    shutdown: &CancellationToken,
+) -> Result<State, ConfigErrors> {
+    let mut errors = ConfigErrors::default();
+    let mut upstreams = HashMap::new();
+    for a in loaded.adapters.iter() {
+        let allow = loaded
+            .allow_lists
+            .get(&a.department)
+            .cloned()
+            .unwrap_or_default();
+        let connect = loaded
+            .protect
+            .get(&a.department)
+            .map_or(Duration::from_secs(1), |p| p.timeouts.connect);
+        match department_client(a, &allow, connect, &loaded.settings.paths.root).await {
+            Ok(c) => {
+                upstreams.insert(a.department.clone(), Arc::new(c) as Arc<dyn Department>);
+            }
+            Err(e) => errors.push(ConfigError::new(
+                loaded
+                    .settings
+                    .paths
+                    .adapters
+                    .join(format!("{}.toml", a.department)),
+                "base_url",
+                e,
+                format!(
+                    "point base_url at an allowed address, or allow it in [departments.{}] allow_upstream of gateway.toml",
+                    a.department
+                ),
+            )),
+        }
+    }
+    let auth = Authenticator::start(&loaded.auth, shutdown)
+        .await
+        .map_err(|e| {
+            ConfigErrors::from(ConfigError::new(
+                &loaded.settings.paths.gateway,
+                "auth.issuers",
+                format!("cannot load issuer keys: {e}"),
+                "check jwks_file / jwks_url of each issuer",
+            ))
+        });
+    let auth = match auth {
+        Ok(a) => a,
+        Err(e) => {
+            errors.0.extend(e.0);
+            return Err(errors);
+        }
+    };
+    if !errors.is_empty() {
+        auth.stop();
+        return Err(errors);
+    }
+    let protect = Arc::new(Protection::new(
+        &loaded.rate_limits,
+        loaded.protect.iter().map(|(k, v)| (k.as_str(), v)),
+    ));
+    Ok(State {
+        settings: loaded.settings,
+        datasets: loaded.datasets,
+        grants: loaded.grants,
+        scenarios: loaded.scenarios,
+        adapters: loaded.adapters,
+        allow_lists: loaded.allow_lists,
+        upstreams,
+        protect,
+        auth,
+    })
 }

@@ -1,6 +1,8 @@
-//! The client side: one pooled keep-alive client per department, connecting
-//! only to the addresses that passed the department's address policy (no DNS
-//! lookup at request time, so no DNS-rebinding gap), plus header hygiene.
+//! The client side. Every department call goes through the [`Department`]
+//! trait (one async `send`); [`DepartmentClient`] is its HTTP implementation:
+//! one pooled keep-alive client per department, connecting only to the
+//! addresses that passed the department's address policy (no DNS lookup at
+//! request time, so no DNS-rebinding gap), plus header hygiene.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -44,6 +46,58 @@ pub struct Reply {
     pub headers: HeaderMap,
     /// The whole body.
     pub body: Bytes,
+}
+
+/// The future a [`Department`] answers with.
+pub type SendFuture<'a> =
+    std::pin::Pin<Box<dyn Future<Output = Result<Reply, UpstreamError>> + Send + 'a>>;
+
+/// One department as the pipeline sees it: something that takes a request
+/// built by the department's adapter and answers a complete [`Reply`].
+///
+/// The pipeline wraps every call in the department's bulkhead, breaker and
+/// retries; an implementation only performs one attempt within `timeout` and
+/// refuses replies over `max_reply` bytes. The HTTP client
+/// ([`DepartmentClient`]) is one implementation; tests use in-memory ones.
+pub trait Department: Send + Sync + std::fmt::Debug {
+    /// Sends `req` (its method, headers and body; `path_and_query` relative to
+    /// the department's base) and reads the whole reply within `timeout`.
+    fn send<'a>(
+        &'a self,
+        req: Request<Full<Bytes>>,
+        path_and_query: &'a str,
+        timeout: Duration,
+        max_reply: usize,
+    ) -> SendFuture<'a>;
+
+    /// Where the department is, for logs and diagnostics.
+    fn describe(&self) -> String {
+        format!("{self:?}")
+    }
+}
+
+impl Department for DepartmentClient {
+    fn send<'a>(
+        &'a self,
+        req: Request<Full<Bytes>>,
+        path_and_query: &'a str,
+        timeout: Duration,
+        max_reply: usize,
+    ) -> SendFuture<'a> {
+        Box::pin(DepartmentClient::send(
+            self,
+            req,
+            path_and_query,
+            timeout,
+            max_reply,
+        ))
+    }
+
+    fn describe(&self) -> String {
+        let t = &self.target;
+        let scheme = if t.https { "https" } else { "http" };
+        format!("{scheme}://{}:{}{}", t.host, t.port, t.base_path)
+    }
 }
 
 /// A pooled client bound to one department.

@@ -16,6 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
+use common::mem::Mem;
 use common::{Answer, FULL, REVOKED, World, raw_status};
 use http::{HeaderValue, Method, Request};
 use http_body_util::{BodyExt, Full};
@@ -289,104 +290,108 @@ async fn a_token_of_dots_is_refused() {
 
 // A token for a client that clients.toml does not know: 403 on reads, an
 // empty catalog.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn an_unregistered_client_is_denied_everything() {
-    let w = World::demo().await;
+    let w = Mem::demo().await;
     let t = w.token("stranger", &[], None);
-    let a = w.read(&licence_path(FULL), &t).await;
-    assert_eq!(a.status, 403, "{}", a.text());
-    assert_eq!(a.header("content-type"), Some("application/problem+json"));
-    let a = w
-        .send(
+    let scenario = format!(r#"{{"subjects":{{"uscc":"{FULL}"}}}}"#);
+    for (method, path, body) in [
+        (Method::GET, licence_path(FULL), String::new()),
+        (
             Method::POST,
-            "/v1/scenarios/open-restaurant",
-            Some(&t),
-            &[("x-purpose", "service-handling")],
-            format!(r#"{{"subjects":{{"uscc":"{FULL}"}}}}"#),
-        )
-        .await;
-    assert_eq!(a.status, 403, "{}", a.text());
-    let a = w
-        .read(&format!("/v1/proxy/market-supervision/licences/{FULL}"), &t)
-        .await;
-    assert_eq!(a.status, 403, "{}", a.text());
-    let a = w.send(Method::GET, "/v1/catalog", Some(&t), &[], "").await;
+            "/v1/scenarios/open-restaurant".into(),
+            scenario,
+        ),
+        (
+            Method::GET,
+            format!("/v1/proxy/market-supervision/licences/{FULL}"),
+            String::new(),
+        ),
+    ] {
+        let a = w
+            .request(method.clone(), &path)
+            .token(&t)
+            .purpose("service-handling")
+            .body(body)
+            .send()
+            .await;
+        assert_eq!(a.status, 403, "{method} {path}: {}", a.text());
+        assert_eq!(a.header("content-type"), Some("application/problem+json"));
+    }
+    let a = w.get("/v1/catalog").token(&t).send().await;
     assert_eq!(a.status, 200, "{}", a.text());
     let j = a.json();
     for k in ["datasets", "scenarios", "proxy", "purposes"] {
         assert_eq!(j[k], serde_json::json!([]), "{k}: {j}");
     }
+    for d in ["market-supervision", "health-commission"] {
+        assert_eq!(w.dept(d).calls(), 0, "{d} was called for a stranger");
+    }
 }
+
+/// (method, path, X-Purpose, body, status, named in the detail, never named).
+type Case<'a> = (
+    Method,
+    &'a str,
+    Option<&'a str>,
+    &'a str,
+    u16,
+    &'a str,
+    &'a [&'a str],
+);
 
 // Ungranted dataset, scenario, purpose, proxy method and path: 403; missing
 // X-Purpose: 400. Details name what was asked, never the other grants.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn ungranted_requests_are_refused_without_listing_grants() {
-    let w = World::demo().await;
+    let w = Mem::demo().await;
     let t = w.token("portal-readonly", &[], None);
-    let check = |a: &Answer, status: u16, names: &str, never: &[&str]| {
-        assert_eq!(a.status, status, "{}", a.text());
+    let scenario = format!(r#"{{"subjects":{{"uscc":"{FULL}"}}}}"#);
+    let licence = licence_path(FULL);
+    let proxied = format!("/v1/proxy/market-supervision/licences/{FULL}");
+    let health = format!("/v1/proxy/health-commission/licences/{FULL}");
+    let permit = format!("/v1/datasets/food-business-permit/{FULL}");
+    let purpose = Some("service-handling");
+    // (method, path, X-Purpose, body, status, named in the detail, never named)
+    #[rustfmt::skip]
+    let cases: Vec<Case> = vec![
+        (Method::GET, &permit, purpose, "", 403, "food-business-permit",
+         &["business-licence", "service-handling"]),
+        (Method::POST, "/v1/scenarios/open-restaurant", purpose, &scenario, 403,
+         "open-restaurant", &["business-licence", "newborn"]),
+        (Method::GET, &licence, Some("marketing"), "", 403, "marketing", &["service-handling"]),
+        (Method::GET, &licence, None, "", 400, "X-Purpose", &["service-handling"]),
+        (Method::POST, &proxied, purpose, "{}", 403, "POST", &["GET"]),
+        (Method::GET, "/v1/proxy/market-supervision/api/v2/other", purpose, "", 403,
+         "/api/v2/other", &["/licences/"]),
+        // A prefix matches whole segments only.
+        (Method::GET, "/v1/proxy/market-supervision/licencesX/1", purpose, "", 403,
+         "/licencesX/1", &["/licences/"]),
+        (Method::GET, &health, purpose, "", 403, "health-commission", &["market-supervision"]),
+    ];
+    for (method, path, purpose, body, status, names, never) in cases {
+        let mut call = w
+            .request(method.clone(), path)
+            .token(&t)
+            .body(body.to_string());
+        if let Some(p) = purpose {
+            call = call.purpose(p);
+        }
+        let a = call.send().await;
+        let what = format!("{method} {path} ({purpose:?})");
+        assert_eq!(a.status, status, "{what}: {}", a.text());
         assert_eq!(a.header("content-type"), Some("application/problem+json"));
         let detail = a.json()["detail"].as_str().unwrap().to_string();
-        assert!(detail.contains(names), "{detail} should name {names}");
+        assert!(
+            detail.contains(names),
+            "{what}: {detail} should name {names}"
+        );
         for n in never {
-            assert!(!detail.contains(n), "{detail} lists a grant ({n})");
+            assert!(!detail.contains(n), "{what}: {detail} lists a grant ({n})");
         }
-    };
-    let a = w
-        .read(&format!("/v1/datasets/food-business-permit/{FULL}"), &t)
-        .await;
-    check(
-        &a,
-        403,
-        "food-business-permit",
-        &["business-licence", "service-handling"],
-    );
-    let a = w
-        .send(
-            Method::POST,
-            "/v1/scenarios/open-restaurant",
-            Some(&t),
-            &[("x-purpose", "service-handling")],
-            format!(r#"{{"subjects":{{"uscc":"{FULL}"}}}}"#),
-        )
-        .await;
-    check(&a, 403, "open-restaurant", &["business-licence", "newborn"]);
-    let a = w
-        .send(
-            Method::GET,
-            &licence_path(FULL),
-            Some(&t),
-            &[("x-purpose", "marketing")],
-            "",
-        )
-        .await;
-    check(&a, 403, "marketing", &["service-handling"]);
-    let a = w
-        .send(Method::GET, &licence_path(FULL), Some(&t), &[], "")
-        .await;
-    check(&a, 400, "X-Purpose", &["service-handling"]);
-    let a = w
-        .send(
-            Method::POST,
-            &format!("/v1/proxy/market-supervision/licences/{FULL}"),
-            Some(&t),
-            &[("x-purpose", "service-handling")],
-            "{}",
-        )
-        .await;
-    check(&a, 403, "POST", &["GET"]);
-    let a = w
-        .read("/v1/proxy/market-supervision/api/v2/other", &t)
-        .await;
-    check(&a, 403, "/api/v2/other", &["/licences/"]);
-    // A prefix matches whole segments only.
-    let a = w.read("/v1/proxy/market-supervision/licencesX/1", &t).await;
-    check(&a, 403, "/licencesX/1", &["/licences/"]);
-    let a = w
-        .read(&format!("/v1/proxy/health-commission/licences/{FULL}"), &t)
-        .await;
-    check(&a, 403, "health-commission", &["market-supervision"]);
+    }
+    assert_eq!(w.dept("market-supervision").calls(), 0);
+    assert_eq!(w.dept("health-commission").calls(), 0);
 }
 
 // A client granted only some fields of business-licence sees exactly those,
@@ -540,114 +545,63 @@ async fn hostile_attribution_headers_are_400_naming_the_header() {
 
 // Roles: an auditor cannot read data; a portal cannot reach the admin plane;
 // a department admin cannot act for another department.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn roles_are_kept_apart() {
-    let w = World::demo().await;
+    let w = Mem::demo().await;
     let auditor = w.token("auditor", &["auditor"], None);
     let a = w.read(&licence_path(FULL), &auditor).await;
     assert_eq!(a.status, 403, "{}", a.text());
-    // Even an auditor token whose sub is a data client gets no admin powers
-    // beyond auditing, and a portal token claiming no role gets none.
     let portal = w.token("portal-binhai", &[], None);
-    for (m, p) in [
-        (Method::GET, "/admin/adapters"),
-        (Method::GET, "/admin/adapters/market-supervision"),
-        (Method::GET, "/admin/audit"),
-        (Method::GET, "/admin/audit/verify"),
-        (Method::POST, "/admin/reload"),
-    ] {
-        let a = w.send(m.clone(), p, Some(&portal), &[], "").await;
-        assert_eq!(a.status, 403, "{m} {p}: {}", a.text());
-        assert_eq!(a.header("content-type"), Some("application/problem+json"));
-    }
-    let a = w
-        .send(
-            Method::POST,
-            "/admin/cache/invalidate",
-            Some(&portal),
-            &[],
-            r#"{"dataset":"business-licence"}"#,
-        )
-        .await;
-    assert_eq!(a.status, 403, "{}", a.text());
     // A role claim for a client is only as good as its name: unknown roles give nothing.
     let fake = w.token("portal-binhai", &["superuser", "admin"], None);
-    let a = w
-        .send(Method::GET, "/admin/adapters", Some(&fake), &[], "")
-        .await;
-    assert_eq!(a.status, 403, "{}", a.text());
-
-    // A department admin, for another department.
     let ms = w.token(
         "market-supervision-admin",
         &["department-admin"],
         Some("market-supervision"),
     );
-    let other = w.root().join("adapters/health-commission.toml");
-    let before = std::fs::read(&other).unwrap();
-    let a = w
-        .send(
-            Method::GET,
-            "/admin/adapters/health-commission",
-            Some(&ms),
-            &[],
-            "",
-        )
-        .await;
-    assert_eq!(a.status, 403, "{}", a.text());
-    assert!(!a.text().contains("base_url"));
-    let a = w
-        .send(
-            Method::PUT,
-            "/admin/adapters/health-commission",
-            Some(&ms),
-            &[("content-type", "application/toml")],
-            before.clone(),
-        )
-        .await;
-    assert_eq!(a.status, 403, "{}", a.text());
-    let a = w
-        .send(
-            Method::DELETE,
-            "/admin/adapters/health-commission",
-            Some(&ms),
-            &[],
-            "",
-        )
-        .await;
-    assert_eq!(a.status, 403, "{}", a.text());
-    assert_eq!(std::fs::read(&other).unwrap(), before);
-    let a = w
-        .send(
-            Method::POST,
-            "/admin/cache/invalidate",
-            Some(&ms),
-            &[],
-            r#"{"dataset":"health-certificate"}"#,
-        )
-        .await;
-    assert_eq!(a.status, 403, "{}", a.text());
     // A department-admin token without a department claim is nobody's admin.
     let nodept = w.token("market-supervision-admin", &["department-admin"], None);
-    let a = w
-        .send(
-            Method::GET,
-            "/admin/adapters/market-supervision",
-            Some(&nodept),
-            &[],
-            "",
-        )
-        .await;
-    assert_eq!(a.status, 403, "{}", a.text());
+    let other = w.root().join("adapters/health-commission.toml");
+    let before = std::fs::read_to_string(&other).unwrap();
+    let invalidate_ms = r#"{"dataset":"business-licence"}"#;
+    let invalidate_hc = r#"{"dataset":"health-certificate"}"#;
+    // (who, method, path, body): every one 403 problem+json.
+    #[rustfmt::skip]
+    let refused: Vec<(&str, Method, &str, &str)> = vec![
+        // A portal token claiming no role gets no admin powers.
+        (&portal, Method::GET, "/admin/adapters", ""),
+        (&portal, Method::GET, "/admin/adapters/market-supervision", ""),
+        (&portal, Method::GET, "/admin/audit", ""),
+        (&portal, Method::GET, "/admin/audit/verify", ""),
+        (&portal, Method::POST, "/admin/reload", ""),
+        (&portal, Method::POST, "/admin/cache/invalidate", invalidate_ms),
+        (&fake, Method::GET, "/admin/adapters", ""),
+        // A department admin, for another department.
+        (&ms, Method::GET, "/admin/adapters/health-commission", ""),
+        (&ms, Method::PUT, "/admin/adapters/health-commission", &before),
+        (&ms, Method::DELETE, "/admin/adapters/health-commission", ""),
+        (&ms, Method::POST, "/admin/cache/invalidate", invalidate_hc),
+        (&nodept, Method::GET, "/admin/adapters/market-supervision", ""),
+    ];
+    for (who, m, p, body) in refused {
+        let a = w
+            .request(m.clone(), p)
+            .token(who)
+            .header("content-type", "application/toml")
+            .body(body.to_string())
+            .send()
+            .await;
+        assert_eq!(a.status, 403, "{m} {p}: {}", a.text());
+        assert_eq!(a.header("content-type"), Some("application/problem+json"));
+        assert!(!a.text().contains("base_url"));
+    }
+    assert_eq!(std::fs::read_to_string(&other).unwrap(), before);
     // Its own department works, and the other department is still served.
     let a = w
-        .send(
-            Method::POST,
-            "/admin/cache/invalidate",
-            Some(&ms),
-            &[],
-            r#"{"dataset":"business-licence"}"#,
-        )
+        .post("/admin/cache/invalidate")
+        .token(&ms)
+        .body(invalidate_ms)
+        .send()
         .await;
     assert_eq!(a.status, 200, "{}", a.text());
     let a = w

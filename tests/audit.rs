@@ -1,5 +1,5 @@
 //! Issue "Tamper-evident audit trail", end to end: one record per decision with
-//! every field of DESIGN.md, queries by plain subject / case / client / time
+//! every field of the audit record, queries by plain subject / case / client / time
 //! with cursor paging, hostile header and path values that must not break a
 //! line, the `onewindow audit` CLI against edits and cuts, failing closed when
 //! the log cannot be written, a `kill -9` under load, and a 10 000-record chain.
@@ -25,7 +25,7 @@ use serde_json::Value;
 
 const PURPOSE: (&str, &str) = ("x-purpose", "service-handling");
 
-/// The fields of an audit record in DESIGN.md.
+/// The fields of an audit record (docs/ARCHITECTURE.md).
 const FIELDS: &[&str] = &[
     "seq",
     "time",

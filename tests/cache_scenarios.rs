@@ -4,6 +4,10 @@
 //! invalidation, and scenarios that validate their subjects, survive a
 //! department going down and never leak a part the client is not granted.
 
+//!
+//! Everything runs in memory (tests/common/mem.rs) on tokio's paused clock:
+//! slow departments and TTLs take no real time.
+
 // Tests may unwrap; `useless_format` is for the shared harness in tests/common.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::useless_format)]
 
@@ -13,30 +17,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::{FULL, Fault, MockDept, NO_FIRE, Seen, World};
-use http::Method;
-use onewindow::demo::Sim;
-
-const PURPOSE: (&str, &str) = ("x-purpose", "service-handling");
-
-/// Answers like the simulated department `dept` (its own dialect), so a mock
-/// can count calls and inject faults while giving realistic records.
-fn sim_answer(dept: &str) -> impl Fn(&Seen) -> (u16, String, String) + Send + Sync + 'static {
-    let sim = Sim::for_department(dept).unwrap();
-    move |seen: &Seen| {
-        let (path, query) = match seen.target.split_once('?') {
-            Some((p, q)) => (p, Some(q)),
-            None => (seen.target.as_str(), None),
-        };
-        let method = Method::from_bytes(seen.method.as_bytes()).unwrap();
-        let (status, ctype, body) = sim.answer(&method, path, query, &seen.body);
-        (status.as_u16(), ctype.to_string(), body)
-    }
-}
-
-async fn sim_mock(dept: &str) -> MockDept {
-    MockDept::start(sim_answer(dept)).await
-}
+use common::mem::{FakeDept, Mem, until};
+use common::{FULL, NO_FIRE};
 
 /// A market-supervision business licence in the department's dialect.
 fn licence_json(uscc: &str, name: &str, djzt: &str) -> String {
@@ -87,7 +69,7 @@ fn keys(v: &serde_json::Value) -> Vec<String> {
     k
 }
 
-async fn invalidate(w: &World, subject: Option<&str>) {
+async fn invalidate(w: &Mem, subject: Option<&str>) {
     let t = w.token(
         "market-supervision-admin",
         &["department-admin"],
@@ -98,38 +80,30 @@ async fn invalidate(w: &World, subject: Option<&str>) {
         None => serde_json::json!({"dataset": "business-licence"}),
     };
     let a = w
-        .send(
-            Method::POST,
-            "/admin/cache/invalidate",
-            Some(&t),
-            &[("content-type", "application/json")],
-            body.to_string(),
-        )
+        .post("/admin/cache/invalidate")
+        .token(&t)
+        .json(&body)
+        .send()
         .await;
     assert_eq!(a.status, 200, "invalidate: {}", a.text());
 }
 
-async fn scenario(w: &World, name: &str, token: &str, body: &str) -> common::Answer {
-    w.send(
-        Method::POST,
-        &format!("/v1/scenarios/{name}"),
-        Some(token),
-        &[PURPOSE, ("content-type", "application/json")],
-        body.to_string(),
-    )
-    .await
+async fn scenario(w: &Mem, name: &str, token: &str, body: &str) -> common::Answer {
+    w.post(&format!("/v1/scenarios/{name}"))
+        .token(token)
+        .purpose("service-handling")
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
 }
 
 // Hostile input: two clients with different field grants read the same cached
 // record; each must see only its own fields, and the department is called once.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn two_clients_with_different_fields_share_one_department_call() {
-    let w = World::builder()
-        .mock("market-supervision", sim_mock("market-supervision").await)
-        .clients_extra(CLIENTS)
-        .start()
-        .await;
-    let ms = &w.mocks["market-supervision"];
+    let w = Mem::builder().clients_extra(CLIENTS).start().await;
+    let ms = w.dept("market-supervision");
     let names = w.token("portal-names", &[], None);
     let status = w.token("portal-status", &[], None);
 
@@ -158,14 +132,10 @@ async fn two_clients_with_different_fields_share_one_department_call() {
 
 // Hostile input: a client without the dataset grant asks for a record that
 // another client already put in the cache.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_client_without_the_grant_is_refused_a_cached_record() {
-    let w = World::builder()
-        .mock("market-supervision", sim_mock("market-supervision").await)
-        .clients_extra(CLIENTS)
-        .start()
-        .await;
-    let ms = &w.mocks["market-supervision"];
+    let w = Mem::builder().clients_extra(CLIENTS).start().await;
+    let ms = w.dept("market-supervision");
     let binhai = w.token("portal-binhai", &[], None);
     let a = w.read(&licence_path(FULL), &binhai).await;
     assert_eq!(a.status, 200, "{}", a.text());
@@ -182,13 +152,10 @@ async fn a_client_without_the_grant_is_refused_a_cached_record() {
 
 // Hostile input: 20 concurrent first reads of the same record (a thundering
 // herd on a cold cache).
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn twenty_concurrent_first_reads_make_one_department_call() {
-    let w = World::builder()
-        .mock("market-supervision", sim_mock("market-supervision").await)
-        .start()
-        .await;
-    let ms = &w.mocks["market-supervision"];
+    let w = Mem::builder().start().await;
+    let ms = w.dept("market-supervision");
     ms.set_delay(Duration::from_millis(400));
     let t = w.token("portal-binhai", &[], None);
     let path = licence_path(FULL);
@@ -205,41 +172,32 @@ async fn twenty_concurrent_first_reads_make_one_department_call() {
 
 // Hostile input: an invalidation pushed while a slow load of the same record
 // is in flight; the load must not put the revoked value back in the cache.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn invalidation_during_a_slow_load_is_not_undone() {
     // First answer: the old name; every later answer: the new one.
     let n = Arc::new(AtomicUsize::new(0));
     let n2 = n.clone();
-    let mock = MockDept::start(move |_| {
+    let mock = FakeDept::new("market-supervision", move |_| {
         let name = if n2.fetch_add(1, Ordering::SeqCst) == 0 {
             "旧名称餐饮有限公司"
         } else {
             "新名称餐饮有限公司"
         };
-        (
-            200,
-            "application/json".into(),
-            licence_json(FULL, name, "存续"),
-        )
-    })
-    .await;
+        Ok((200, licence_json(FULL, name, "存续")))
+    });
     mock.set_delay(Duration::from_millis(800));
-    let w = World::builder()
-        .mock("market-supervision", mock)
+    let w = Mem::builder()
+        .dept("market-supervision", mock)
         .start()
         .await;
-    let ms = &w.mocks["market-supervision"];
+    let ms = w.dept("market-supervision");
     let t = w.token("portal-binhai", &[], None);
     let path = licence_path(FULL);
 
     let slow = w.read(&path, &t);
     let push = async {
-        // Wait (bounded) until the department has the request, then revoke.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while ms.calls() == 0 {
-            assert!(tokio::time::Instant::now() < deadline, "load never started");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        // As soon as the department has the request, revoke.
+        until("the load started", || ms.calls() > 0).await;
         invalidate(&w, Some(FULL)).await;
     };
     let (first, ()) = tokio::join!(slow, push);
@@ -260,24 +218,19 @@ async fn invalidation_during_a_slow_load_is_not_undone() {
 
 // Hostile input: a licence revoked at the department and pushed by its admin;
 // the very next read must say so, not the cached "active".
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_revoked_licence_is_seen_right_after_the_push() {
     let djzt = Arc::new(std::sync::Mutex::new("存续"));
     let d2 = djzt.clone();
-    let mock = MockDept::start(move |_| {
+    let mock = FakeDept::new("market-supervision", move |_| {
         let s = *d2.lock().unwrap();
-        (
-            200,
-            "application/json".into(),
-            licence_json(FULL, "海味轩", s),
-        )
-    })
-    .await;
-    let w = World::builder()
-        .mock("market-supervision", mock)
+        Ok((200, licence_json(FULL, "海味轩", s)))
+    });
+    let w = Mem::builder()
+        .dept("market-supervision", mock)
         .start()
         .await;
-    let ms = &w.mocks["market-supervision"];
+    let ms = w.dept("market-supervision");
     let t = w.token("portal-binhai", &[], None);
     let path = licence_path(FULL);
     let a = w.read(&path, &t).await;
@@ -298,44 +251,40 @@ async fn a_revoked_licence_is_seen_right_after_the_push() {
 
 // Hostile input: the department fails after the TTL has passed; a stale record
 // may stand in (marked stale), but never after an invalidation.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn stale_if_error_but_never_after_invalidation() {
-    let w = World::builder()
-        .mock("market-supervision", sim_mock("market-supervision").await)
-        .prepare()
+    let w = Mem::builder()
+        .edit("config/datasets.toml", |text| {
+            let head = "[datasets.business-licence]";
+            let at = text.find(head).unwrap();
+            let (before, after) = text.split_at(at);
+            assert!(after.contains("ttl_secs = 600\nmax_stale_secs = 3600"));
+            let after = after.replacen(
+                "ttl_secs = 600\nmax_stale_secs = 3600",
+                "ttl_secs = 1\nmax_stale_secs = 3600",
+                1,
+            );
+            format!("{before}{after}")
+        })
+        .start()
         .await;
-    let ds = w.root().join("config/datasets.toml");
-    let text = std::fs::read_to_string(&ds).unwrap();
-    let head = "[datasets.business-licence]";
-    let at = text.find(head).unwrap();
-    let (before, after) = text.split_at(at);
-    assert!(after.contains("ttl_secs = 600\nmax_stale_secs = 3600"));
-    let after = after.replacen(
-        "ttl_secs = 600\nmax_stale_secs = 3600",
-        "ttl_secs = 1\nmax_stale_secs = 3600",
-        1,
-    );
-    std::fs::write(&ds, format!("{before}{after}")).unwrap();
-    let w = w.boot().await;
-    let ms = &w.mocks["market-supervision"];
+    let ms = w.dept("market-supervision");
     let t = w.token("portal-binhai", &[], None);
     let path = licence_path(FULL);
 
     let a = w.read(&path, &t).await;
     assert_eq!(a.status, 200, "{}", a.text());
     assert_eq!(a.header("x-cache"), Some("miss"));
-    ms.set_fault(Fault::Reset);
+    ms.break_connections();
 
-    // Bounded polling until the TTL has passed (answers stay hits until then).
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    let stale = loop {
-        let r = w.read(&path, &t).await;
-        if r.header("x-cache") != Some("hit") {
-            break r;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "TTL never passed");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    // Within the TTL of one second: a hit, the department not asked.
+    tokio::time::advance(Duration::from_millis(990)).await;
+    let hit = w.read(&path, &t).await;
+    assert_eq!(hit.header("x-cache"), Some("hit"), "{}", hit.text());
+    assert_eq!(ms.calls(), 1);
+    // Past it: the department fails, the stale record stands in.
+    tokio::time::advance(Duration::from_millis(20)).await;
+    let stale = w.read(&path, &t).await;
     assert_eq!(stale.status, 200, "{}", stale.text());
     assert_eq!(stale.header("x-cache"), Some("stale"));
     let j = stale.json();
@@ -345,6 +294,9 @@ async fn stale_if_error_but_never_after_invalidation() {
         ms.calls() >= 2,
         "the department was tried before going stale"
     );
+    // Still stale-eligible later within max_stale (an hour).
+    tokio::time::advance(Duration::from_secs(3000)).await;
+    assert_eq!(w.read(&path, &t).await.header("x-cache"), Some("stale"));
 
     invalidate(&w, Some(FULL)).await;
     let gone = w.read(&path, &t).await;
@@ -358,9 +310,9 @@ async fn stale_if_error_but_never_after_invalidation() {
 
 // Hostile input: none (the contract of a reply): provenance, notice with the
 // validity date, X-Cache and no caching by intermediaries.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn replies_carry_provenance_notice_and_cache_headers() {
-    let w = World::demo().await;
+    let w = Mem::demo().await;
     let t = w.token("portal-binhai", &[], None);
     let path = licence_path(FULL);
     for expected in ["miss", "hit"] {
@@ -384,12 +336,9 @@ async fn replies_carry_provenance_notice_and_cache_headers() {
 
 // Hostile input: scenario bodies with missing, malformed, too many and unknown
 // subjects, and a body that is not JSON at all.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn bad_scenario_bodies_are_400_naming_the_problem() {
-    let w = World::builder()
-        .mock("market-supervision", sim_mock("market-supervision").await)
-        .start()
-        .await;
+    let w = Mem::builder().start().await;
     let t = w.token("portal-binhai", &[], None);
     let many: serde_json::Map<String, serde_json::Value> = (0..5000)
         .map(|i| (format!("k{i}"), serde_json::Value::from("x")))
@@ -439,24 +388,18 @@ async fn bad_scenario_bodies_are_400_naming_the_problem() {
         );
     }
     assert_eq!(
-        w.mocks["market-supervision"].calls(),
+        w.dept("market-supervision").calls(),
         0,
         "no department call for a bad request"
     );
 }
 
 // Hostile input: a department down (connection reset) during a scenario.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_department_down_fails_only_its_part_or_the_all_or_nothing_scenario() {
-    let health = sim_mock("health-commission").await;
-    health.set_fault(Fault::Reset);
-    let police = sim_mock("public-security").await;
-    police.set_fault(Fault::Reset);
-    let w = World::builder()
-        .mock("health-commission", health)
-        .mock("public-security", police)
-        .start()
-        .await;
+    let w = Mem::demo().await;
+    w.dept("health-commission").break_connections();
+    w.dept("public-security").break_connections();
     let t = w.token("portal-binhai", &[], None);
 
     let a = scenario(
@@ -484,7 +427,7 @@ async fn a_department_down_fails_only_its_part_or_the_all_or_nothing_scenario() 
     }
 
     // Health commission is up again: the newborn scenario fails on public security.
-    w.mocks["health-commission"].set_fault(Fault::None);
+    w.dept("health-commission").heal();
     let a = scenario(
         &w,
         "newborn",
@@ -504,13 +447,9 @@ async fn a_department_down_fails_only_its_part_or_the_all_or_nothing_scenario() 
 
 // Hostile input: a client granted the scenario but not one of its datasets;
 // that part must be `denied` with no record, not fetched and leaked.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn an_ungranted_part_is_denied_not_leaked() {
-    let w = World::builder()
-        .mock("health-commission", sim_mock("health-commission").await)
-        .clients_extra(CLIENTS)
-        .start()
-        .await;
+    let w = Mem::builder().clients_extra(CLIENTS).start().await;
     let t = w.token("portal-no-health", &[], None);
     let a = scenario(
         &w,
@@ -530,19 +469,14 @@ async fn an_ungranted_part_is_denied_not_leaked() {
     // Nothing of the health certificates in the reply, and no call made.
     assert!(!a.text().contains("certificate_no"));
     assert!(!a.text().contains("certificates"));
-    assert_eq!(w.mocks["health-commission"].calls(), 0);
+    assert_eq!(w.dept("health-commission").calls(), 0);
 }
 
 // Hostile input: the same one-thing request run twice (the second must not
 // call the departments again for the shareable records).
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn running_a_scenario_twice_saves_department_calls() {
-    let w = World::builder()
-        .mock("market-supervision", sim_mock("market-supervision").await)
-        .mock("health-commission", sim_mock("health-commission").await)
-        .mock("fire-rescue", sim_mock("fire-rescue").await)
-        .start()
-        .await;
+    let w = Mem::demo().await;
     let t = w.token("portal-binhai", &[], None);
     let body = format!(r#"{{"subjects":{{"uscc":"{FULL}"}}}}"#);
     let mut counts = Vec::new();
@@ -551,9 +485,9 @@ async fn running_a_scenario_twice_saves_department_calls() {
         assert_eq!(a.status, 200, "{}", a.text());
         assert_eq!(a.json()["complete"], true, "{}", a.text());
         counts.push((
-            w.mocks["market-supervision"].calls(),
-            w.mocks["health-commission"].calls(),
-            w.mocks["fire-rescue"].calls(),
+            w.dept("market-supervision").calls(),
+            w.dept("health-commission").calls(),
+            w.dept("fire-rescue").calls(),
         ));
     }
     // Licence + food permit, and the staff certificates: once each.

@@ -708,7 +708,7 @@ async fn each_node_keeps_its_own_audit_chain_and_the_cli_reads_them_together() {
     let mut a = node(&redis.url(), "a", "").await;
     let b = onewindow::app::Running::start(
         &a.config(),
-        onewindow::app::Overrides {
+        onewindow::config::Overrides {
             data_dir: Some(a.root().join("data-b")),
             node: Some("b".into()),
             no_demo: true,

@@ -28,12 +28,6 @@ pub enum AdapterError {
     /// DOCTYPE, an unknown entity, too deep, expected element missing). /// 502
     #[error("malformed department reply: {0}")]
     MalformedReply(String),
-    /// The reply is bigger than the adapter accepts. /// 502
-    #[error("department reply larger than {limit} bytes")]
-    ReplyTooLarge {
-        /// The limit in bytes.
-        limit: usize,
-    },
     /// A required canonical field is absent from the department's record. /// 502
     #[error("department record lacks required field `{field}`")]
     FieldMissing {

@@ -47,9 +47,6 @@ pub use spec::{AdapterSpec, CompileContext, CompiledKind, KindContext};
 pub use ssrf::{AllowList, CheckedTarget, UpstreamTarget};
 pub use template::{Placeholder, Target, Template};
 
-/// Largest department reply an adapter maps (the upstream client caps it too).
-pub const MAX_REPLY_BYTES: usize = 4 * 1024 * 1024;
-
 /// One canonical read, as the pipeline knows it after authorisation.
 #[derive(Debug, Clone, Copy)]
 pub struct CanonicalRequest<'a> {

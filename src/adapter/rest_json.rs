@@ -28,10 +28,7 @@ use serde_json::{Map, Value};
 use super::compile::{DatasetInput, FieldRule, RawFieldRule};
 use super::spec::{CompiledKind, KindContext, lookup_map, type_name};
 use super::template::{Target, Template};
-use super::{
-    Adapter, AdapterError, CanonicalRequest, MAX_REPLY_BYTES, Record, UpstreamReply,
-    UpstreamRequest,
-};
+use super::{Adapter, AdapterError, CanonicalRequest, Record, UpstreamReply, UpstreamRequest};
 use crate::config::{ConfigErrors, DatasetSpec, FieldType};
 
 /// The kind name.
@@ -496,11 +493,6 @@ impl Adapter for RestJsonAdapter {
         reply: UpstreamReply<'_>,
     ) -> Result<Record, AdapterError> {
         let d = self.dataset(dataset)?;
-        if reply.body.len() > MAX_REPLY_BYTES {
-            return Err(AdapterError::ReplyTooLarge {
-                limit: MAX_REPLY_BYTES,
-            });
-        }
         let status = reply.status.as_u16();
         if d.not_found_status.contains(&status) {
             return Err(AdapterError::RecordNotFound);

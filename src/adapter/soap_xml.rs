@@ -34,10 +34,7 @@ use super::compile::{DatasetInput, FieldRule, RawFieldRule};
 use super::spec::{CompiledKind, KindContext, lookup_map, type_name};
 use super::template::{Target, Template};
 use super::xml::{Ev, is_xml10_char, local_part, root_name, walk, xml_trim};
-use super::{
-    Adapter, AdapterError, CanonicalRequest, MAX_REPLY_BYTES, Record, UpstreamReply,
-    UpstreamRequest,
-};
+use super::{Adapter, AdapterError, CanonicalRequest, Record, UpstreamReply, UpstreamRequest};
 use crate::config::{ConfigErrors, DatasetSpec, FieldType};
 
 /// The kind name.
@@ -552,11 +549,6 @@ impl Adapter for SoapXmlAdapter {
         reply: UpstreamReply<'_>,
     ) -> Result<Record, AdapterError> {
         let d = self.dataset(dataset)?;
-        if reply.body.len() > MAX_REPLY_BYTES {
-            return Err(AdapterError::ReplyTooLarge {
-                limit: MAX_REPLY_BYTES,
-            });
-        }
         let status = reply.status.as_u16();
         if d.not_found_status.contains(&status) {
             return Err(AdapterError::RecordNotFound);

@@ -32,21 +32,12 @@ use std::time::Duration;
 use jsonwebtoken::Algorithm;
 use serde::Deserialize;
 
+use crate::config::toolkit::Fields;
 use crate::config::{ConfigError, ConfigErrors};
 
-/// Default clock leeway for `exp`, `nbf`, `iat`.
-pub const DEFAULT_LEEWAY_SECS: u64 = 30;
 /// Largest accepted leeway.
 pub const MAX_LEEWAY_SECS: u64 = 60;
-/// Default number of verified tokens kept.
-pub const DEFAULT_TOKEN_CACHE_CAPACITY: u64 = 100_000;
-/// Default token size limit (bytes of the compact JWS).
-pub const DEFAULT_MAX_TOKEN_BYTES: usize = 8 * 1024;
 const MAX_MAX_TOKEN_BYTES: usize = 64 * 1024;
-const DEFAULT_REFRESH_SECS: u64 = 300;
-const DEFAULT_COOLDOWN_SECS: u64 = 30;
-const DEFAULT_MAX_STALE_SECS: u64 = 24 * 3600;
-const DEFAULT_FETCH_TIMEOUT_SECS: u64 = 10;
 
 /// `[auth]` as written in gateway.toml. The lead embeds it in the gateway's
 /// raw config (`#[serde(default)] auth: RawAuth`).
@@ -106,9 +97,9 @@ pub struct AuthSettings {
 impl Default for AuthSettings {
     fn default() -> Self {
         Self {
-            leeway: Duration::from_secs(DEFAULT_LEEWAY_SECS),
-            token_cache_capacity: DEFAULT_TOKEN_CACHE_CAPACITY,
-            max_token_bytes: DEFAULT_MAX_TOKEN_BYTES,
+            leeway: Duration::from_secs(30),
+            token_cache_capacity: 100_000,
+            max_token_bytes: 8 * 1024,
             issuers: Vec::new(),
         }
     }
@@ -159,6 +150,24 @@ pub struct UrlSource {
     pub fetch_timeout: Duration,
 }
 
+impl Default for UrlSource {
+    /// The one statement of the JWKS-over-HTTPS timing defaults (the address
+    /// fields are filled from `jwks_url`).
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            host: String::new(),
+            port: 443,
+            path_and_query: "/".into(),
+            ca_file: None,
+            refresh: Duration::from_secs(300),
+            unknown_kid_cooldown: Duration::from_secs(30),
+            max_stale: Duration::from_secs(24 * 3600),
+            fetch_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
 impl AuthSettings {
     /// Validates `raw`. Relative paths are resolved against `base_dir` (the
     /// directory of gateway.toml). JWKS files are not required to exist yet
@@ -166,24 +175,20 @@ impl AuthSettings {
     /// [`crate::auth::Authenticator::start`].
     pub fn from_raw(raw: RawAuth, file: &Path, base_dir: &Path) -> Result<Self, ConfigErrors> {
         let mut errors = ConfigErrors::default();
-        let leeway_secs = raw.leeway_secs.unwrap_or(DEFAULT_LEEWAY_SECS);
-        if leeway_secs > MAX_LEEWAY_SECS {
-            errors.push(ConfigError::new(
-                file,
-                "auth.leeway_secs",
-                format!("{leeway_secs} s is more than the maximum of {MAX_LEEWAY_SECS} s"),
-                "use a leeway between 0 and 60 seconds (default 30)",
-            ));
-        }
-        let max_token_bytes = raw.max_token_bytes.unwrap_or(DEFAULT_MAX_TOKEN_BYTES);
-        if !(256..=MAX_MAX_TOKEN_BYTES).contains(&max_token_bytes) {
-            errors.push(ConfigError::new(
-                file,
-                "auth.max_token_bytes",
-                format!("{max_token_bytes} is outside 256..=65536"),
-                "use a limit between 256 and 65536 bytes (default 8192)",
-            ));
-        }
+        let d = Self::default();
+        let mut f = Fields::new(file, "auth", &mut errors);
+        let leeway_secs = f.in_range(
+            "leeway_secs",
+            raw.leeway_secs,
+            0..=MAX_LEEWAY_SECS,
+            d.leeway.as_secs(),
+        );
+        let max_token_bytes = f.in_range(
+            "max_token_bytes",
+            raw.max_token_bytes,
+            256..=MAX_MAX_TOKEN_BYTES,
+            d.max_token_bytes,
+        );
         let mut issuers = Vec::new();
         let mut seen = HashSet::new();
         for (i, r) in raw.issuers.into_iter().enumerate() {
@@ -202,9 +207,7 @@ impl AuthSettings {
         }
         errors.into_result(AuthSettings {
             leeway: Duration::from_secs(leeway_secs),
-            token_cache_capacity: raw
-                .token_cache_capacity
-                .unwrap_or(DEFAULT_TOKEN_CACHE_CAPACITY),
+            token_cache_capacity: raw.token_cache_capacity.unwrap_or(d.token_cache_capacity),
             max_token_bytes,
             issuers,
         })
@@ -292,17 +295,18 @@ fn issuer_from_raw(
             Some(JwksSource::File(base_dir.join(path)))
         }
         (None, Some(url)) => parse_url(&url, file, at, errors).map(|(host, port, pq)| {
-            let secs = |v: Option<u64>, d: u64| Duration::from_secs(v.unwrap_or(d));
+            let d = UrlSource::default();
+            let secs = |v: Option<u64>, d: Duration| v.map_or(d, Duration::from_secs);
             let src = UrlSource {
                 url: url.clone(),
                 host,
                 port,
                 path_and_query: pq,
                 ca_file: r.jwks_ca_file.map(|p| base_dir.join(p)),
-                refresh: secs(r.refresh_secs, DEFAULT_REFRESH_SECS),
-                unknown_kid_cooldown: secs(r.unknown_kid_cooldown_secs, DEFAULT_COOLDOWN_SECS),
-                max_stale: secs(r.max_stale_secs, DEFAULT_MAX_STALE_SECS),
-                fetch_timeout: secs(r.fetch_timeout_secs, DEFAULT_FETCH_TIMEOUT_SECS),
+                refresh: secs(r.refresh_secs, d.refresh),
+                unknown_kid_cooldown: secs(r.unknown_kid_cooldown_secs, d.unknown_kid_cooldown),
+                max_stale: secs(r.max_stale_secs, d.max_stale),
+                fetch_timeout: secs(r.fetch_timeout_secs, d.fetch_timeout),
             };
             for (name, d) in [
                 ("refresh_secs", src.refresh),

@@ -34,8 +34,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use attribution::{Attribution, MAX_ATTRIBUTION_BYTES};
 pub use config::{
-    AuthSettings, DEFAULT_LEEWAY_SECS, DEFAULT_MAX_TOKEN_BYTES, DEFAULT_TOKEN_CACHE_CAPACITY,
-    IssuerSettings, JwksSource, MAX_LEEWAY_SECS, RawAuth, RawIssuer, UrlSource,
+    AuthSettings, IssuerSettings, JwksSource, MAX_LEEWAY_SECS, RawAuth, RawIssuer, UrlSource,
 };
 pub use demo::{DEMO_AUDIENCE, DEMO_ISSUER, DemoIssuer};
 pub use error::{AccessError, AttributionError, AttributionProblem, AuthError, Detail};

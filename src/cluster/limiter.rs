@@ -330,7 +330,7 @@ impl SharedLimits {
             .health
             .fallback_checks
             .fetch_add(1, Ordering::Relaxed);
-        self.fallback.load().check_client_arc(client, department)
+        self.fallback.load().check_client(client, department)
     }
 
     fn batch(&self, policy: &RateLimitPolicy) -> u32 {

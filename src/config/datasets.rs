@@ -10,6 +10,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+/// `lower-kebab-case` names for datasets, departments, scenarios (one
+/// definition, in the config toolkit).
+pub use super::toolkit::is_name;
 use super::{ConfigError, ConfigErrors, parse_toml};
 
 /// The type of one canonical field; adapters check mapped values against it.
@@ -249,15 +252,7 @@ impl Datasets {
     }
 }
 
-/// `lower-kebab-case` names for datasets, departments, scenarios.
-pub fn is_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-}
-
+/// Canonical field names: `lower_snake_case`.
 fn is_field_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64

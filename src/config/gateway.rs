@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{ConfigError, ConfigErrors, datasets::is_name};
+use super::toolkit::{Fields, is_name};
+use super::{ConfigError, ConfigErrors};
 
 /// Raw `gateway.toml`, as written by the operator.
 #[derive(Debug, Deserialize, Default)]
@@ -76,44 +77,30 @@ impl Default for RawServer {
     }
 }
 
-/// `[limits]`: protocol limits applied before anything else.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+/// `[limits]`: protocol limits applied before anything else. Every key is
+/// optional; the defaults are [`Limits::default`].
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RawLimits {
     /// Largest request head (request line + headers), bytes; over it: 431.
-    pub max_header_bytes: usize,
+    pub max_header_bytes: Option<usize>,
     /// Most header fields; over it: 431.
-    pub max_headers: usize,
+    pub max_headers: Option<usize>,
     /// Longest request target, bytes; over it: 414.
-    pub max_uri_bytes: usize,
+    pub max_uri_bytes: Option<usize>,
     /// Largest request body, bytes; over it: 413.
-    pub max_body_bytes: usize,
-    /// Largest department reply the gateway reads, bytes; over it: 502.
-    pub max_reply_bytes: usize,
+    pub max_body_bytes: Option<usize>,
+    /// Largest department reply the gateway reads, bytes; over it: 502. The
+    /// one reply cap: adapters map what the department client has read.
+    pub max_reply_bytes: Option<usize>,
     /// A request head must arrive within this time, else the connection is closed.
-    pub header_read_timeout_ms: u64,
+    pub header_read_timeout_ms: Option<u64>,
     /// An idle keep-alive connection is closed after this time.
-    pub idle_timeout_secs: u64,
+    pub idle_timeout_secs: Option<u64>,
     /// Most concurrent client connections per listener; more wait in the accept queue.
-    pub max_connections: usize,
+    pub max_connections: Option<usize>,
     /// HTTP/2: most concurrent streams per connection.
-    pub max_concurrent_streams: u32,
-}
-
-impl Default for RawLimits {
-    fn default() -> Self {
-        Self {
-            max_header_bytes: 32 * 1024,
-            max_headers: 100,
-            max_uri_bytes: 8 * 1024,
-            max_body_bytes: 1024 * 1024,
-            max_reply_bytes: 4 * 1024 * 1024,
-            header_read_timeout_ms: 10_000,
-            idle_timeout_secs: 60,
-            max_connections: 10_000,
-            max_concurrent_streams: 128,
-        }
-    }
+    pub max_concurrent_streams: Option<u32>,
 }
 
 /// `[paths]`: where the other files are, relative to the project root (the
@@ -217,13 +204,19 @@ pub struct Limits {
 }
 
 impl Default for Limits {
+    /// The one statement of the `[limits]` defaults.
     fn default() -> Self {
-        // The defaults are valid by construction.
-        limits_from_raw(
-            RawLimits::default(),
-            Path::new("(defaults)"),
-            &mut ConfigErrors::default(),
-        )
+        Self {
+            max_header_bytes: 32 * 1024,
+            max_headers: 100,
+            max_uri_bytes: 8 * 1024,
+            max_body_bytes: 1024 * 1024,
+            max_reply_bytes: 4 * 1024 * 1024,
+            header_read_timeout: Duration::from_millis(10_000),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 10_000,
+            max_concurrent_streams: 128,
+        }
     }
 }
 
@@ -298,81 +291,51 @@ fn addr(file: &Path, field: &str, v: &str, errors: &mut ConfigErrors) -> Option<
 }
 
 fn limits_from_raw(r: RawLimits, file: &Path, errors: &mut ConfigErrors) -> Limits {
-    let mut check = |ok: bool, field: &str, problem: &str, fix: &str| {
-        if !ok {
-            errors.push(ConfigError::new(
-                file,
-                format!("limits.{field}"),
-                problem,
-                fix,
-            ));
-        }
-    };
-    check(
-        (8192..=1 << 20).contains(&r.max_header_bytes),
+    let d = Limits::default();
+    let mut f = Fields::new(file, "limits", errors);
+    let max_header_bytes = f.in_range(
         "max_header_bytes",
-        "must be between 8192 and 1048576",
-        "use the default 32768 unless clients send very large headers",
+        r.max_header_bytes,
+        8192..=1 << 20,
+        d.max_header_bytes,
     );
-    check(
-        (8..=1000).contains(&r.max_headers),
-        "max_headers",
-        "must be between 8 and 1000",
-        "use the default 100",
-    );
-    check(
-        (256..=r.max_header_bytes.max(256)).contains(&r.max_uri_bytes),
-        "max_uri_bytes",
-        "must be at least 256 and not above max_header_bytes",
-        "use the default 8192",
-    );
-    check(
-        r.max_body_bytes > 0,
-        "max_body_bytes",
-        "must be positive",
-        "use the default 1048576",
-    );
-    check(
-        r.max_reply_bytes > 0,
-        "max_reply_bytes",
-        "must be positive",
-        "use the default 4194304",
-    );
-    check(
-        r.header_read_timeout_ms >= 100,
+    let header_read_ms = f.at_least(
         "header_read_timeout_ms",
-        "must be at least 100",
-        "use the default 10000",
+        r.header_read_timeout_ms,
+        100,
+        millis_u64(d.header_read_timeout),
     );
-    check(
-        r.idle_timeout_secs >= 1,
+    let idle_secs = f.at_least(
         "idle_timeout_secs",
-        "must be at least 1",
-        "use the default 60",
-    );
-    check(
-        r.max_connections >= 1,
-        "max_connections",
-        "must be at least 1",
-        "use the default 10000",
-    );
-    check(
-        r.max_concurrent_streams >= 1,
-        "max_concurrent_streams",
-        "must be at least 1",
-        "use the default 128",
+        r.idle_timeout_secs,
+        1,
+        d.idle_timeout.as_secs(),
     );
     Limits {
-        max_header_bytes: r.max_header_bytes.max(8192),
-        max_headers: r.max_headers,
-        max_uri_bytes: r.max_uri_bytes,
-        max_body_bytes: r.max_body_bytes,
-        max_reply_bytes: r.max_reply_bytes,
-        header_read_timeout: Duration::from_millis(r.header_read_timeout_ms),
-        idle_timeout: Duration::from_secs(r.idle_timeout_secs),
-        max_connections: r.max_connections,
-        max_concurrent_streams: r.max_concurrent_streams,
+        max_header_bytes,
+        max_headers: f.in_range("max_headers", r.max_headers, 8..=1000, d.max_headers),
+        max_uri_bytes: f.in_range(
+            "max_uri_bytes",
+            r.max_uri_bytes,
+            256..=max_header_bytes.max(256),
+            d.max_uri_bytes.min(max_header_bytes),
+        ),
+        max_body_bytes: f.at_least("max_body_bytes", r.max_body_bytes, 1, d.max_body_bytes),
+        max_reply_bytes: f.at_least("max_reply_bytes", r.max_reply_bytes, 1, d.max_reply_bytes),
+        header_read_timeout: Duration::from_millis(header_read_ms),
+        idle_timeout: Duration::from_secs(idle_secs),
+        max_connections: f.at_least("max_connections", r.max_connections, 1, d.max_connections),
+        max_concurrent_streams: f.at_least(
+            "max_concurrent_streams",
+            r.max_concurrent_streams,
+            1,
+            d.max_concurrent_streams,
+        ),
     }
+}
+
+fn millis_u64(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl GatewaySettings {

@@ -2,13 +2,16 @@
 //! validated model; runtime code only ever sees the model.
 
 pub mod error;
+pub mod toolkit;
 
 pub use error::{ConfigError, ConfigErrors, parse_toml};
 pub mod datasets;
 
 pub use datasets::{DatasetSpec, Datasets, FieldSpec, FieldType, SubjectChars};
 pub mod gateway;
+pub mod load;
 pub use gateway::{GatewaySettings, Limits, RawGateway};
+pub use load::{Loaded, Overrides, audit_dir, dirs, load, root_of};
 
 /// One `*.toml` file of a configuration folder.
 #[derive(Debug)]

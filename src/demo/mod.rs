@@ -12,7 +12,6 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{Method, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -64,9 +63,9 @@ impl Sim {
 struct SimHandler(Sim);
 
 impl Handler for SimHandler {
-    async fn handle(
+    async fn handle<B: crate::server::RequestBody>(
         self: Arc<Self>,
-        req: http::Request<Incoming>,
+        req: http::Request<B>,
         _conn: Arc<ConnInfo>,
     ) -> http::Response<Full<Bytes>> {
         let (parts, body) = req.into_parts();

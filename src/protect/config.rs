@@ -2,7 +2,7 @@
 //! the `protect` table under each department.
 //!
 //! Raw serde types (`Raw*`, `deny_unknown_fields`, every key optional) are
-//! embedded by the lead's gateway.toml loader and converted with `from_raw`
+//! embedded by the gateway.toml loader (`config::load`) and converted with `from_raw`
 //! into the validated model below. Every knob has a default; nonsense (zero
 //! rates, a ratio outside `0..=1`, an attempt timeout longer than the total)
 //! is refused at load, naming the file, the dotted field and the fix.
@@ -39,6 +39,7 @@ use std::time::Duration;
 use governor::Quota;
 use serde::Deserialize;
 
+use crate::config::toolkit::Fields;
 use crate::config::{ConfigError, ConfigErrors};
 
 /// Largest number of attempts (first try included) a department may allow;
@@ -260,33 +261,33 @@ impl RateLimitSettings {
     ) -> Result<Self, ConfigErrors> {
         let mut errors = ConfigErrors::default();
         let d = Self::default();
+        let mut f = Fields::new(file, field_prefix, &mut errors);
         let default_client = rate_or(
             raw.default_client.as_ref(),
             d.default_client,
-            file,
-            &format!("{field_prefix}.default_client"),
-            &mut errors,
+            &mut f,
+            "default_client",
         );
         let failed_auth_per_ip = rate_or(
             raw.failed_auth_per_ip.as_ref(),
             d.failed_auth_per_ip,
-            file,
-            &format!("{field_prefix}.failed_auth_per_ip"),
-            &mut errors,
+            &mut f,
+            "failed_auth_per_ip",
         );
         let mut clients = HashMap::new();
         for (name, r) in &raw.clients {
-            let field = format!("{field_prefix}.clients.{name}");
-            if name.is_empty() || name.len() > 256 || name.chars().any(char::is_control) {
-                errors.push(ConfigError::new(
-                    file,
-                    &field,
-                    "client ids must be 1 to 256 printable characters",
-                    "use the client's token `sub`, e.g. [rate_limits.clients.portal-binhai]",
-                ));
+            let field = format!("clients.{name}");
+            let printable =
+                !name.is_empty() && name.len() <= 256 && !name.chars().any(char::is_control);
+            if !f.require(
+                printable,
+                &field,
+                "client ids must be 1 to 256 printable characters",
+                "use the client's token `sub`, e.g. [rate_limits.clients.portal-binhai]",
+            ) {
                 continue;
             }
-            if let Some(rate) = parse_rate(r, file, &field, &mut errors) {
+            if let Some(rate) = parse_rate(r, f.file(), &f.path(&field), f.errors()) {
                 clients.insert(Arc::from(name.as_str()), rate);
             }
         }
@@ -439,251 +440,164 @@ impl Default for DepartmentProtection {
 
 impl DepartmentProtection {
     /// Validates `raw`; `field_prefix` is the dotted path of the table, e.g.
-    /// `departments.market-supervision.protect`.
+    /// `departments.market-supervision.protect`. Every key left out takes
+    /// its value from [`DepartmentProtection::default`].
     pub fn from_raw(
         raw: &RawDepartmentProtection,
         file: &Path,
         field_prefix: &str,
     ) -> Result<Self, ConfigErrors> {
-        let mut e = ConfigErrors::default();
+        let mut errors = ConfigErrors::default();
         let d = Self::default();
-        let at = |f: &str| format!("{field_prefix}.{f}");
-
-        let rate = rate_or(raw.rate.as_ref(), d.rate, file, &at("rate"), &mut e);
-        let per_client = rate_or(
-            raw.per_client.as_ref(),
-            d.per_client,
-            file,
-            &at("per_client"),
-            &mut e,
-        );
-
-        let max_in_flight = match raw.max_in_flight {
-            None => d.bulkhead.max_in_flight,
-            Some(n) => NonZeroU32::new(n).unwrap_or_else(|| {
-                e.push(ConfigError::new(
-                    file,
-                    at("max_in_flight"),
-                    "0 would refuse every call to the department",
-                    "set the department's concurrency limit, e.g. 64",
-                ));
-                d.bulkhead.max_in_flight
-            }),
+        let mut f = Fields::new(file, field_prefix, &mut errors);
+        let settings = Self {
+            rate: rate_or(raw.rate.as_ref(), d.rate, &mut f, "rate"),
+            per_client: rate_or(raw.per_client.as_ref(), d.per_client, &mut f, "per_client"),
+            bulkhead: BulkheadSettings::from_raw(raw, &d.bulkhead, &mut f),
+            timeouts: Timeouts::from_raw(raw, &d.timeouts, &mut f),
+            retry: RetrySettings::from_raw(raw, &d.retry, &mut f),
+            breaker: BreakerSettings::from_raw(raw.breaker.as_ref(), &d.breaker, &mut f),
         };
-        let max_queue = raw.max_queue.unwrap_or(d.bulkhead.max_queue);
-        let queue_timeout = millis(
-            raw.queue_timeout_ms,
-            d.bulkhead.queue_timeout,
-            file,
-            &at("queue_timeout_ms"),
-            &mut e,
-        );
+        errors.into_result(settings)
+    }
+}
 
-        let connect = millis(
-            raw.connect_timeout_ms,
-            d.timeouts.connect,
-            file,
-            &at("connect_timeout_ms"),
-            &mut e,
-        );
-        let attempt = millis(
-            raw.attempt_timeout_ms,
-            d.timeouts.attempt,
-            file,
-            &at("attempt_timeout_ms"),
-            &mut e,
-        );
-        let total = millis(
-            raw.total_timeout_ms,
-            d.timeouts.total,
-            file,
-            &at("total_timeout_ms"),
-            &mut e,
-        );
-        if attempt > total {
-            e.push(ConfigError::new(
-                file,
-                at("attempt_timeout_ms"),
-                format!(
-                    "the attempt timeout ({} ms) is longer than the total timeout ({} ms)",
-                    attempt.as_millis(),
-                    total.as_millis()
-                ),
-                "lower attempt_timeout_ms or raise total_timeout_ms",
-            ));
+impl BulkheadSettings {
+    fn from_raw(raw: &RawDepartmentProtection, d: &Self, f: &mut Fields<'_>) -> Self {
+        Self {
+            max_in_flight: f.non_zero(
+                "max_in_flight",
+                raw.max_in_flight,
+                d.max_in_flight,
+                "0 would refuse every call to the department",
+            ),
+            max_queue: raw.max_queue.unwrap_or(d.max_queue),
+            queue_timeout: f.millis("queue_timeout_ms", raw.queue_timeout_ms, d.queue_timeout),
         }
-        if connect > attempt {
-            e.push(ConfigError::new(
-                file,
-                at("connect_timeout_ms"),
-                format!(
-                    "the connect timeout ({} ms) is longer than the attempt timeout ({} ms)",
-                    connect.as_millis(),
-                    attempt.as_millis()
-                ),
-                "lower connect_timeout_ms or raise attempt_timeout_ms",
-            ));
-        }
+    }
+}
 
-        let max_attempts = raw.max_attempts.unwrap_or(d.retry.max_attempts);
-        if max_attempts == 0 || max_attempts > MAX_ATTEMPTS_LIMIT {
-            e.push(ConfigError::new(
-                file,
-                at("max_attempts"),
-                format!("{max_attempts} attempts is outside 1..={MAX_ATTEMPTS_LIMIT}"),
-                "use 1 (no retry) or 2 (one retry, the default)",
-            ));
-        }
-
-        let mut retry = RetrySettings {
-            max_attempts,
-            ..d.retry
+impl Timeouts {
+    fn from_raw(raw: &RawDepartmentProtection, d: &Self, f: &mut Fields<'_>) -> Self {
+        let t = Self {
+            connect: f.millis("connect_timeout_ms", raw.connect_timeout_ms, d.connect),
+            attempt: f.millis("attempt_timeout_ms", raw.attempt_timeout_ms, d.attempt),
+            total: f.millis("total_timeout_ms", raw.total_timeout_ms, d.total),
         };
-        if let Some(b) = &raw.retry_budget {
-            if let Some(r) = b.ratio {
-                if (0.0..=1.0).contains(&r) {
-                    retry.budget_ratio = r;
-                } else {
-                    e.push(ConfigError::new(
-                        file,
-                        at("retry_budget.ratio"),
-                        format!("{r} is outside 0..=1"),
-                        "use a fraction of requests that may be retried, e.g. 0.2",
-                    ));
-                }
-            }
-            if let Some(n) = b.reserve {
-                retry.budget_reserve = n;
-            }
-        }
-        if let Some(b) = &raw.backoff {
-            retry.backoff_base = millis(
-                b.base_ms,
-                d.retry.backoff_base,
-                file,
-                &at("backoff.base_ms"),
-                &mut e,
-            );
-            retry.backoff_max = millis(
-                b.max_ms,
-                d.retry.backoff_max,
-                file,
-                &at("backoff.max_ms"),
-                &mut e,
-            );
-            if retry.backoff_base > retry.backoff_max {
-                e.push(ConfigError::new(
-                    file,
-                    at("backoff.base_ms"),
-                    "the first backoff is longer than the largest",
-                    "set base_ms <= max_ms",
-                ));
-            }
-        }
+        let ms = |d: Duration| d.as_millis();
+        f.require(
+            t.attempt <= t.total,
+            "attempt_timeout_ms",
+            format!(
+                "the attempt timeout ({} ms) is longer than the total timeout ({} ms)",
+                ms(t.attempt),
+                ms(t.total)
+            ),
+            "lower attempt_timeout_ms or raise total_timeout_ms",
+        );
+        f.require(
+            t.connect <= t.attempt,
+            "connect_timeout_ms",
+            format!(
+                "the connect timeout ({} ms) is longer than the attempt timeout ({} ms)",
+                ms(t.connect),
+                ms(t.attempt)
+            ),
+            "lower connect_timeout_ms or raise attempt_timeout_ms",
+        );
+        t
+    }
+}
 
-        let mut breaker = d.breaker;
-        if let Some(b) = &raw.breaker {
-            if let Some(n) = b.consecutive_failures {
-                match NonZeroU32::new(n) {
-                    Some(n) => breaker.consecutive_failures = n,
-                    None => e.push(ConfigError::new(
-                        file,
-                        at("breaker.consecutive_failures"),
-                        "0 would open the breaker before any call",
-                        "set the failures in a row that open it, e.g. 20",
-                    )),
-                }
-            }
-            if let Some(r) = b.failure_ratio {
-                if r > 0.0 && r <= 1.0 {
-                    breaker.failure_ratio = r;
-                } else {
-                    e.push(ConfigError::new(
-                        file,
-                        at("breaker.failure_ratio"),
-                        format!("{r} is outside (0, 1]"),
-                        "use the share of failed calls that opens the breaker, e.g. 0.5",
-                    ));
-                }
-            }
-            if let Some(w) = b.window_secs {
-                if w == 0 {
-                    e.push(ConfigError::new(
-                        file,
-                        at("breaker.window_secs"),
-                        "a zero-length window holds no calls",
-                        "set the rolling window in seconds, e.g. 30",
-                    ));
-                } else {
-                    breaker.window = Duration::from_secs(w);
-                }
-            }
-            if let Some(n) = b.min_calls {
-                match NonZeroU32::new(n) {
-                    Some(n) => breaker.min_calls = n,
-                    None => e.push(ConfigError::new(
-                        file,
-                        at("breaker.min_calls"),
-                        "0 would let a single failure open the breaker",
-                        "set the calls needed before the ratio counts, e.g. 20",
-                    )),
-                }
-            }
-            if let Some(s) = b.open_secs {
-                if s > MAX_OPEN_SECS {
-                    e.push(ConfigError::new(
-                        file,
-                        at("breaker.open_secs"),
-                        format!("{s} s is longer than a day"),
-                        format!("use at most {MAX_OPEN_SECS}"),
-                    ));
-                } else if s == 0 {
-                    e.push(ConfigError::new(
-                        file,
-                        at("breaker.open_secs"),
-                        "0 would probe the failing department at once",
-                        "set how long the breaker stays open, e.g. 10",
-                    ));
-                } else {
-                    breaker.open = Duration::from_secs(s);
-                }
-            }
-            match b.max_open_secs {
-                Some(s) if s > MAX_OPEN_SECS => e.push(ConfigError::new(
-                    file,
-                    at("breaker.max_open_secs"),
-                    format!("{s} s is longer than a day"),
-                    format!("use at most {MAX_OPEN_SECS}"),
-                )),
-                Some(s) => breaker.max_open = Duration::from_secs(s),
-                None => breaker.max_open = breaker.max_open.max(breaker.open),
-            }
-            if breaker.max_open < breaker.open {
-                e.push(ConfigError::new(
-                    file,
-                    at("breaker.max_open_secs"),
-                    "the longest open period is shorter than the first",
-                    "set max_open_secs >= open_secs",
-                ));
-            }
-        }
+impl RetrySettings {
+    fn from_raw(raw: &RawDepartmentProtection, d: &Self, f: &mut Fields<'_>) -> Self {
+        let budget = raw.retry_budget.clone().unwrap_or_default();
+        let backoff = raw.backoff.clone().unwrap_or_default();
+        let r = Self {
+            max_attempts: f.in_range(
+                "max_attempts",
+                raw.max_attempts,
+                1..=MAX_ATTEMPTS_LIMIT,
+                d.max_attempts,
+            ),
+            budget_ratio: f.fraction(
+                "retry_budget.ratio",
+                budget.ratio,
+                d.budget_ratio,
+                true,
+                "the fraction of requests that may be retried",
+            ),
+            budget_reserve: budget.reserve.unwrap_or(d.budget_reserve),
+            backoff_base: f.millis("backoff.base_ms", backoff.base_ms, d.backoff_base),
+            backoff_max: f.millis("backoff.max_ms", backoff.max_ms, d.backoff_max),
+        };
+        f.require(
+            r.backoff_base <= r.backoff_max,
+            "backoff.base_ms",
+            "the first backoff is longer than the largest",
+            "set base_ms <= max_ms",
+        );
+        r
+    }
+}
 
-        e.into_result(Self {
-            rate,
-            per_client,
-            bulkhead: BulkheadSettings {
-                max_in_flight,
-                max_queue,
-                queue_timeout,
+impl BreakerSettings {
+    fn from_raw(raw: Option<&RawBreaker>, d: &Self, f: &mut Fields<'_>) -> Self {
+        let Some(b) = raw else { return *d };
+        let open = f.secs(
+            "breaker.open_secs",
+            b.open_secs,
+            d.open,
+            MAX_OPEN_SECS,
+            "0 would probe the failing department at once",
+        );
+        let s = Self {
+            consecutive_failures: f.non_zero(
+                "breaker.consecutive_failures",
+                b.consecutive_failures,
+                d.consecutive_failures,
+                "0 would open the breaker before any call",
+            ),
+            failure_ratio: f.fraction(
+                "breaker.failure_ratio",
+                b.failure_ratio,
+                d.failure_ratio,
+                false,
+                "the share of failed calls that opens the breaker",
+            ),
+            window: f.secs(
+                "breaker.window_secs",
+                b.window_secs,
+                d.window,
+                MAX_OPEN_SECS,
+                "a zero-length window holds no calls",
+            ),
+            min_calls: f.non_zero(
+                "breaker.min_calls",
+                b.min_calls,
+                d.min_calls,
+                "0 would let a single failure open the breaker",
+            ),
+            open,
+            // Left out, the longest period is at least the first.
+            max_open: match b.max_open_secs {
+                None => d.max_open.max(open),
+                Some(_) => f.secs(
+                    "breaker.max_open_secs",
+                    b.max_open_secs,
+                    d.max_open,
+                    MAX_OPEN_SECS,
+                    "0 would probe the failing department at once",
+                ),
             },
-            timeouts: Timeouts {
-                connect,
-                attempt,
-                total,
-            },
-            retry,
-            breaker,
-        })
+        };
+        f.require(
+            s.max_open >= s.open,
+            "breaker.max_open_secs",
+            "the longest open period is shorter than the first",
+            "set max_open_secs >= open_secs",
+        );
+        s
     }
 }
 
@@ -695,16 +609,10 @@ pub(crate) const fn nz(n: u32) -> NonZeroU32 {
     }
 }
 
-fn rate_or(
-    raw: Option<&RawRate>,
-    default: Rate,
-    file: &Path,
-    field: &str,
-    errors: &mut ConfigErrors,
-) -> Rate {
+fn rate_or(raw: Option<&RawRate>, default: Rate, f: &mut Fields<'_>, field: &str) -> Rate {
     match raw {
         None => default,
-        Some(r) => parse_rate(r, file, field, errors).unwrap_or(default),
+        Some(r) => parse_rate(r, f.file(), &f.path(field), f.errors()).unwrap_or(default),
     }
 }
 
@@ -771,27 +679,5 @@ fn parse_rate(raw: &RawRate, file: &Path, field: &str, errors: &mut ConfigErrors
             ));
             None
         }
-    }
-}
-
-fn millis(
-    raw: Option<u64>,
-    default: Duration,
-    file: &Path,
-    field: &str,
-    errors: &mut ConfigErrors,
-) -> Duration {
-    match raw {
-        None => default,
-        Some(0) => {
-            errors.push(ConfigError::new(
-                file,
-                field,
-                "a zero duration fails every call at once",
-                "set a positive number of milliseconds",
-            ));
-            default
-        }
-        Some(ms) => Duration::from_millis(ms),
     }
 }

@@ -1,37 +1,12 @@
-//! Errors of the protection layer. No status codes here: the lead maps each
-//! variant in src/error.rs; the intended status is written on each variant.
+//! Errors of the protection layer. No status codes here: src/error.rs maps
+//! each variant; the intended status is written on each variant.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::HeaderMap;
 
-use super::headers::{self, RateLimitPolicy};
-
-/// Which rate limiter refused a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum LimiterKind {
-    /// The client's own quota (`[rate_limits]` default or per-client entry).
-    PerClient,
-    /// The client's quota towards one department (`protect.per_client`).
-    PerClientDepartment,
-    /// The department's quota, all clients together (`protect.rate`).
-    PerDepartment,
-    /// Failed authentications from one source address.
-    PerIpAuthFailures,
-}
-
-impl LimiterKind {
-    /// The policy name used in `RateLimit-Policy` / `RateLimit` and metrics.
-    pub const fn name(self) -> &'static str {
-        match self {
-            LimiterKind::PerClient => "per-client",
-            LimiterKind::PerClientDepartment => "per-client-department",
-            LimiterKind::PerDepartment => "per-department",
-            LimiterKind::PerIpAuthFailures => "per-ip-auth-failures",
-        }
-    }
-}
+use super::headers::{self, LimiterKind, RateLimitPolicy};
 
 /// What a rate limiter said when it refused: how long until a request would
 /// pass, and the policy that refused.
@@ -215,12 +190,11 @@ impl BreakerOpen {
     }
 }
 
-/// Any refusal of the protection layer, for callers that want one type.
+/// A department call refused by the protection layer (the department was
+/// not called). Rate limits are their own error, [`RateLimited`]: the one
+/// way to a 429.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProtectError {
-    /// 429 (see [`RateLimited`]).
-    #[error(transparent)]
-    RateLimited(#[from] RateLimited),
     /// 503 (see [`BulkheadFull`]).
     #[error(transparent)]
     BulkheadFull(#[from] BulkheadFull),
@@ -233,7 +207,6 @@ impl ProtectError {
     /// Sets the headers that go with the refusal.
     pub fn apply_headers(&self, map: &mut HeaderMap) {
         match self {
-            ProtectError::RateLimited(e) => e.apply_headers(map),
             ProtectError::BulkheadFull(e) => e.apply_headers(map),
             ProtectError::BreakerOpen(e) => e.apply_headers(map),
         }

@@ -29,7 +29,31 @@ use std::time::Duration;
 use http::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 
 use super::config::Rate;
-use super::error::LimiterKind;
+
+/// Which rate limiter refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LimiterKind {
+    /// The client's own quota (`[rate_limits]` default or per-client entry).
+    PerClient,
+    /// The client's quota towards one department (`protect.per_client`).
+    PerClientDepartment,
+    /// The department's quota, all clients together (`protect.rate`).
+    PerDepartment,
+    /// Failed authentications from one source address.
+    PerIpAuthFailures,
+}
+
+impl LimiterKind {
+    /// The policy name used in `RateLimit-Policy` / `RateLimit` and metrics.
+    pub const fn name(self) -> &'static str {
+        match self {
+            LimiterKind::PerClient => "per-client",
+            LimiterKind::PerClientDepartment => "per-client-department",
+            LimiterKind::PerDepartment => "per-department",
+            LimiterKind::PerIpAuthFailures => "per-ip-auth-failures",
+        }
+    }
+}
 
 /// `RateLimit-Policy` header name.
 pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");

@@ -12,16 +12,20 @@
 //! 2. after authorisation: [`Protection::check_client`] (429 with
 //!    [`RateLimited`]; on success a [`RateLimitState`] for the `RateLimit`
 //!    headers of the reply);
-//! 3. around the department call, from [`Protection::department`]: breaker
-//!    permit first (an open breaker refuses without queueing), then bulkhead
-//!    permit, then the attempts under [`Timeouts`] and [`RetryPolicy`];
-//!    report the outcome to the breaker permit.
+//! 3. around the department call, from [`Protection::department`]: bulkhead
+//!    permit, then per attempt a permit of the breaker of the call's
+//!    [`Traffic`] (an open breaker refuses without calling), the attempt under
+//!    [`Timeouts`] and [`RetryPolicy`]; the outcome is reported to the breaker
+//!    permit only after the adapter has interpreted the reply: only a
+//!    department failure counts (`GatewayError::department_failure`), never a
+//!    not-found, a 4xx or the caller's bad input.
 //!
 //! A background task calls [`Protection::maintain`] every few seconds so
 //! keyed limiters forget idle keys.
 
 mod breaker;
 mod bulkhead;
+mod clock;
 mod config;
 mod error;
 mod headers;
@@ -34,32 +38,56 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use governor::clock::{Clock, DefaultClock};
+use governor::clock::Clock;
 
 pub use breaker::{Breaker, BreakerPermit, BreakerState, BreakerTransitions};
 pub use bulkhead::{Bulkhead, BulkheadPermit};
+pub use clock::TokioClock;
 pub use config::{
     BreakerSettings, BulkheadSettings, DepartmentProtection, MAX_ATTEMPTS_LIMIT, MAX_OPEN_SECS,
     Rate, RateLimitSettings, RawBackoff, RawBreaker, RawDepartmentProtection, RawRate,
     RawRateLimits, RawRetryBudget, RetrySettings, Timeouts,
 };
 pub use error::{
-    BreakerOpen, BulkheadFull, BulkheadFullReason, LimiterKind, ProtectError, RateLimited, Refusal,
+    BreakerOpen, BulkheadFull, BulkheadFullReason, ProtectError, RateLimited, Refusal,
 };
 pub use headers::{
-    LimitEntry, RATELIMIT, RATELIMIT_POLICY, RateLimitPolicy, RateLimitState, retry_after_secs,
+    LimitEntry, LimiterKind, RATELIMIT, RATELIMIT_POLICY, RateLimitPolicy, RateLimitState,
+    retry_after_secs,
 };
 pub use ratelimit::{AuthFailureLimiter, DirectLimiter, KeyedLimiter, ip_key};
 pub use retry::{FailureKind, RandomSource, RetryBudget, RetryPolicy, ThreadRandom, is_idempotent};
 
+/// The kind of traffic a department call carries. Each kind has its own
+/// circuit breaker, so failures of arbitrary pass-through paths cannot cut
+/// off dataset reads (or the other way round).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Traffic {
+    /// Dataset reads and scenario parts, through the department's adapter.
+    Dataset,
+    /// Pass-through calls under `/v1/proxy/{department}/...`.
+    Proxy,
+}
+
+impl Traffic {
+    /// `dataset` or `proxy` (for `/readyz` and logs).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Traffic::Dataset => "dataset",
+            Traffic::Proxy => "proxy",
+        }
+    }
+}
+
 /// Everything that protects one department.
 #[derive(Debug)]
-pub struct DepartmentGuard<C: Clock = DefaultClock> {
+pub struct DepartmentGuard<C: Clock = TokioClock> {
     name: Arc<str>,
     per_department: DirectLimiter<C>,
     per_client: KeyedLimiter<Arc<str>, C>,
     bulkhead: Bulkhead,
     breaker: Breaker<C>,
+    proxy_breaker: Breaker<C>,
     timeouts: Timeouts,
     retry: RetryPolicy,
 }
@@ -84,6 +112,7 @@ impl<C: Clock + Clone> DepartmentGuard<C> {
             ),
             bulkhead: Bulkhead::new(name.clone(), &settings.bulkhead),
             breaker: Breaker::new(name.clone(), &settings.breaker, clock.clone()),
+            proxy_breaker: Breaker::new(name.clone(), &settings.breaker, clock.clone()),
             timeouts: settings.timeouts,
             retry: RetryPolicy::with_random(&settings.retry, &settings.timeouts, random),
             name,
@@ -100,9 +129,46 @@ impl<C: Clock + Clone> DepartmentGuard<C> {
         &self.bulkhead
     }
 
-    /// Circuit breaker.
+    /// Circuit breaker of dataset traffic.
     pub fn breaker(&self) -> &Breaker<C> {
         &self.breaker
+    }
+
+    /// Circuit breaker of one kind of traffic.
+    pub fn breaker_for(&self, traffic: Traffic) -> &Breaker<C> {
+        match traffic {
+            Traffic::Dataset => &self.breaker,
+            Traffic::Proxy => &self.proxy_breaker,
+        }
+    }
+
+    /// Both breakers with their traffic kind.
+    pub fn breakers(&self) -> [(Traffic, &Breaker<C>); 2] {
+        [
+            (Traffic::Dataset, &self.breaker),
+            (Traffic::Proxy, &self.proxy_breaker),
+        ]
+    }
+
+    /// The worse of the two breakers' states: `open`, else `half-open`, else
+    /// `closed` (the department's summary in `/readyz` and metrics).
+    pub fn breaker_summary(&self) -> &'static str {
+        let states = self.breakers().map(|(_, b)| b.state().as_str());
+        ["open", "half-open"]
+            .into_iter()
+            .find(|s| states.contains(s))
+            .unwrap_or("closed")
+    }
+
+    /// Transitions of both breakers together.
+    pub fn breaker_transitions(&self) -> BreakerTransitions {
+        let (a, b) = (self.breaker.transitions(), self.proxy_breaker.transitions());
+        BreakerTransitions {
+            opened: a.opened + b.opened,
+            half_opened: a.half_opened + b.half_opened,
+            closed: a.closed + b.closed,
+            refused: a.refused + b.refused,
+        }
     }
 
     /// Connect, attempt and total timeouts.
@@ -123,25 +189,21 @@ impl<C: Clock + Clone> DepartmentGuard<C> {
 
 /// The facade: all limiters and department guards of one loaded config.
 #[derive(Debug)]
-pub struct Protection<C: Clock = DefaultClock> {
+pub struct Protection<C: Clock = TokioClock> {
     default_client: KeyedLimiter<Arc<str>, C>,
     clients: HashMap<Arc<str>, DirectLimiter<C>>,
     auth_failures: AuthFailureLimiter<C>,
     departments: HashMap<Arc<str>, DepartmentGuard<C>>,
 }
 
-impl Protection<DefaultClock> {
-    /// Builds the limiters and guards with the real clock and randomness.
+impl Protection<TokioClock> {
+    /// Builds the limiters and guards with tokio's clock (the real one, or
+    /// the paused one in tests) and real randomness.
     pub fn new<'a>(
         limits: &RateLimitSettings,
         departments: impl IntoIterator<Item = (&'a str, &'a DepartmentProtection)>,
     ) -> Self {
-        Self::with_clock(
-            limits,
-            departments,
-            DefaultClock::default(),
-            Arc::new(ThreadRandom),
-        )
+        Self::with_clock(limits, departments, TokioClock, Arc::new(ThreadRandom))
     }
 }
 
@@ -199,16 +261,6 @@ impl<C: Clock> Protection<C> {
         let mut cached: Option<Arc<str>> = None;
         let mut key = || cached.get_or_insert_with(|| Arc::from(client)).clone();
         self.check(client, &mut key, department)
-    }
-
-    /// As [`check_client`](Self::check_client), with the client id already
-    /// shared (no allocation on the hot path).
-    pub fn check_client_arc(
-        &self,
-        client: &Arc<str>,
-        department: Option<&str>,
-    ) -> Result<RateLimitState, RateLimited> {
-        self.check(client, &mut || client.clone(), department)
     }
 
     fn check(

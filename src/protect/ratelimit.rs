@@ -18,8 +18,8 @@ use governor::state::{InMemoryState, NotKeyed};
 use governor::{NotUntil, RateLimiter};
 
 use super::config::Rate;
-use super::error::{LimiterKind, RateLimited, Refusal};
-use super::headers::{LimitEntry, RateLimitPolicy};
+use super::error::{RateLimited, Refusal};
+use super::headers::{LimitEntry, LimiterKind, RateLimitPolicy};
 
 type Keyed<K, C> = RateLimiter<K, DashMapStateStore<K>, C, StateInformationMiddleware>;
 type Direct<C> = RateLimiter<NotKeyed, InMemoryState, C, StateInformationMiddleware>;

@@ -53,7 +53,8 @@ pub enum FailureKind {
 }
 
 impl FailureKind {
-    fn is_transient(self) -> bool {
+    /// True when another attempt may get a different answer.
+    pub fn is_transient(self) -> bool {
         !matches!(self, FailureKind::Other)
     }
 }

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use super::*;
 use crate::config::parse_toml;
 
-/// The shape the lead embeds: `[rate_limits]` and `[departments.NAME.protect]`.
+/// The shape gateway.toml embeds: `[rate_limits]` and `[departments.NAME.protect]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Gateway {
@@ -278,7 +278,7 @@ fn success_state_renders_client_policies_with_remaining() {
     let w = world(GATEWAY);
     let s = w
         .protection
-        .check_client_arc(&Arc::from("portal-any"), Some("market-supervision"))
+        .check_client("portal-any", Some("market-supervision"))
         .unwrap();
     let mut h = HeaderMap::new();
     s.apply_headers(&mut h);

@@ -24,8 +24,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-use onewindow::app::{Overrides, Running};
+use onewindow::app::Running;
 use onewindow::auth::DemoIssuer;
+use onewindow::config::Overrides;
+
+pub mod mem;
 
 pub mod redis;
 
@@ -569,7 +572,7 @@ pub async fn raw_exchange(addr: SocketAddr, bytes: &[u8], wait: Duration) -> (St
     (String::from_utf8_lossy(&out).into_owned(), closed)
 }
 
-// ---- Helpers added for tests/access.rs and tests/admin.rs (t-access) ----
+// ---- Raw-socket helpers (tests/access.rs, tests/admin.rs) ----
 
 /// Writes `bytes` (ignoring a peer that closes early) and returns the status
 /// line's code of whatever the peer answered, with the whole answer.
@@ -621,7 +624,7 @@ pub async fn raw_status(addr: SocketAddr, bytes: Vec<u8>) -> (Option<u16>, Strin
 }
 
 // ---------------------------------------------------------------------------
-// Added for tests/core.rs and tests/protect.rs (t-core).
+// Helpers for tests/core.rs and tests/protect.rs.
 // ---------------------------------------------------------------------------
 
 /// GET `path` on the data plane at `addr` with a bearer token and
