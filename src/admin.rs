@@ -29,7 +29,7 @@ use crate::metrics::Metrics;
 use crate::pipeline::{RequestIds, json_response, read_body};
 use crate::routing::{AdminRoute, AdminRouter, NoRoute};
 use crate::server::{ConnInfo, Handler, RequestBody};
-use crate::state::{State, build_state, department_client};
+use crate::state::{State, build_state, department_upstream, endpoint_field};
 
 type Resp = Response<Full<Bytes>>;
 
@@ -166,7 +166,7 @@ impl Applier for AdminPlane {
 /// An adapter file that passed every check, ready to be installed.
 struct ValidAdapter {
     adapter: crate::adapter::DepartmentAdapter,
-    client: crate::upstream::DepartmentClient,
+    client: Arc<dyn crate::upstream::Department>,
     text: String,
 }
 
@@ -256,6 +256,7 @@ impl AdminPlane {
             AdminRoute::Healthz => return Ok(text(StatusCode::OK, "ok\n", "text/plain")),
             AdminRoute::Readyz => return Ok(self.readyz(&state)),
             AdminRoute::Metrics => {
+                self.metrics.count_cases().await;
                 return Ok(text(
                     StatusCode::OK,
                     &self.metrics.encode(),
@@ -640,23 +641,30 @@ impl AdminPlane {
             .get(department)
             .cloned()
             .unwrap_or_default();
-        let connect = state
+        let timeouts = state
             .protect
             .department(department)
-            .map_or(std::time::Duration::from_secs(1), |g| g.timeouts().connect);
-        let client = department_client(&adapter, &allow, connect, &state.settings.paths.root)
-            .await
-            .map_err(|e| {
-                GatewayError::InvalidAdapter(
-                    crate::config::ConfigError::new(
-                        &shown,
-                        "base_url",
-                        e,
-                        "use an address the department's allow-list permits",
-                    )
-                    .into(),
+            .map(|g| *g.timeouts())
+            .unwrap_or_default();
+        let client = department_upstream(
+            &adapter,
+            &allow,
+            &timeouts,
+            &state.settings.paths.root,
+            &state.settings.server.data_dir,
+        )
+        .await
+        .map_err(|e| {
+            GatewayError::InvalidAdapter(
+                crate::config::ConfigError::new(
+                    &shown,
+                    endpoint_field(&adapter),
+                    e,
+                    "use an address the department's allow-list permits",
                 )
-            })?;
+                .into(),
+            )
+        })?;
         let text = if json {
             let v: serde_json::Value =
                 serde_json::from_slice(body).map_err(|e| RequestError::Malformed(e.to_string()))?;
@@ -688,8 +696,7 @@ impl AdminPlane {
         let kind = valid.adapter.kind;
         let mut next = state.clone();
         next.adapters = state.adapters.with(valid.adapter);
-        next.upstreams
-            .insert(department.to_string(), Arc::new(valid.client));
+        next.upstreams.insert(department.to_string(), valid.client);
         self.state.store(Arc::new(next));
         // Records fetched through the old adapter (mapping, upstream) must not
         // outlive it.

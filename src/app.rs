@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +14,8 @@ use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::adapter::sql::DatabaseSource;
+use crate::adapter::{AdapterSet, Endpoint};
 use crate::admin::AdminPlane;
 use crate::audit::{AuditLog, WriterHandle};
 use crate::auth::DemoIssuer;
@@ -39,6 +42,17 @@ pub enum StartError {
     /// Cluster mode could not be prepared.
     #[error("cluster: {0}")]
     Cluster(#[from] crate::cluster::ClusterError),
+    /// The case store could not be opened.
+    #[error("case store {path}: {source}")]
+    Cases {
+        /// The store's file.
+        path: PathBuf,
+        /// The cause.
+        source: crate::case::CaseError,
+    },
+    /// A demo exchange database could not be created.
+    #[error("demo exchange database: {0}")]
+    DemoExchange(String),
     /// The demo issuer key could not be made.
     #[error("demo issuer: {0}")]
     Issuer(#[from] crate::auth::AuthError),
@@ -80,6 +94,39 @@ pub fn prepare_dev_material(config: &Path) -> Result<Vec<String>, StartError> {
                 "generated a development TLS certificate {} (CA {})",
                 cert.display(),
                 crate::certs::dev_ca_path(&certs_dir).display()
+            ));
+        }
+    }
+    Ok(notes)
+}
+
+/// Creates the demo world's exchange databases (SQLite files of `sql`
+/// adapters under the data dir) that are missing. Returns notes for the
+/// operator.
+pub async fn prepare_demo_exchanges(
+    adapters: &AdapterSet,
+    data_dir: &Path,
+) -> Result<Vec<String>, StartError> {
+    let mut notes = Vec::new();
+    for a in adapters.iter() {
+        let Endpoint::Sql(e) = &a.endpoint else {
+            continue;
+        };
+        let DatabaseSource::SqliteFile(rel) = &e.source else {
+            continue;
+        };
+        let Some(seed) = crate::demo::exchange::seed_for(&a.department) else {
+            continue;
+        };
+        let path = data_dir.join(rel);
+        if crate::demo::exchange::ensure(&path, &seed)
+            .await
+            .map_err(StartError::DemoExchange)?
+        {
+            notes.push(format!(
+                "created the demo exchange database of `{}` at {}",
+                a.department,
+                path.display()
             ));
         }
     }
@@ -191,6 +238,13 @@ impl Running {
             }
             None => None,
         };
+        if loaded.settings.demo.enabled {
+            for note in
+                prepare_demo_exchanges(&loaded.adapters, &loaded.settings.server.data_dir).await?
+            {
+                tracing::info!("{note}");
+            }
+        }
         let (audit, writer) = AuditLog::open(
             loaded.audit.clone(),
             &loaded.settings.server.data_dir,
@@ -198,6 +252,20 @@ impl Running {
         )
         .await?;
         let cache = Arc::new(SharedCache::new(&loaded.cache));
+        let case_store: Arc<dyn crate::case::CaseStore> = match &overrides.case_store {
+            Some(s) => s.clone(),
+            None => {
+                let path = loaded.settings.server.data_dir.join("cases.sqlite");
+                match crate::case::SqliteCaseStore::open(&path).await {
+                    Ok(s) => Arc::new(s),
+                    Err(source) => return Err(StartError::Cases { path, source }),
+                }
+            }
+        };
+        let cases = Arc::new(crate::case::Cases::new(
+            case_store,
+            crate::clock::WallClock::new(),
+        ));
         let settings_audit = loaded.audit.clone();
         let settings = loaded.settings.clone();
         let state = Arc::new(ArcSwap::from_pointee(build_state(loaded, &shutdown).await?));
@@ -206,6 +274,7 @@ impl Running {
             audit: audit.clone(),
             cache: cache.clone(),
             cluster: cluster.clone(),
+            cases: Some(cases.clone()),
         })));
         let data = Arc::new(
             DataPlane::new(
@@ -214,6 +283,7 @@ impl Running {
                 cache.clone(),
                 metrics.clone(),
                 crate::audit::DenyAggregator::from_settings(&settings_audit),
+                cases,
             )
             .with_cluster(cluster.clone()),
         );
@@ -310,6 +380,7 @@ impl Running {
         if let Err(e) = self.writer.shutdown().await {
             tracing::error!(error = %e, "audit log did not close cleanly");
         }
+        self.data.cases.close().await;
         self.demo_shutdown.cancel();
     }
 }

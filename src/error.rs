@@ -109,6 +109,9 @@ pub enum GatewayError {
     /// A malformed scenario request.
     #[error(transparent)]
     Scenario(#[from] crate::scenario::ScenarioError),
+    /// A case that is not there, does not match, or cannot be stored.
+    #[error(transparent)]
+    Case(#[from] crate::case::CaseError),
     /// A refused adapter registration (admin PUT).
     #[error("invalid adapter: {0}")]
     InvalidAdapter(crate::config::ConfigErrors),
@@ -178,11 +181,16 @@ pub enum Cause {
     DepartmentBadReply,
     /// The department was not called: its breaker is open or its bulkhead full.
     DepartmentShielded,
+    /// The request contradicts what is kept (a case id already used for
+    /// another scenario or other subjects, or changed concurrently).
+    Conflict,
     /// The audit log cannot record the decision (fail closed).
     AuditUnavailable,
     /// Cluster mode: the shared store (Redis) cannot take a change that must
     /// reach every node.
     ClusterUnavailable,
+    /// The case store cannot be read or written.
+    CaseStoreUnavailable,
     /// The gateway is not set up for this (e.g. no adapter registered).
     Misconfigured,
     /// A bug or an unexpected internal failure.
@@ -197,6 +205,7 @@ impl Cause {
             | Cause::Unauthenticated
             | Cause::NotGranted
             | Cause::NotFound
+            | Cause::Conflict
             | Cause::RateLimited => Side::Caller,
             Cause::DepartmentTimeout
             | Cause::DepartmentUnreachable
@@ -204,6 +213,7 @@ impl Cause {
             | Cause::DepartmentShielded => Side::Department,
             Cause::AuditUnavailable
             | Cause::ClusterUnavailable
+            | Cause::CaseStoreUnavailable
             | Cause::Misconfigured
             | Cause::Internal => Side::Gateway,
         }
@@ -268,6 +278,15 @@ impl GatewayError {
                     Cause::AuditUnavailable
                 }
             },
+            G::Case(e) => match e {
+                crate::case::CaseError::NotFound(_) | crate::case::CaseError::ScenarioGone(_) => {
+                    Cause::NotFound
+                }
+                crate::case::CaseError::Mismatch(_) | crate::case::CaseError::Conflict(_) => {
+                    Cause::Conflict
+                }
+                crate::case::CaseError::Store(_) => Cause::CaseStoreUnavailable,
+            },
             G::Shared(e) => e.cause(),
             G::ClusterUnavailable(_) => Cause::ClusterUnavailable,
             G::Internal(_) => Cause::Internal,
@@ -297,12 +316,14 @@ impl GatewayError {
             Cause::BadInput
             | Cause::Unauthenticated
             | Cause::RateLimited
+            | Cause::Conflict
             | Cause::DepartmentTimeout
             | Cause::DepartmentUnreachable
             | Cause::DepartmentBadReply
             | Cause::DepartmentShielded
             | Cause::AuditUnavailable
             | Cause::ClusterUnavailable
+            | Cause::CaseStoreUnavailable
             | Cause::Misconfigured
             | Cause::Internal => PartStatus::Error,
         }
@@ -347,8 +368,10 @@ impl GatewayError {
             | Cause::NotGranted
             | Cause::NotFound
             | Cause::RateLimited
+            | Cause::Conflict
             | Cause::AuditUnavailable
             | Cause::ClusterUnavailable
+            | Cause::CaseStoreUnavailable
             | Cause::Misconfigured
             | Cause::Internal => None,
         }
@@ -362,7 +385,14 @@ impl GatewayError {
             Cause::DepartmentShielded
             | Cause::RateLimited
             | Cause::AuditUnavailable
-            | Cause::ClusterUnavailable => true,
+            | Cause::ClusterUnavailable
+            | Cause::CaseStoreUnavailable => true,
+            // A case changed by another writer: the same request may succeed
+            // now; a case id used for something else never will.
+            Cause::Conflict => matches!(
+                self,
+                GatewayError::Case(crate::case::CaseError::Conflict(_))
+            ),
             Cause::DepartmentTimeout | Cause::DepartmentUnreachable | Cause::DepartmentBadReply => {
                 self.department_failure().is_some_and(|k| k.is_transient())
             }
@@ -514,11 +544,15 @@ impl GatewayError {
                     A::MissingInput(_) | A::InvalidInput { .. } => {
                         (StatusCode::BAD_REQUEST, "bad-request", e.to_string())
                     }
-                    A::DepartmentStatus(_)
-                    | A::DepartmentFault { .. }
-                    | A::MalformedReply(_)
-                    | A::FieldMissing { .. }
-                    | A::FieldType { .. } => (
+                    // Canonical field names are the published schema, so
+                    // naming the field tells the caller (and the department's
+                    // admin) what broke without quoting department data.
+                    A::FieldMissing { .. } | A::FieldType { .. } => (
+                        StatusCode::BAD_GATEWAY,
+                        "department-error",
+                        format!("the department's system did not give a usable answer: {e}"),
+                    ),
+                    A::DepartmentStatus(_) | A::DepartmentFault { .. } | A::MalformedReply(_) => (
                         StatusCode::BAD_GATEWAY,
                         "department-error",
                         "the department's system did not give a usable answer".to_string(),
@@ -541,6 +575,25 @@ impl GatewayError {
                     };
                 }
             },
+            G::Case(e) => {
+                use crate::case::CaseError as C;
+                match e {
+                    C::NotFound(_) | C::ScenarioGone(_) => {
+                        (StatusCode::NOT_FOUND, "not-found", e.to_string())
+                    }
+                    C::Mismatch(_) | C::Conflict(_) => {
+                        (StatusCode::CONFLICT, "case-conflict", e.to_string())
+                    }
+                    C::Store(_) => {
+                        return Problem {
+                            status: StatusCode::SERVICE_UNAVAILABLE,
+                            kind: "case-store-unavailable",
+                            detail: "cases cannot be kept right now".to_string(),
+                            headers: vec![retry_after(Duration::from_secs(5))],
+                        };
+                    }
+                }
+            }
             G::Scenario(e) => (
                 StatusCode::BAD_REQUEST,
                 "bad-scenario-request",

@@ -210,6 +210,7 @@ fn overrides(a: &ServeArgs) -> Overrides {
         redis: a.redis.clone(),
         no_demo: a.no_demo,
         node: a.node.clone(),
+        case_store: None,
     }
 }
 

@@ -14,7 +14,7 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -60,6 +60,9 @@ pub struct Metrics {
     cache: Family<CacheLabels, Counter>,
     invalidations: Counter,
     rate_limited: Family<LimiterLabels, Counter>,
+    cases_open: Gauge,
+    cases_overdue: Gauge,
+    cases: Option<Arc<crate::case::Cases>>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -72,8 +75,12 @@ const ACTIONS: &[&str] = &[
     "request",
     "catalog.read",
     "dataset.read",
+    "scenario.list",
+    "scenario.guide",
     "scenario.run",
     "scenario.part",
+    "case.read",
+    "case.refresh",
     "proxy",
     "auth.denied",
     "admin",
@@ -90,6 +97,8 @@ pub struct Runtime {
     pub cache: Arc<SharedCache>,
     /// Cluster mode, when on.
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// Kept cases (counted at scrape time by [`Metrics::count_cases`]).
+    pub cases: Option<Arc<crate::case::Cases>>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -142,6 +151,19 @@ impl Metrics {
             "Requests refused by a rate limiter, by limiter",
             rate_limited.clone(),
         );
+        let cases_open = Gauge::default();
+        registry.register(
+            "cases_open",
+            "Kept cases with outstanding parts",
+            cases_open.clone(),
+        );
+        let cases_overdue = Gauge::default();
+        registry.register(
+            "cases_overdue",
+            "Open cases past their supply-by date",
+            cases_overdue.clone(),
+        );
+        let cases = runtime.as_ref().and_then(|rt| rt.cases.clone());
         if let Some(rt) = runtime {
             registry.register_collector(Box::new(RuntimeCollector(rt)));
         }
@@ -153,6 +175,27 @@ impl Metrics {
             cache,
             invalidations,
             rate_limited,
+            cases_open,
+            cases_overdue,
+            cases,
+        }
+    }
+
+    /// Counts open and overdue cases in the case store (called before each
+    /// scrape; the collector itself cannot wait for the store). A store
+    /// that cannot answer leaves the last counts.
+    pub async fn count_cases(&self) {
+        let Some(cases) = &self.cases else {
+            return;
+        };
+        match cases.counts().await {
+            Ok(c) => {
+                self.cases_open
+                    .set(i64::try_from(c.open).unwrap_or(i64::MAX));
+                self.cases_overdue
+                    .set(i64::try_from(c.overdue).unwrap_or(i64::MAX));
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot count cases for the metrics"),
         }
     }
 

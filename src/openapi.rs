@@ -15,9 +15,25 @@ fn describe(path: &str, method: &str) -> Option<(&'static str, &'static str)> {
             "data",
             "One shared record in canonical form (needs X-Purpose)",
         ),
+        ("/v1/scenarios", "GET") => (
+            "data",
+            "The scenarios this client may run: [{scenario, title, summary}] (Accept-Language: zh or en)",
+        ),
+        ("/v1/scenarios/{scenario}", "GET") => (
+            "data",
+            "The scenario's guide: parts, departments, what to bring, time limit, legal basis (Accept-Language: zh or en)",
+        ),
         ("/v1/scenarios/{scenario}", "POST") => (
             "data",
-            "Run a one-thing scenario: fan out to departments and merge (needs X-Purpose)",
+            "Run a one-thing scenario: fan out to departments and merge (needs X-Purpose); with X-Case-Id the outcome is kept as a case",
+        ),
+        ("/v1/cases/{case_id}", "GET") => (
+            "data",
+            "A case of this client: accepted_at, supply_by, overdue, part statuses, outstanding parts",
+        ),
+        ("/v1/cases/{case_id}/refresh", "POST") => (
+            "data",
+            "Fetch the case's outstanding parts again (needs X-Purpose); the case completes when none is left",
         ),
         ("/v1/proxy/{department}", _) | ("/v1/proxy/{department}/{path}", _) => (
             "data",

@@ -37,6 +37,8 @@ use crate::server::{ConnInfo, Handler, RequestBody};
 use crate::state::State;
 use crate::upstream::{Reply, strip_hop_by_hop};
 
+mod onething;
+
 /// Per-request state, filled in as the request moves through the phases and
 /// turned into the audit record at the end.
 #[derive(Debug)]
@@ -114,6 +116,8 @@ pub struct DataPlane {
     pub cache: Arc<SharedCache>,
     /// Metrics.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Kept cases (accept now, supply later).
+    pub cases: Arc<crate::case::Cases>,
     /// Folds floods of refusals into summary records.
     aggregator: crate::audit::DenyAggregator,
     router: Router,
@@ -130,6 +134,7 @@ impl DataPlane {
         cache: Arc<SharedCache>,
         metrics: Arc<crate::metrics::Metrics>,
         aggregator: crate::audit::DenyAggregator,
+        cases: Arc<crate::case::Cases>,
     ) -> Self {
         Self {
             state,
@@ -137,6 +142,7 @@ impl DataPlane {
             audit,
             cache,
             metrics,
+            cases,
             router: Router::new(),
             ids: RequestIds::default(),
             cluster: None,
@@ -251,6 +257,15 @@ impl Handler for DataPlane {
     }
 }
 
+/// 424 when an all-or-nothing scenario lost a required part, else 200.
+fn scenario_status(spec: &crate::scenario::Scenario, failed_required: bool) -> StatusCode {
+    if failed_required && spec.mode == crate::scenario::Mode::AllOrNothing {
+        StatusCode::FAILED_DEPENDENCY
+    } else {
+        StatusCode::OK
+    }
+}
+
 /// Headers every answer carries.
 fn finish(resp: &mut Resp, ctx: &RequestCtx) {
     let h = resp.headers_mut();
@@ -307,7 +322,11 @@ impl DataPlane {
         ctx.action = match &route {
             Route::Catalog => "catalog.read",
             Route::Dataset { .. } => "dataset.read",
+            Route::ScenarioList => "scenario.list",
+            Route::Guide { .. } => "scenario.guide",
             Route::Scenario { .. } => "scenario.run",
+            Route::Case { .. } => "case.read",
+            Route::CaseRefresh { .. } => "case.refresh",
             Route::Proxy { .. } => "proxy",
         };
 
@@ -356,7 +375,35 @@ impl DataPlane {
                 ctx.ratelimit = Some(self.charge(state, principal.sub(), None).await?);
                 let body = read_body(req.into_body(), limits.max_body_bytes).await?;
                 let subjects = spec.parse_request(&body, &state.datasets)?;
-                self.run_scenario(state, ctx, &principal, &grants, &spec, &subjects)
+                let case_id = ctx.attribution.as_ref().and_then(|a| a.case_id.clone());
+                match case_id {
+                    Some(case_id) => {
+                        self.run_as_case(
+                            state, ctx, &principal, &grants, &spec, &subjects, &case_id,
+                        )
+                        .await
+                    }
+                    None => {
+                        self.run_scenario(state, ctx, &principal, &grants, &spec, &subjects)
+                            .await
+                    }
+                }
+            }
+            Route::ScenarioList => {
+                ctx.ratelimit = Some(state.protect.check_client(principal.sub(), None)?);
+                Ok(self.scenario_list(state, &grants, req.headers()))
+            }
+            Route::Guide { scenario } => {
+                ctx.scenario = Some(scenario.clone());
+                ctx.ratelimit = Some(state.protect.check_client(principal.sub(), None)?);
+                self.scenario_guide(state, &grants, &scenario, req.headers())
+            }
+            Route::Case { case_id } => {
+                self.case_read(state, ctx, &principal, &grants, &case_id, req.headers())
+                    .await
+            }
+            Route::CaseRefresh { case_id } => {
+                self.case_refresh(state, ctx, &principal, &grants, &case_id, req.headers())
                     .await
             }
             Route::Proxy { department, path } => {
@@ -635,7 +682,30 @@ impl DataPlane {
         spec: &crate::scenario::Scenario,
         subjects: &BTreeMap<String, String>,
     ) -> Result<Resp, GatewayError> {
-        let parent = &*ctx;
+        let (reply, failed_required) = self
+            .run_parts(state, ctx, principal, grants, spec, subjects, None)
+            .await?;
+        Ok(json_response(
+            scenario_status(spec, failed_required),
+            &reply,
+        ))
+    }
+
+    /// Runs a scenario's parts (those in `only`, or all), each through
+    /// [`DataPlane::read_dataset`] with its own audit record. Returns the
+    /// merged reply and whether a required part failed.
+    #[allow(clippy::too_many_arguments)]
+    async fn run_parts(
+        &self,
+        state: &State,
+        ctx: &RequestCtx,
+        principal: &Principal,
+        grants: &ClientGrants,
+        spec: &crate::scenario::Scenario,
+        subjects: &BTreeMap<String, String>,
+        only: Option<&std::collections::BTreeSet<String>>,
+    ) -> Result<(crate::scenario::ScenarioReply, bool), GatewayError> {
+        let parent = ctx;
         let unrecorded = std::sync::atomic::AtomicBool::new(false);
         let unrecorded = &unrecorded;
         let run_part = |part: &crate::scenario::Part, subject: &str| {
@@ -716,16 +786,11 @@ impl DataPlane {
                 result
             }
         };
-        let (reply, failed_required) = spec.run(subjects, run_part).await;
+        let (reply, failed_required) = spec.run_only(subjects, only, run_part).await;
         if unrecorded.load(Ordering::Relaxed) {
             return Err(GatewayError::Audit(crate::audit::AuditError::Unavailable));
         }
-        let status = if failed_required && spec.mode == crate::scenario::Mode::AllOrNothing {
-            StatusCode::FAILED_DEPENDENCY
-        } else {
-            StatusCode::OK
-        };
-        Ok(json_response(status, &reply))
+        Ok((reply, failed_required))
     }
 
     async fn proxy<B: RequestBody>(

@@ -15,10 +15,27 @@ pub enum Route {
         /// Subject id (decoded).
         subject: String,
     },
+    /// `GET /v1/scenarios`: the scenarios this client may run.
+    ScenarioList,
+    /// `GET /v1/scenarios/{scenario}`: the scenario's guide.
+    Guide {
+        /// Scenario name.
+        scenario: String,
+    },
     /// `POST /v1/scenarios/{scenario}`.
     Scenario {
         /// Scenario name.
         scenario: String,
+    },
+    /// `GET /v1/cases/{case_id}`.
+    Case {
+        /// Case id, still percent-encoded (checked by the pipeline: 400).
+        case_id: String,
+    },
+    /// `POST /v1/cases/{case_id}/refresh`.
+    CaseRefresh {
+        /// Case id, still percent-encoded.
+        case_id: String,
     },
     /// `ANY /v1/proxy/{department}/{path...}`.
     Proxy {
@@ -35,7 +52,11 @@ impl Route {
         match self {
             Route::Catalog => "catalog",
             Route::Dataset { .. } => "dataset",
+            Route::ScenarioList => "scenario-list",
+            Route::Guide { .. } => "guide",
             Route::Scenario { .. } => "scenario",
+            Route::Case { .. } => "case",
+            Route::CaseRefresh { .. } => "case-refresh",
             Route::Proxy { .. } => "proxy",
         }
     }
@@ -54,7 +75,10 @@ pub enum NoRoute {
 enum Id {
     Catalog,
     Dataset,
+    ScenarioList,
     Scenario,
+    Case,
+    CaseRefresh,
     ProxyRoot,
     Proxy,
 }
@@ -64,7 +88,10 @@ enum Id {
 pub const DATA_ROUTES: &[(&str, &[&str])] = &[
     ("/v1/catalog", &["GET"]),
     ("/v1/datasets/{dataset}/{subject}", &["GET"]),
-    ("/v1/scenarios/{scenario}", &["POST"]),
+    ("/v1/scenarios", &["GET"]),
+    ("/v1/scenarios/{scenario}", &["GET", "POST"]),
+    ("/v1/cases/{case_id}", &["GET"]),
+    ("/v1/cases/{case_id}/refresh", &["POST"]),
     ("/v1/proxy/{department}", PROXY_METHODS),
     ("/v1/proxy/{department}/{*rest}", PROXY_METHODS),
 ];
@@ -72,10 +99,13 @@ pub const DATA_ROUTES: &[(&str, &[&str])] = &[
 const PROXY_METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"];
 
 /// Route ids in the order of [`DATA_ROUTES`].
-const IDS: [Id; 5] = [
+const IDS: [Id; 8] = [
     Id::Catalog,
     Id::Dataset,
+    Id::ScenarioList,
     Id::Scenario,
+    Id::Case,
+    Id::CaseRefresh,
     Id::ProxyRoot,
     Id::Proxy,
 ];
@@ -83,7 +113,8 @@ const IDS: [Id; 5] = [
 /// The data-plane router, built once.
 #[derive(Debug)]
 pub struct Router {
-    inner: matchit::Router<Id>,
+    /// Index into [`DATA_ROUTES`] and `IDS`.
+    inner: matchit::Router<usize>,
 }
 
 impl Default for Router {
@@ -97,8 +128,8 @@ impl Router {
     pub fn new() -> Self {
         let mut inner = matchit::Router::new();
         // The route table is static; insertion cannot conflict (a test checks).
-        for ((p, _), id) in DATA_ROUTES.iter().zip(IDS) {
-            if let Err(e) = inner.insert(*p, id) {
+        for (i, (p, _)) in DATA_ROUTES.iter().enumerate() {
+            if let Err(e) = inner.insert(*p, i) {
                 tracing::error!(route = p, error = %e, "route table conflict");
             }
         }
@@ -109,14 +140,31 @@ impl Router {
     pub fn route(&self, method: &Method, path: &str) -> Result<Route, NoRoute> {
         let m = self.inner.at(path).map_err(|_| NoRoute::NotFound)?;
         let p = |k: &str| m.params.get(k).unwrap_or_default().to_string();
-        let route = match m.value {
+        let i = *m.value;
+        let (Some(id), Some((_, methods))) = (IDS.get(i).copied(), DATA_ROUTES.get(i)) else {
+            return Err(NoRoute::NotFound);
+        };
+        if !methods.contains(&method.as_str()) {
+            return Err(NoRoute::MethodNotAllowed);
+        }
+        Ok(match id {
             Id::Catalog => Route::Catalog,
             Id::Dataset => Route::Dataset {
                 dataset: p("dataset"),
                 subject: crate::path::decode_value(&p("subject")).ok_or(NoRoute::NotFound)?,
             },
+            Id::ScenarioList => Route::ScenarioList,
+            Id::Scenario if method == Method::GET => Route::Guide {
+                scenario: p("scenario"),
+            },
             Id::Scenario => Route::Scenario {
                 scenario: p("scenario"),
+            },
+            Id::Case => Route::Case {
+                case_id: p("case_id"),
+            },
+            Id::CaseRefresh => Route::CaseRefresh {
+                case_id: p("case_id"),
             },
             Id::ProxyRoot => Route::Proxy {
                 department: p("department"),
@@ -126,17 +174,7 @@ impl Router {
                 department: p("department"),
                 path: format!("/{}", p("rest")),
             },
-        };
-        let allowed = match route {
-            Route::Catalog | Route::Dataset { .. } => method == Method::GET,
-            Route::Scenario { .. } => method == Method::POST,
-            Route::Proxy { .. } => PROXY_METHODS.contains(&method.as_str()),
-        };
-        if allowed {
-            Ok(route)
-        } else {
-            Err(NoRoute::MethodNotAllowed)
-        }
+        })
     }
 }
 
@@ -323,6 +361,38 @@ mod tests {
         );
         assert_eq!(
             r.route(&Method::GET, "/v1/scenarios/newborn"),
+            Ok(Route::Guide {
+                scenario: "newborn".into()
+            })
+        );
+        assert_eq!(
+            r.route(&Method::POST, "/v1/scenarios/newborn"),
+            Ok(Route::Scenario {
+                scenario: "newborn".into()
+            })
+        );
+        assert_eq!(
+            r.route(&Method::GET, "/v1/scenarios"),
+            Ok(Route::ScenarioList)
+        );
+        assert_eq!(
+            r.route(&Method::GET, "/v1/cases/BH%2D1"),
+            Ok(Route::Case {
+                case_id: "BH%2D1".into()
+            })
+        );
+        assert_eq!(
+            r.route(&Method::POST, "/v1/cases/BH-1/refresh"),
+            Ok(Route::CaseRefresh {
+                case_id: "BH-1".into()
+            })
+        );
+        assert_eq!(
+            r.route(&Method::GET, "/v1/cases/BH-1/refresh"),
+            Err(NoRoute::MethodNotAllowed)
+        );
+        assert_eq!(
+            r.route(&Method::DELETE, "/v1/cases/BH-1"),
             Err(NoRoute::MethodNotAllowed)
         );
     }

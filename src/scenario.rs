@@ -15,6 +15,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::datasets::is_name;
 use crate::config::{ConfigError, ConfigErrors, Datasets, parse_toml};
+use crate::lang::{Localized, RawLocalized};
+
+mod guide;
+
+pub use guide::Guide;
 
 /// Whether a failed required part fails the whole scenario.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -40,6 +45,8 @@ pub struct Part {
     pub required: bool,
     /// Per-part deadline.
     pub timeout: Duration,
+    /// What the applicant brings when the department has no record on file.
+    pub bring: Localized,
 }
 
 /// A validated scenario.
@@ -47,12 +54,17 @@ pub struct Part {
 pub struct Scenario {
     /// Scenario name (file stem).
     pub name: String,
-    /// Human title.
+    /// Human title (the guide's English title).
     pub title: String,
     /// Partial or all-or-nothing.
     pub mode: Mode,
     /// Its parts, in declaration order.
     pub parts: Vec<Part>,
+    /// The guide told to clerks and applicants.
+    pub guide: Guide,
+    /// How long an accepted case may wait for its outstanding parts
+    /// (容缺受理: the applicant's promise to supply them), in days.
+    pub supply_later: Duration,
 }
 
 /// All scenarios by name.
@@ -64,11 +76,13 @@ pub struct Scenarios {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawScenario {
-    title: Option<String>,
     #[serde(default)]
     mode: Mode,
     #[serde(default = "default_timeout_ms")]
     part_timeout_ms: u64,
+    #[serde(default = "default_supply_later_days")]
+    supply_later_days: u32,
+    guide: Option<guide::RawGuide>,
     parts: Vec<RawPart>,
 }
 
@@ -81,11 +95,20 @@ struct RawPart {
     #[serde(default = "yes")]
     required: bool,
     timeout_ms: Option<u64>,
+    bring: Option<RawLocalized>,
 }
 
 fn default_timeout_ms() -> u64 {
     5000
 }
+
+/// Default supply-later period: 30 days.
+fn default_supply_later_days() -> u32 {
+    30
+}
+
+/// Longest supply-later period accepted, in days.
+const MAX_SUPPLY_LATER_DAYS: u32 = 365;
 
 fn yes() -> bool {
     true
@@ -137,6 +160,39 @@ impl Scenarios {
         errors.into_result(Self { by_name })
     }
 
+    /// Guides name each part's department in both languages: every
+    /// department a scenario reads from needs a Chinese title in
+    /// gateway.toml (`title = { zh = "...", en = "..." }`). One error per
+    /// department, naming `gateway`'s field.
+    pub fn check_department_titles(
+        &self,
+        datasets: &Datasets,
+        departments: &BTreeMap<String, crate::config::gateway::DepartmentSettings>,
+        gateway: &Path,
+        errors: &mut ConfigErrors,
+    ) {
+        let mut named = std::collections::BTreeSet::new();
+        for s in self.iter() {
+            for p in &s.parts {
+                let Some(dept) = datasets.get(&p.dataset).map(|d| d.department.as_str()) else {
+                    continue;
+                };
+                let has_zh = departments.get(dept).is_some_and(|d| d.title_zh.is_some());
+                if !has_zh && named.insert(dept.to_string()) {
+                    errors.push(ConfigError::new(
+                        gateway,
+                        format!("departments.{dept}.title.zh"),
+                        format!(
+                            "scenario `{}` reads from this department, and its guide needs the department's Chinese title",
+                            s.name
+                        ),
+                        "write title = { zh = \"...\", en = \"...\" }",
+                    ));
+                }
+            }
+        }
+    }
+
     /// Parses one scenario file.
     pub fn parse(
         file: &Path,
@@ -162,9 +218,25 @@ impl Scenarios {
                 "add [[parts]] tables with a dataset each",
             ));
         }
+        if !(1..=MAX_SUPPLY_LATER_DAYS).contains(&raw.supply_later_days) {
+            errors.push(ConfigError::new(
+                file,
+                "supply_later_days",
+                format!("must be between 1 and {MAX_SUPPLY_LATER_DAYS}"),
+                "give the days an applicant has to supply outstanding parts, e.g. 30",
+            ));
+        }
+        let guide = Guide::from_raw(raw.guide, file, &mut errors);
         let mut parts: Vec<Part> = Vec::new();
         for (i, p) in raw.parts.into_iter().enumerate() {
             let field = |f: &str| format!("parts[{i}].{f}");
+            let bring = Localized::from_raw(
+                p.bring,
+                file,
+                &field("bring"),
+                "part's \"what to bring\"",
+                &mut errors,
+            );
             let Some(spec) = datasets.get(&p.dataset) else {
                 errors.push(ConfigError::new(
                     file,
@@ -198,13 +270,22 @@ impl Scenarios {
                 subject_kind: p.subject.unwrap_or_else(|| spec.subject_kind.clone()),
                 required: p.required,
                 timeout: Duration::from_millis(timeout_ms),
+                bring: bring.unwrap_or_else(|| Localized {
+                    zh: String::new(),
+                    en: String::new(),
+                }),
             });
         }
+        let Some(guide) = guide else {
+            return Err(errors);
+        };
         errors.into_result(Scenario {
             name: name.to_string(),
-            title: raw.title.unwrap_or_else(|| name.to_string()),
+            title: guide.title.en.clone(),
             mode: raw.mode,
             parts,
+            guide,
+            supply_later: Duration::from_secs(u64::from(raw.supply_later_days) * 86_400),
         })
     }
 }
@@ -283,7 +364,7 @@ impl Scenario {
 }
 
 /// How one part ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PartStatus {
     /// The record is here.
@@ -334,7 +415,27 @@ impl Scenario {
         F: Fn(&'a Part, &'a str) -> Fut,
         Fut: Future<Output = PartResult> + 'a,
     {
-        let futs = self.parts.iter().map(|p| {
+        self.run_only(subjects, None, run_part).await
+    }
+
+    /// As [`Scenario::run`], for the parts named in `only` (all when `None`):
+    /// a case refresh fetches just its outstanding parts. The reply holds
+    /// only the parts run.
+    pub async fn run_only<'a, F, Fut>(
+        &'a self,
+        subjects: &'a BTreeMap<String, String>,
+        only: Option<&'a std::collections::BTreeSet<String>>,
+        run_part: F,
+    ) -> (ScenarioReply, bool)
+    where
+        F: Fn(&'a Part, &'a str) -> Fut,
+        Fut: Future<Output = PartResult> + 'a,
+    {
+        let selected = self
+            .parts
+            .iter()
+            .filter(|p| only.is_none_or(|names| names.contains(&p.name)));
+        let futs = selected.map(|p| {
             let subject = subjects.get(&p.subject_kind);
             let fut = subject.map(|s| run_part(p, s.as_str()));
             async move {
@@ -403,27 +504,63 @@ type = "string"
         Datasets::from_toml(Path::new("d.toml"), text, &|_| true).unwrap()
     }
 
+    const GUIDE: &str = r#"
+[guide]
+title = { zh = "开办餐饮店", en = "Open a restaurant" }
+summary = { zh = "一次办", en = "At one window" }
+time_limit_days = 5
+legal_basis = [{ zh = "《食品安全法》", en = "Food Safety Law" }]
+"#;
+
     fn scenario() -> Scenario {
-        let text = r#"
-mode = "all-or-nothing"
+        let text = format!(
+            r#"mode = "all-or-nothing"
+supply_later_days = 20
+{GUIDE}
 [[parts]]
 dataset = "business-licence"
+bring = {{ zh = "营业执照", en = "Business licence" }}
 [[parts]]
 dataset = "fire-safety-inspection"
 required = false
-"#;
-        Scenarios::parse(Path::new("s.toml"), "open-restaurant", text, &datasets()).unwrap()
+bring = {{ zh = "检查合格证", en = "Inspection certificate" }}
+"#
+        );
+        Scenarios::parse(Path::new("s.toml"), "open-restaurant", &text, &datasets()).unwrap()
+    }
+
+    #[test]
+    fn guide_is_read_and_checked() {
+        let s = scenario();
+        assert_eq!(s.title, "Open a restaurant");
+        assert_eq!(s.guide.title.zh, "开办餐饮店");
+        assert_eq!(s.guide.time_limit_days, 5);
+        assert_eq!(s.supply_later, Duration::from_secs(20 * 86_400));
+        assert_eq!(s.parts[1].bring.en, "Inspection certificate");
+        // No Chinese title; a part without "what to bring"; no guide at all.
+        let text = GUIDE.replace("zh = \"开办餐饮店\", ", "")
+            + "[[parts]]\ndataset = \"business-licence\"\n";
+        let e = Scenarios::parse(Path::new("s.toml"), "x", &text, &datasets()).unwrap_err();
+        let fields: Vec<_> = e.0.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            ["guide.title.zh", "parts[0].bring.zh", "parts[0].bring.en"]
+        );
+        let e = Scenarios::parse(
+            Path::new("s.toml"),
+            "x",
+            "[[parts]]\ndataset = \"business-licence\"\nbring = { zh = \"a\", en = \"b\" }\n",
+            &datasets(),
+        )
+        .unwrap_err();
+        assert_eq!(e.0[0].field, "guide");
     }
 
     #[test]
     fn unknown_dataset_is_named() {
-        let e = Scenarios::parse(
-            Path::new("s.toml"),
-            "x",
-            "[[parts]]\ndataset = \"nope\"\n",
-            &datasets(),
-        )
-        .unwrap_err();
+        let text =
+            format!("{GUIDE}[[parts]]\ndataset = \"nope\"\nbring = {{ zh = \"a\", en = \"b\" }}\n");
+        let e = Scenarios::parse(Path::new("s.toml"), "x", &text, &datasets()).unwrap_err();
         assert_eq!(e.0[0].field, "parts[0].dataset");
     }
 

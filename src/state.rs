@@ -12,12 +12,13 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::adapter::ssrf::{Scheme, SystemResolver, check_target};
-use crate::adapter::{AdapterSet, AllowList, CheckedTarget, DepartmentAdapter};
+use crate::adapter::{AdapterSet, AllowList, CheckedTarget, DepartmentAdapter, Endpoint};
 use crate::auth::{Authenticator, Grants};
 use crate::config::load::Loaded;
 use crate::config::{ConfigError, ConfigErrors, Datasets, GatewaySettings};
 use crate::protect::Protection;
 use crate::scenario::Scenarios;
+use crate::upstream::sql::{SqlDepartment, SqlTimeouts};
 use crate::upstream::{Department, DepartmentClient, PinnedTarget};
 
 /// One configuration snapshot.
@@ -84,7 +85,13 @@ pub async fn department_client(
     connect_timeout: Duration,
     root: &Path,
 ) -> Result<DepartmentClient, String> {
-    let checked: CheckedTarget = check_target(&adapter.target, allow, &SystemResolver)
+    let Some(target) = adapter.http_target() else {
+        return Err(format!(
+            "department `{}` is not reached over HTTP",
+            adapter.department
+        ));
+    };
+    let checked: CheckedTarget = check_target(target, allow, &SystemResolver)
         .await
         .map_err(|e| e.to_string())?;
     let https = checked.scheme == Scheme::Https;
@@ -121,6 +128,44 @@ pub async fn department_client(
     ))
 }
 
+/// Builds how the gateway reaches a department: the checked HTTP client, or
+/// the exchange database's pool (kind `sql`; a SQLite file is relative to
+/// `data_dir`). Either way the pipeline's protections wrap it.
+pub async fn department_upstream(
+    adapter: &DepartmentAdapter,
+    allow: &AllowList,
+    timeouts: &crate::protect::Timeouts,
+    root: &Path,
+    data_dir: &Path,
+) -> Result<Arc<dyn Department>, String> {
+    match &adapter.endpoint {
+        Endpoint::Http(_) => department_client(adapter, allow, timeouts.connect, root)
+            .await
+            .map(|c| Arc::new(c) as Arc<dyn Department>),
+        Endpoint::Sql(e) => SqlDepartment::connect(
+            &adapter.department,
+            e,
+            data_dir,
+            allow,
+            SqlTimeouts {
+                acquire: timeouts.connect,
+                statement: timeouts.attempt,
+            },
+        )
+        .await
+        .map(|d| Arc::new(d) as Arc<dyn Department>),
+    }
+}
+
+/// The field of an adapter file that says where its department is (for
+/// messages about it).
+pub fn endpoint_field(adapter: &DepartmentAdapter) -> &'static str {
+    match adapter.endpoint {
+        Endpoint::Http(_) => "base_url",
+        Endpoint::Sql(_) => "database_url_env",
+    }
+}
+
 /// Builds a runnable snapshot from loaded config: checks every adapter's
 /// address, builds clients and limiters, starts the authenticator.
 pub async fn build_state(
@@ -135,13 +180,22 @@ pub async fn build_state(
             .get(&a.department)
             .cloned()
             .unwrap_or_default();
-        let connect = loaded
+        let timeouts = loaded
             .protect
             .get(&a.department)
-            .map_or(Duration::from_secs(1), |p| p.timeouts.connect);
-        match department_client(a, &allow, connect, &loaded.settings.paths.root).await {
+            .map(|p| p.timeouts)
+            .unwrap_or_default();
+        match department_upstream(
+            a,
+            &allow,
+            &timeouts,
+            &loaded.settings.paths.root,
+            &loaded.settings.server.data_dir,
+        )
+        .await
+        {
             Ok(c) => {
-                upstreams.insert(a.department.clone(), Arc::new(c) as Arc<dyn Department>);
+                upstreams.insert(a.department.clone(), c);
             }
             Err(e) => errors.push(ConfigError::new(
                 loaded
@@ -149,7 +203,7 @@ pub async fn build_state(
                     .paths
                     .adapters
                     .join(format!("{}.toml", a.department)),
-                "base_url",
+                endpoint_field(a),
                 e,
                 format!(
                     "point base_url at an allowed address, or allow it in [departments.{}] allow_upstream of gateway.toml",

@@ -22,6 +22,8 @@ use tokio::net::TcpStream;
 
 use crate::error::UpstreamError;
 
+pub mod sql;
+
 /// Where a department's system is, after its address was checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PinnedTarget {

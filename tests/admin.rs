@@ -206,7 +206,7 @@ async fn a_department_admin_owns_its_adapter() {
         .map(|x| x["department"].as_str().unwrap().to_string())
         .collect();
     assert!(!listed.contains(&MS.to_string()), "{listed:?}");
-    assert_eq!(listed.len(), 3);
+    assert_eq!(listed.len(), 5);
     let a = w
         .send(
             Method::GET,
@@ -238,7 +238,7 @@ async fn a_department_admin_owns_its_adapter() {
     );
 }
 
-// GET /admin/adapters: the platform admin sees all four, a department admin its own.
+// GET /admin/adapters: the platform admin sees all five, a department admin its own.
 #[tokio::test]
 async fn the_adapter_listing_is_scoped_to_the_caller() {
     let w = World::demo().await;
@@ -258,10 +258,12 @@ async fn the_adapter_listing_is_scoped_to_the_caller() {
     assert_eq!(
         all,
         [
+            "ecology-environment",
             "fire-rescue",
             "health-commission",
             "market-supervision",
-            "public-security"
+            "public-security",
+            "tax"
         ]
         .map(String::from)
         .into()
@@ -448,8 +450,8 @@ async fn refused_puts_change_nothing() {
 async fn ssrf_base_urls_are_refused() {
     let w = World::builder()
         .gateway_replace(
-            "title = \"Public Security Bureau\"\nallow_upstream = [\"loopback\"]",
-            "title = \"Public Security Bureau\"\nallow_upstream = []",
+            "en = \"Public Security Bureau\" }\nallow_upstream = [\"loopback\"]",
+            "en = \"Public Security Bureau\" }\nallow_upstream = []",
         )
         .prepare()
         .await;
@@ -1010,7 +1012,10 @@ async fn openapi_lists_every_route() {
     let expected: Vec<(&str, &[&str])> = vec![
         ("/v1/catalog", &["get"]),
         ("/v1/datasets/{dataset}/{subject}", &["get"]),
-        ("/v1/scenarios/{scenario}", &["post"]),
+        ("/v1/scenarios", &["get"]),
+        ("/v1/scenarios/{scenario}", &["get", "post"]),
+        ("/v1/cases/{case_id}", &["get"]),
+        ("/v1/cases/{case_id}/refresh", &["post"]),
         ("/v1/proxy/{department}", &proxy),
         ("/v1/proxy/{department}/{path}", &proxy),
         ("/healthz", &["get"]),

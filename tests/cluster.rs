@@ -543,7 +543,7 @@ async fn concurrent_adapter_puts_converge_on_every_node() {
                 let state = w.gw().data.state.load();
                 format!(
                     "{:?}",
-                    state.adapters.department("fire-rescue").unwrap().target
+                    state.adapters.department("fire-rescue").unwrap().endpoint
                 )
             };
             let want = if va > vb { &a } else { &b };

@@ -26,6 +26,7 @@ pub mod error;
 pub mod rest_json;
 pub mod soap_xml;
 pub mod spec;
+pub mod sql;
 pub mod ssrf;
 pub mod template;
 pub(crate) mod xml;
@@ -128,6 +129,16 @@ pub struct UpstreamAuth {
     pub client_key: Option<PathBuf>,
 }
 
+/// How the gateway reaches a department.
+#[derive(Debug, Clone)]
+pub enum Endpoint {
+    /// Over HTTP(S) at the file's `base_url` (kinds `rest-json`, `soap-xml`).
+    Http(UpstreamTarget),
+    /// Through its exchange database (kind `sql`): the connection and the
+    /// compiled queries the department side runs.
+    Sql(Arc<sql::SqlEndpoint>),
+}
+
 /// A department's compiled adapter: everything the pipeline needs to call it.
 #[derive(Debug)]
 pub struct DepartmentAdapter {
@@ -135,9 +146,9 @@ pub struct DepartmentAdapter {
     pub department: String,
     /// Adapter kind.
     pub kind: &'static str,
-    /// Where the department lives (syntax-checked; run [`ssrf::check_target`]
-    /// before connecting).
-    pub target: UpstreamTarget,
+    /// Where the department lives: an HTTP base URL (syntax-checked; run
+    /// [`ssrf::check_target`] before connecting) or an exchange database.
+    pub endpoint: Endpoint,
     /// Upstream authentication, if any.
     pub upstream_auth: Option<UpstreamAuth>,
     /// Datasets this adapter serves, sorted.
@@ -150,7 +161,7 @@ impl DepartmentAdapter {
     pub fn new(
         department: String,
         kind: &'static str,
-        target: UpstreamTarget,
+        endpoint: Endpoint,
         upstream_auth: Option<UpstreamAuth>,
         mut datasets: Vec<String>,
         adapter: Box<dyn Adapter>,
@@ -160,10 +171,18 @@ impl DepartmentAdapter {
         Self {
             department,
             kind,
-            target,
+            endpoint,
             upstream_auth,
             datasets,
             adapter,
+        }
+    }
+
+    /// The HTTP target, for departments reached over HTTP.
+    pub fn http_target(&self) -> Option<&UpstreamTarget> {
+        match &self.endpoint {
+            Endpoint::Http(t) => Some(t),
+            Endpoint::Sql(_) => None,
         }
     }
 
@@ -213,7 +232,9 @@ impl DepartmentAdapter {
 
 /// Compiles one kind's section of an adapter file. `section` holds every key
 /// of the file except `department`, `kind`, `base_url` and `upstream_auth`;
-/// the kind refuses keys it does not know.
+/// the kind refuses keys it does not know. A kind that brings its own
+/// endpoint (`sql`) returns it in [`CompiledKind::endpoint`]; the others are
+/// reached at the file's `base_url`.
 pub type CompileFn = fn(
     &KindContext<'_>,
     serde_json::Map<String, serde_json::Value>,
@@ -239,11 +260,12 @@ impl AdapterRegistry {
         }
     }
 
-    /// The built-in kinds: `rest-json` and `soap-xml`.
+    /// The built-in kinds: `rest-json`, `soap-xml` and `sql`.
     pub fn builtin() -> Self {
         let mut r = Self::empty();
         r.register(rest_json::KIND, rest_json::compile);
         r.register(soap_xml::KIND, soap_xml::compile);
+        r.register(sql::KIND, sql::compile);
         r
     }
 

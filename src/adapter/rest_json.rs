@@ -191,6 +191,7 @@ pub fn compile(
             datasets,
         }),
         datasets: names,
+        endpoint: None,
     })
 }
 

@@ -190,6 +190,7 @@ pub fn compile(
             datasets,
         }),
         datasets: names,
+        endpoint: None,
     })
 }
 

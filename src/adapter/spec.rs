@@ -41,8 +41,9 @@ pub struct AdapterSpec {
     pub department: String,
     /// The adapter kind it asks for.
     pub kind: String,
-    /// The department's base URL, as written.
-    pub base_url: String,
+    /// The department's base URL, as written (HTTP kinds; the `sql` kind
+    /// names its database instead).
+    pub base_url: Option<String>,
     upstream_auth: Option<RawUpstreamAuth>,
     section: Map<String, Value>,
 }
@@ -51,7 +52,8 @@ pub struct AdapterSpec {
 struct RawAdapterFile {
     department: String,
     kind: String,
-    base_url: String,
+    #[serde(default)]
+    base_url: Option<String>,
     #[serde(default)]
     upstream_auth: Option<RawUpstreamAuth>,
     // Everything else goes to the kind, which denies unknown keys.
@@ -84,7 +86,6 @@ pub struct CompileContext<'a> {
 }
 
 /// What a kind's compile function receives.
-#[derive(Debug)]
 pub struct KindContext<'a> {
     /// The file, for messages.
     pub file: &'a Path,
@@ -96,6 +97,19 @@ pub struct KindContext<'a> {
     pub base_path: &'a str,
     /// The upstream auth header, which templates may not set.
     pub auth_header: Option<&'a HeaderName>,
+    /// Looks up a secret by environment variable name (the `sql` kind's
+    /// database URL).
+    pub secret: &'a dyn Fn(&str) -> Option<String>,
+}
+
+impl std::fmt::Debug for KindContext<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KindContext")
+            .field("file", &self.file)
+            .field("department", &self.department)
+            .field("base_path", &self.base_path)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A kind's compiled adapter and the datasets it serves.
@@ -105,6 +119,9 @@ pub struct CompiledKind {
     pub adapter: Box<dyn Adapter>,
     /// Datasets it serves.
     pub datasets: Vec<String>,
+    /// The endpoint of a kind that brings its own (`sql`); `None` for kinds
+    /// reached at the file's `base_url`.
+    pub endpoint: Option<super::Endpoint>,
 }
 
 impl AdapterSpec {
@@ -175,18 +192,19 @@ impl AdapterSpec {
                 format!("use one of: {}", known.join(", ")),
             ));
         }
-        let target = match UpstreamTarget::parse(&self.base_url) {
-            Ok(t) => Some(t),
-            Err(e) => {
+        let target = match self.base_url.as_deref().map(UpstreamTarget::parse) {
+            Some(Ok(t)) => Some(t),
+            Some(Err(e)) => {
                 errors.push(e.to_config_error(file, "base_url"));
                 None
             }
+            None => None,
         };
         let auth = match &self.upstream_auth {
             Some(raw) => compile_auth(raw, cx, &mut errors),
             None => None,
         };
-        let (Some((kind_name, compile)), Some(target)) = (kind, target) else {
+        let Some((kind_name, compile)) = kind else {
             return Err(errors);
         };
         if !errors.is_empty() {
@@ -196,16 +214,48 @@ impl AdapterSpec {
             file,
             department: &self.department,
             datasets: cx.datasets,
-            base_path: &target.base_path,
+            base_path: target.as_ref().map_or("", |t| t.base_path.as_str()),
             auth_header: auth
                 .as_ref()
                 .and_then(|a| a.header.as_ref().map(|(n, _)| n)),
+            secret: cx.secret,
         };
         let compiled = compile(&kcx, self.section.clone())?;
+        let endpoint = match (compiled.endpoint, target) {
+            (None, Some(t)) => super::Endpoint::Http(t),
+            (None, None) => {
+                return Err(ConfigError::new(
+                    file,
+                    "base_url",
+                    format!("a `{kind_name}` adapter needs the department's base_url"),
+                    "add base_url = \"https://host[:port][/base]\"",
+                )
+                .into());
+            }
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::new(
+                    file,
+                    "base_url",
+                    format!("a `{kind_name}` adapter reaches its department without a base_url"),
+                    "remove base_url",
+                )
+                .into());
+            }
+            (Some(_), None) if auth.is_some() => {
+                return Err(ConfigError::new(
+                    file,
+                    "upstream_auth",
+                    format!("a `{kind_name}` adapter carries its credentials in its database URL"),
+                    "remove [upstream_auth]; put the password in the URL's environment variable",
+                )
+                .into());
+            }
+            (Some(e), None) => e,
+        };
         Ok(DepartmentAdapter::new(
             self.department.clone(),
             kind_name,
-            target,
+            endpoint,
             auth,
             compiled.datasets,
             compiled.adapter,

@@ -72,7 +72,8 @@ pub enum Placeholder {
 }
 
 impl Placeholder {
-    fn parse(name: &str) -> Option<Self> {
+    /// Parses a placeholder name as written between braces.
+    pub(crate) fn parse(name: &str) -> Option<Self> {
         Some(match name {
             "subject" => Placeholder::Subject,
             "purpose" => Placeholder::Purpose,
@@ -107,7 +108,10 @@ impl Placeholder {
     }
 
     /// The value in `req`; `Ok(None)` for an absent optional input.
-    fn value<'a>(&self, req: &CanonicalRequest<'a>) -> Result<Option<&'a str>, AdapterError> {
+    pub(crate) fn value<'a>(
+        &self,
+        req: &CanonicalRequest<'a>,
+    ) -> Result<Option<&'a str>, AdapterError> {
         Ok(match self {
             Placeholder::Subject => Some(req.subject),
             Placeholder::SubjectOf(kind) => match req.subjects.get(kind) {

@@ -9,11 +9,13 @@ use serde_json::json;
 
 use super::*;
 
-const DEPARTMENTS: [&str; 4] = [
+const DEPARTMENTS: [&str; 6] = [
     "market-supervision",
     "health-commission",
     "fire-rescue",
     "public-security",
+    "ecology-environment",
+    "tax",
 ];
 
 fn root() -> PathBuf {
@@ -109,7 +111,7 @@ const HOSTILE: &[&str] = &[
 #[test]
 fn demo_adapters_compile_against_demo_schema() {
     let ds = datasets();
-    assert_eq!(ds.len(), 6);
+    assert_eq!(ds.len(), 8);
     let set = AdapterSet::load_dir(
         &root().join("adapters"),
         &ds,
@@ -117,14 +119,15 @@ fn demo_adapters_compile_against_demo_schema() {
         &no_secret,
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(set.len(), 4);
+    assert_eq!(set.len(), 6);
+    assert_eq!(set.department("tax").unwrap().kind, "sql");
     for d in ds.iter() {
         let a = set.for_dataset(&d.name).unwrap();
         assert_eq!(a.department, d.department);
     }
     assert_eq!(set.department("fire-rescue").unwrap().kind, "soap-xml");
     let ms = set.department("market-supervision").unwrap();
-    assert_eq!(ms.target.port, 7101);
+    assert_eq!(ms.http_target().map(|t| t.port), Some(7101));
     assert_eq!(
         ms.datasets,
         vec!["business-licence", "food-business-permit"]
@@ -300,6 +303,42 @@ fn demo_public_security_round_trip() {
         rec["members"],
         json!([{"name": "刘敏", "relation": "户主"}])
     );
+}
+
+#[test]
+fn demo_ecology_environment_round_trip() {
+    let a = demo("ecology-environment");
+    let r = Req::new();
+    let up = a
+        .build_request(&r.get("environmental-penalties", "91120116MA07T6WN8F"))
+        .unwrap();
+    assert_eq!(
+        up.path_and_query,
+        "/eco-api/v3/enforcement/penalties?unifiedCode=91120116MA07T6WN8F"
+    );
+    // The simulated department's own answers: one penalty, and a clean company.
+    for (uscc, count) in [("91120116MA07T6WN8F", 1), ("91120116MA07Q8XJ2K", 0)] {
+        let (status, _, body) = crate::demo::Sim::EcologyEnvironment.answer(
+            &Method::GET,
+            "/eco-api/v3/enforcement/penalties",
+            Some(&format!("unifiedCode={uscc}")),
+            b"",
+        );
+        let h = HeaderMap::new();
+        let rec = a
+            .map_response(
+                "environmental-penalties",
+                reply(status.as_u16(), &h, body.as_bytes()),
+            )
+            .unwrap();
+        assert_eq!(rec["uscc"], uscc);
+        assert_eq!(rec["penalty_count"], count);
+        assert_eq!(rec["penalties"].as_array().unwrap().len(), count);
+        if count == 1 {
+            assert_eq!(rec["penalties"][0]["amount_yuan"], 30000);
+            assert_eq!(rec["penalties"][0]["rectified"], false);
+        }
+    }
 }
 
 // ---- file-level refusals ----

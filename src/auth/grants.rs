@@ -522,6 +522,8 @@ pub(crate) mod tests {
             ("birth-medical-certificate", "health-commission"),
             ("household-registration", "public-security"),
             ("fire-safety-inspection", "fire-rescue"),
+            ("environmental-penalties", "ecology-environment"),
+            ("tax-credit", "tax"),
         ];
         let specs = ds.iter().map(|(name, dept)| DatasetSpec {
             name: name.to_string(),
@@ -545,12 +547,16 @@ pub(crate) mod tests {
         });
         let known = KnownNames {
             datasets: ds.iter().map(|d| d.0.to_string()).collect(),
-            scenarios: ["open-restaurant", "newborn"].map(String::from).into(),
+            scenarios: ["open-restaurant", "newborn", "listing-compliance"]
+                .map(String::from)
+                .into(),
             departments: [
                 "market-supervision",
                 "health-commission",
                 "fire-rescue",
                 "public-security",
+                "ecology-environment",
+                "tax",
             ]
             .map(String::from)
             .into(),

@@ -32,6 +32,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio_util::sync::CancellationToken;
 
+pub(crate) use attribution::check_value;
 pub use attribution::{Attribution, MAX_ATTRIBUTION_BYTES};
 pub use config::{
     AuthSettings, IssuerSettings, JwksSource, MAX_LEEWAY_SECS, RawAuth, RawIssuer, UrlSource,

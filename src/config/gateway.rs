@@ -133,12 +133,23 @@ impl Default for RawPaths {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawDepartment {
-    /// Human name.
-    pub title: Option<String>,
+    /// Human name: a string, or `{ zh = "...", en = "..." }` (scenario
+    /// guides need both languages).
+    pub title: Option<RawTitle>,
     /// Address classes or CIDRs its adapter may point at beyond public
     /// addresses (`loopback`, `private`, `link-local`, `10.20.0.0/16`).
     #[serde(default)]
     pub allow_upstream: Vec<String>,
+}
+
+/// A department's `title`: one string, or Chinese and English.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawTitle {
+    /// One name (taken as the English one).
+    Plain(String),
+    /// `{ zh = "...", en = "..." }`.
+    Localized(crate::lang::RawLocalized),
 }
 
 /// `[demo]`: the simulated departments, run in-process.
@@ -225,8 +236,11 @@ impl Default for Limits {
 pub struct DepartmentSettings {
     /// Department name.
     pub name: String,
-    /// Human name.
+    /// Human name (English, or the one name given).
     pub title: String,
+    /// Chinese name, when given (`title = { zh, en }`); scenario guides
+    /// require it for every department their parts read from.
+    pub title_zh: Option<String>,
     /// Raw allow-list entries, validated by the adapter module's address policy.
     pub allow_upstream: Vec<String>,
 }
@@ -394,10 +408,19 @@ impl GatewaySettings {
                     "rename the table, e.g. [departments.fire-rescue]",
                 ));
             }
+            let (title, title_zh) = match d.title {
+                None => (name.clone(), None),
+                Some(RawTitle::Plain(t)) => (t, None),
+                Some(RawTitle::Localized(l)) => (
+                    l.en.unwrap_or_else(|| name.clone()),
+                    l.zh.filter(|z| !z.trim().is_empty()),
+                ),
+            };
             departments.insert(
                 name.clone(),
                 DepartmentSettings {
-                    title: d.title.unwrap_or_else(|| name.clone()),
+                    title,
+                    title_zh,
                     name,
                     allow_upstream: d.allow_upstream,
                 },

@@ -52,7 +52,7 @@ struct RawFile {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawDepartmentFull {
-    title: Option<String>,
+    title: Option<crate::config::gateway::RawTitle>,
     #[serde(default)]
     allow_upstream: Vec<String>,
     #[serde(default)]
@@ -92,6 +92,8 @@ pub struct Overrides {
     pub no_demo: bool,
     /// `--node NAME`: this node's name in cluster mode.
     pub node: Option<String>,
+    /// A case store to use instead of `<data-dir>/cases.sqlite` (tests).
+    pub case_store: Option<std::sync::Arc<dyn crate::case::CaseStore>>,
 }
 
 /// Everything loaded from disk and validated, before anything is started.
@@ -224,6 +226,9 @@ pub fn load(config: &Path, o: &Overrides) -> Result<Loaded, ConfigErrors> {
     })?;
     let scenarios =
         Scenarios::load_dir(&settings.paths.scenarios, &datasets).map_err(|e| errors.0.extend(e.0));
+    if let Ok(s) = &scenarios {
+        s.check_department_titles(&datasets, &settings.departments, config, &mut errors);
+    }
     let known = KnownNames {
         datasets: datasets.iter().map(|d| d.name.clone()).collect(),
         scenarios: scenarios

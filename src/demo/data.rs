@@ -206,6 +206,52 @@ pub fn public_security(
     )
 }
 
+/// Ecology and environment: `GET /eco-api/v3/enforcement/penalties?unifiedCode=`;
+/// camelCase inside `{"success": true, "errorCode": null, "payload": {...}}`.
+/// A company without administrative penalties has an empty `penaltyList`
+/// (the department keeps penalties, not registrations: any well-formed
+/// code is answered). A malformed code: HTTP 400 with `success: false`.
+pub fn ecology_environment(
+    method: &Method,
+    path: &str,
+    query: Option<&str>,
+) -> (StatusCode, &'static str, String) {
+    if method != Method::GET || path != "/eco-api/v3/enforcement/penalties" {
+        return json(
+            StatusCode::NOT_FOUND,
+            json!({"success": false, "errorCode": "E404", "payload": null}),
+        );
+    }
+    let code = query_param(query, "unifiedCode").unwrap_or_default();
+    if code.len() != 18 || !code.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return json(
+            StatusCode::BAD_REQUEST,
+            json!({"success": false, "errorCode": "E400", "payload": null}),
+        );
+    }
+    let penalties = if code == COMPANY_REVOKED {
+        json!([{
+            "documentNo": "津保环罚〔2025〕17号",
+            "violation": "未按规定设置油烟净化设施，餐饮油烟超标排放",
+            "penaltyType": "罚款",
+            "amountYuan": 30000,
+            "decisionDate": "2025-09-18",
+            "authority": "天津港保税区生态环境局",
+            "rectified": false
+        }])
+    } else {
+        json!([])
+    };
+    let count = penalties.as_array().map_or(0, Vec::len);
+    json(
+        StatusCode::OK,
+        json!({"success": true, "errorCode": null, "payload": {
+            "unifiedCode": code, "penaltyCount": count, "penaltyList": penalties,
+            "queriedAt": "2026-11-30T09:00:00+08:00"
+        }}),
+    )
+}
+
 /// Fire and rescue: SOAP 1.1 at `POST /services/FireSafetyInspection`,
 /// `SOAPAction: "urn:fire-rescue:GetInspection"`; unknown company: a Fault
 /// whose faultstring starts with `NO_RECORD`.

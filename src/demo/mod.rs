@@ -5,6 +5,7 @@
 //! adapters, address policy and pooled client as a real department.
 
 mod data;
+pub mod exchange;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,6 +30,8 @@ pub enum Sim {
     FireRescue,
     /// Public security: REST JSON.
     PublicSecurity,
+    /// Ecology and environment: REST JSON, `{"success", "errorCode", "payload"}`.
+    EcologyEnvironment,
 }
 
 impl Sim {
@@ -39,6 +42,7 @@ impl Sim {
             "health-commission" => Some(Sim::HealthCommission),
             "fire-rescue" => Some(Sim::FireRescue),
             "public-security" => Some(Sim::PublicSecurity),
+            "ecology-environment" => Some(Sim::EcologyEnvironment),
             _ => None,
         }
     }
@@ -56,6 +60,7 @@ impl Sim {
             Sim::HealthCommission => data::health_commission(method, path, body),
             Sim::FireRescue => data::fire_rescue(method, path, body),
             Sim::PublicSecurity => data::public_security(method, path, query),
+            Sim::EcologyEnvironment => data::ecology_environment(method, path, query),
         }
     }
 }

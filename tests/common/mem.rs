@@ -33,10 +33,12 @@ use onewindow::admin::AdminPlane;
 use onewindow::audit::{AuditLog, DenyAggregator, WriterHandle};
 use onewindow::auth::DemoIssuer;
 use onewindow::cache::SharedCache;
+use onewindow::case::{Cases, MemoryCaseStore};
+use onewindow::clock::WallClock;
 use onewindow::config::Overrides;
 use onewindow::demo::Sim;
 use onewindow::error::UpstreamError;
-use onewindow::metrics::Metrics;
+use onewindow::metrics::{Metrics, Runtime};
 use onewindow::pipeline::DataPlane;
 use onewindow::server::{ConnInfo, Handler};
 use onewindow::state::{State, build_state};
@@ -45,11 +47,12 @@ use onewindow::upstream::{Department, Reply, SendFuture};
 use super::{Answer, copy, repo, rewrite_base_url};
 
 /// The departments of the demo world.
-pub const DEPARTMENTS: [&str; 4] = [
+pub const DEPARTMENTS: [&str; 5] = [
     "market-supervision",
     "health-commission",
     "fire-rescue",
     "public-security",
+    "ecology-environment",
 ];
 
 /// A request as a fake department received it.
@@ -307,13 +310,25 @@ impl MemBuilder {
             state.upstreams.insert(name.to_string(), fake);
         }
         let state = Arc::new(ArcSwap::from_pointee(state));
-        let metrics = Arc::new(Metrics::new(None));
+        // Cases in memory, dated by a clock that follows the paused tokio clock.
+        let cases = Arc::new(Cases::new(
+            Arc::new(MemoryCaseStore::default()),
+            WallClock::new(),
+        ));
+        let metrics = Arc::new(Metrics::new(Some(Runtime {
+            state: state.clone(),
+            audit: audit.clone(),
+            cache: cache.clone(),
+            cluster: None,
+            cases: Some(cases.clone()),
+        })));
         let data = Arc::new(DataPlane::new(
             state.clone(),
             audit.clone(),
             cache.clone(),
             metrics.clone(),
             aggregator,
+            cases,
         ));
         let admin = Arc::new(AdminPlane::new(
             state,

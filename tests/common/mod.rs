@@ -377,9 +377,14 @@ impl WorldBuilder {
             "health-commission",
             "fire-rescue",
             "public-security",
+            "ecology-environment",
+            "tax",
         ] {
             let base = match self.mocks.get(dept) {
                 Some(m) => m.base_url(),
+                // An exchange-database department (kind `sql`): no base_url;
+                // its SQLite file is created under data/ at boot.
+                None if dept == "tax" => String::new(),
                 None => {
                     let sim = onewindow::demo::Sim::for_department(dept).unwrap();
                     let a =
