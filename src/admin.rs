@@ -266,6 +266,7 @@ impl AdminPlane {
             AdminRoute::OpenApi => {
                 return Ok(json_response(StatusCode::OK, &crate::openapi::document()));
             }
+            AdminRoute::Console => return crate::console::serve(&path),
             _ => {}
         }
         // Everything else needs a verified token.
@@ -288,10 +289,17 @@ impl AdminPlane {
             AdminRoute::AuditVerify => self.verify_audit(&principal).await,
             AdminRoute::Reload => self.reload_route(&call).await,
             AdminRoute::Departments => departments(&state, &principal),
+            AdminRoute::AuditStats => self.audit_stats(&principal, req.uri().query()).await,
+            AdminRoute::AdapterTry => {
+                let department = department.unwrap_or_default();
+                self.try_adapter(&state, &call, req.into_body(), &department)
+                    .await
+            }
             AdminRoute::Healthz
             | AdminRoute::Readyz
             | AdminRoute::Metrics
-            | AdminRoute::OpenApi => {
+            | AdminRoute::OpenApi
+            | AdminRoute::Console => {
                 Err(RequestError::NotFound("no such admin route".into()).into())
             }
         }
@@ -448,18 +456,7 @@ impl AdminPlane {
     ) -> Result<Resp, GatewayError> {
         principal.require_role(Role::Auditor)?;
         let q = parse_query(query);
-        let filter = Filter {
-            client: q.get("client").cloned(),
-            subject: q.get("subject").cloned(),
-            dataset: q.get("dataset").cloned(),
-            scenario: q.get("scenario").cloned(),
-            department: q.get("department").cloned(),
-            case_id: q.get("case").cloned(),
-            decision: q.get("decision").cloned(),
-            action: q.get("action").cloned(),
-            since: q.get("since").cloned(),
-            until: q.get("until").cloned(),
-        };
+        let filter = audit_filter(&q);
         let limit = match q.get("limit") {
             Some(l) => Some(
                 l.parse::<usize>()
@@ -476,6 +473,49 @@ impl AdminPlane {
             StatusCode::OK,
             &serde_json::json!({"records": page.records, "next_cursor": page.next_cursor}),
         ))
+    }
+
+    /// `GET /admin/audit/stats`: decisions over time and top clients and
+    /// datasets for the console's chart (auditor; the query's filters).
+    async fn audit_stats(
+        &self,
+        principal: &Principal,
+        query: Option<&str>,
+    ) -> Result<Resp, GatewayError> {
+        principal.require_role(Role::Auditor)?;
+        let filter = audit_filter(&parse_query(query));
+        let summary = crate::console::stats::run(&self.audit, filter).await?;
+        Ok(json_response(StatusCode::OK, &summary))
+    }
+
+    /// `POST /admin/adapters/{department}/try` (that department's admin or a
+    /// platform admin): runs an adapter once; audited, the refusal too.
+    async fn try_adapter<B: RequestBody>(
+        &self,
+        state: &State,
+        call: &Call<'_>,
+        body: B,
+        department: &str,
+    ) -> Result<Resp, GatewayError> {
+        use crate::console::try_it;
+        let dept = Some(department.to_string());
+        if let Err(e) = call.principal.require_department_admin(department) {
+            let r = Err(e.into());
+            self.audit_change(&call.change(try_it::ACTION, dept, None, None), &r)
+                .await?;
+            return r;
+        }
+        let body = read_body(body, try_it::MAX_TRY_BYTES).await?;
+        let t = try_it::TryRequest::parse(&body)?;
+        let c = call.change(
+            try_it::ACTION,
+            dept,
+            Some(t.dataset.clone()),
+            Some(t.subject.clone()),
+        );
+        let r = try_it::run(state, call.principal, department, &t, call.request_id).await;
+        self.audit_change(&c, &r).await?;
+        Ok(try_it::answer(r, call.request_id))
     }
 
     /// `GET /admin/audit/verify`: the chain checked now (auditor); 409 when broken.
@@ -903,6 +943,22 @@ fn text(status: StatusCode, body: &str, ctype: &'static str) -> Resp {
     r.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
     r
+}
+
+/// The audit filters of a query string (shared by the query and the summary).
+fn audit_filter(q: &BTreeMap<String, String>) -> Filter {
+    Filter {
+        client: q.get("client").cloned(),
+        subject: q.get("subject").cloned(),
+        dataset: q.get("dataset").cloned(),
+        scenario: q.get("scenario").cloned(),
+        department: q.get("department").cloned(),
+        case_id: q.get("case").cloned(),
+        decision: q.get("decision").cloned(),
+        action: q.get("action").cloned(),
+        since: q.get("since").cloned(),
+        until: q.get("until").cloned(),
+    }
 }
 
 fn parse_query(q: Option<&str>) -> BTreeMap<String, String> {

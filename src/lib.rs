@@ -14,6 +14,7 @@ pub mod certs;
 pub mod clock;
 pub mod cluster;
 pub mod config;
+pub mod console;
 pub mod demo;
 pub mod error;
 pub mod lang;

@@ -66,6 +66,18 @@ fn describe(path: &str, method: &str) -> Option<(&'static str, &'static str)> {
         ("/admin/audit/verify", "GET") => ("admin", "Verify the audit chain now (auditor)"),
         ("/admin/reload", "POST") => ("admin", "Reload configuration from disk (platform-admin)"),
         ("/admin/departments", "GET") => ("admin", "Department breaker and bulkhead state"),
+        ("/admin/audit/stats", "GET") => (
+            "admin",
+            "Audit summary for the console: decisions per time bucket, top clients and datasets (auditor; same filters as /admin/audit)",
+        ),
+        ("/admin/adapters/{department}/try", "POST") => (
+            "admin",
+            "Run an adapter (the given draft or the registered one) once for one subject: {\"adapter\"?, \"dataset\", \"subject\"}; nothing swapped or cached; audited",
+        ),
+        ("/console", "GET") | ("/console/", "GET") | ("/console/{path}", "GET") => (
+            "console",
+            "The web console (HTML, scripts and styles built into the binary)",
+        ),
         _ => return None,
     })
 }
@@ -84,7 +96,7 @@ pub fn routes() -> Vec<(String, Vec<&'static str>)> {
     out.extend(
         crate::routing::admin_routes()
             .into_iter()
-            .map(|(p, m)| (p.to_string(), m.to_vec())),
+            .map(|(p, m)| (openapi_path(p), m.to_vec())),
     );
     out
 }
@@ -113,7 +125,7 @@ pub fn document() -> Value {
             });
             let open = crate::routing::ADMIN_ROUTES
                 .iter()
-                .any(|(p, r)| *p == path && r.is_open());
+                .any(|(p, r)| openapi_path(p) == path && r.is_open());
             if !open {
                 op["security"] = json!([{"bearer": []}]);
             }

@@ -203,6 +203,12 @@ pub enum AdminRoute {
     Reload,
     /// `GET /admin/departments`.
     Departments,
+    /// `GET /console`, `/console/`, `/console/{file}`: the web console.
+    Console,
+    /// `GET /admin/audit/stats`: the console chart's numbers (auditor).
+    AuditStats,
+    /// `POST /admin/adapters/{department}/try`: run an adapter once.
+    AdapterTry,
 }
 
 /// Admin routes (matchit syntax); the admin router and the OpenAPI document
@@ -219,6 +225,11 @@ pub const ADMIN_ROUTES: &[(&str, AdminRoute)] = &[
     ("/admin/audit/verify", AdminRoute::AuditVerify),
     ("/admin/reload", AdminRoute::Reload),
     ("/admin/departments", AdminRoute::Departments),
+    ("/console", AdminRoute::Console),
+    ("/console/", AdminRoute::Console),
+    ("/console/{*rest}", AdminRoute::Console),
+    ("/admin/audit/stats", AdminRoute::AuditStats),
+    ("/admin/adapters/{department}/try", AdminRoute::AdapterTry),
 ];
 
 impl AdminRoute {
@@ -232,18 +243,24 @@ impl AdminRoute {
             | AdminRoute::Adapters
             | AdminRoute::Audit
             | AdminRoute::AuditVerify
-            | AdminRoute::Departments => &["GET"],
+            | AdminRoute::Departments
+            | AdminRoute::Console
+            | AdminRoute::AuditStats => &["GET"],
             AdminRoute::Adapter => &["GET", "PUT", "DELETE"],
-            AdminRoute::CacheInvalidate | AdminRoute::Reload => &["POST"],
+            AdminRoute::CacheInvalidate | AdminRoute::Reload | AdminRoute::AdapterTry => &["POST"],
         }
     }
 
-    /// True for the routes anyone may call (no token): probes, metrics and
-    /// the OpenAPI document.
+    /// True for the routes anyone may call (no token): probes, metrics,
+    /// the OpenAPI document and the console's files (which hold no data).
     pub fn is_open(self) -> bool {
         matches!(
             self,
-            AdminRoute::Healthz | AdminRoute::Readyz | AdminRoute::Metrics | AdminRoute::OpenApi
+            AdminRoute::Healthz
+                | AdminRoute::Readyz
+                | AdminRoute::Metrics
+                | AdminRoute::OpenApi
+                | AdminRoute::Console
         )
     }
 }

@@ -1029,6 +1029,11 @@ async fn openapi_lists_every_route() {
         ("/admin/audit/verify", &["get"]),
         ("/admin/reload", &["post"]),
         ("/admin/departments", &["get"]),
+        ("/admin/audit/stats", &["get"]),
+        ("/admin/adapters/{department}/try", &["post"]),
+        ("/console", &["get"]),
+        ("/console/", &["get"]),
+        ("/console/{path}", &["get"]),
     ];
     let paths = doc["paths"].as_object().unwrap();
     for (p, methods) in &expected {
