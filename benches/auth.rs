@@ -25,6 +25,7 @@ fn setup(rt: &tokio::runtime::Runtime) -> (Authenticator, String) {
             audiences: vec![DEMO_AUDIENCE.into()],
             algorithms: vec![jsonwebtoken::Algorithm::ES256],
             jwks: JwksSource::File(DemoIssuer::jwks_path(&dir)),
+            roles: onewindow::auth::Role::ALL.to_vec(),
         }],
         ..AuthSettings::default()
     };
@@ -73,6 +74,7 @@ fn grants() -> Grants {
         notice: String::new(),
     });
     let known = KnownNames {
+        issuers: [DEMO_ISSUER.to_string()].into(),
         datasets: names.iter().map(|s| s.to_string()).collect(),
         scenarios: ["open-restaurant", "newborn"].map(String::from).into(),
         departments: [

@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -50,6 +51,9 @@ pub struct AdminPlane {
     ids: RequestIds,
     router: AdminRouter,
     cluster: Option<Arc<Cluster>>,
+    /// Folds unauthenticated refusals (shared with the data plane by
+    /// [`AdminPlane::with_aggregator`]).
+    aggregator: Arc<crate::audit::DenyAggregator>,
 }
 
 impl AdminPlane {
@@ -75,11 +79,20 @@ impl AdminPlane {
             ids: RequestIds::default(),
             router: AdminRouter::new(),
             cluster: None,
+            aggregator: Arc::new(crate::audit::DenyAggregator::from_settings(
+                &crate::audit::AuditSettings::default(),
+            )),
         }
     }
     /// Cluster mode: changes are shared with the other nodes.
     pub fn with_cluster(mut self, cluster: Option<Arc<Cluster>>) -> Self {
         self.cluster = cluster;
+        self
+    }
+
+    /// Shares the data plane's refusal folding (one summary per source).
+    pub fn with_aggregator(mut self, aggregator: Arc<crate::audit::DenyAggregator>) -> Self {
+        self.aggregator = aggregator;
         self
     }
 
@@ -179,10 +192,143 @@ fn cluster_json(version: u64, acks: Acks, applied_here: bool) -> serde_json::Val
     })
 }
 
+/// The action of an admin route's decision record; `None` for the open routes.
+fn admin_action(route: AdminRoute, method: &Method) -> Option<&'static str> {
+    Some(match route {
+        AdminRoute::Healthz
+        | AdminRoute::Readyz
+        | AdminRoute::Metrics
+        | AdminRoute::OpenApi
+        | AdminRoute::Console => {
+            return None;
+        }
+        AdminRoute::AuditStats => "admin.audit.stats",
+        AdminRoute::AdapterTry => "admin.adapter.try",
+        AdminRoute::Adapters => "admin.adapters.read",
+        AdminRoute::Adapter => match *method {
+            Method::PUT => "admin.adapter.put",
+            Method::DELETE => "admin.adapter.delete",
+            _ => "admin.adapter.read",
+        },
+        AdminRoute::CacheInvalidate => "admin.cache.invalidate",
+        AdminRoute::Audit => "admin.audit.query",
+        AdminRoute::AuditVerify => "admin.audit.verify",
+        AdminRoute::Reload => "admin.reload",
+        AdminRoute::Departments => "admin.departments.read",
+    })
+}
+
+/// An audit query's filters for its own record: the subject becomes its
+/// reference, the case id is kept (as in every record), dataset and
+/// department only when they name configured ones; the other filters are
+/// named, not quoted (their values are free text).
+fn note_audit_filters(state: &State, query: Option<&str>, d: &mut Decided) {
+    let q = parse_query(query);
+    d.subject = q.get("subject").cloned();
+    d.case_id = q.get("case").cloned();
+    d.dataset = q
+        .get("dataset")
+        .filter(|x| state.datasets.get(x).is_some())
+        .cloned();
+    d.department = q
+        .get("department")
+        .filter(|x| state.settings.departments.contains_key(*x))
+        .cloned();
+    let mut names: Vec<&str> = q.keys().map(String::as_str).collect();
+    names.sort_unstable();
+    names.dedup();
+    if !names.is_empty() {
+        let known = [
+            "action",
+            "case",
+            "client",
+            "cursor",
+            "dataset",
+            "decision",
+            "department",
+            "limit",
+            "scenario",
+            "since",
+            "subject",
+            "until",
+        ];
+        let shown: Vec<&str> = names
+            .iter()
+            .map(|n| if known.contains(n) { *n } else { "(other)" })
+            .collect();
+        d.note = Some(format!("filters: {}", shown.join(", ")));
+    }
+}
+
+impl AdminPlane {
+    /// Writes the decision record of an admin request that has none yet
+    /// (reads, refusals before a change, 401s, unknown routes). Refusals of
+    /// unauthenticated callers are folded per source like the data plane's.
+    async fn record_decision(
+        &self,
+        d: &Decided,
+        action: &'static str,
+        conn: &ConnInfo,
+        request_id: &str,
+        result: &Result<Resp, GatewayError>,
+        started: Instant,
+    ) -> Result<(), crate::audit::AuditError> {
+        let (decision, status, reason) = match result {
+            Ok(r) => (Decision::Allow, r.status().as_u16(), d.note.clone()),
+            Err(e) => (
+                e.decision(),
+                e.problem().status.as_u16(),
+                Some(e.audit_reason()),
+            ),
+        };
+        let mut ev = AuditEvent::new(Action::new(action), decision);
+        ev.request_id = Some(request_id.to_string());
+        ev.client = Some(
+            d.client
+                .clone()
+                .unwrap_or_else(|| format!("ip:{}", conn.peer.ip())),
+        );
+        ev.case_id = d.case_id.clone();
+        ev.department = d.department.clone();
+        ev.dataset = d.dataset.clone();
+        ev.subject_ref = d.subject.as_deref().map(|s| self.audit.subject_ref(s));
+        ev.status = Some(status);
+        ev.reason = reason;
+        ev.latency_us = Some(started.elapsed().as_micros() as u64);
+        if d.client.is_none() && decision != Decision::Allow {
+            let who = ev.client.as_deref().unwrap_or_default();
+            let why = ev.reason.as_deref().unwrap_or_default();
+            if let crate::audit::AggregateDecision::Suppressed =
+                self.aggregator.observe(who, &ev.action, why)
+            {
+                return Ok(());
+            }
+        }
+        self.audit.append(ev).await.map(|_| ())
+    }
+}
+
 impl Handler for AdminPlane {
     async fn handle<B: RequestBody>(self: Arc<Self>, req: Request<B>, conn: Arc<ConnInfo>) -> Resp {
         let request_id = self.ids.from_headers(req.headers());
-        let mut resp = match self.process(req, &conn, &request_id).await {
+        let head = req.method() == Method::HEAD;
+        let started = Instant::now();
+        let mut d = Decided::default();
+        let result = self.process(req, &conn, &request_id, &mut d).await;
+        if let Some(action) = d.action
+            && !d.recorded.load(Ordering::Acquire)
+            && let Err(e) = self
+                .record_decision(&d, action, &conn, &request_id, &result, started)
+                .await
+        {
+            tracing::error!(request_id = %request_id, error = %e, "audit log unavailable; failing closed");
+            let mut resp = GatewayError::Audit(e).problem().into_response(&request_id);
+            if let Ok(v) = HeaderValue::from_str(&request_id) {
+                resp.headers_mut().insert("x-request-id", v);
+            }
+            return resp;
+        }
+        let mut resp = match result {
             Ok(r) => r,
             Err(e) => e.problem().into_response(&request_id),
         };
@@ -191,6 +337,9 @@ impl Handler for AdminPlane {
         }
         resp.headers_mut()
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if head {
+            crate::routing::head_reply(&mut resp);
+        }
         resp
     }
 }
@@ -204,6 +353,7 @@ struct Change<'a> {
     subject: Option<String>,
     request_id: &'a str,
     started: Instant,
+    recorded: &'a AtomicBool,
 }
 
 /// An authenticated admin request: who calls, its id, when it started.
@@ -211,6 +361,26 @@ struct Call<'a> {
     principal: &'a Principal,
     request_id: &'a str,
     started: Instant,
+    /// Set once the call's decision has its own record (a change).
+    recorded: &'a AtomicBool,
+}
+
+/// What the admin plane knows about a request, for its decision record.
+#[derive(Default)]
+struct Decided {
+    /// The action; `None` for the open routes (health, metrics, OpenAPI).
+    action: Option<&'static str>,
+    /// The authenticated caller.
+    client: Option<String>,
+    /// Department, dataset, subject and case concerned (audit filters too).
+    department: Option<String>,
+    dataset: Option<String>,
+    subject: Option<String>,
+    case_id: Option<String>,
+    /// A rule-level note (e.g. which audit filters were used), never input.
+    note: Option<String>,
+    /// The decision already has its own record (changes).
+    recorded: AtomicBool,
 }
 
 impl<'a> Call<'a> {
@@ -230,6 +400,7 @@ impl<'a> Call<'a> {
             subject,
             request_id: self.request_id,
             started: self.started,
+            recorded: self.recorded,
         }
     }
 }
@@ -239,10 +410,12 @@ impl AdminPlane {
     /// to its route's handler.
     async fn process<B: RequestBody>(
         &self,
-        req: Request<B>,
+        mut req: Request<B>,
         conn: &ConnInfo,
         request_id: &str,
+        d: &mut Decided,
     ) -> Result<Resp, GatewayError> {
+        d.action = Some(Action::REQUEST_REFUSED_NAME);
         let path = crate::path::normalise(req.uri().path())?;
         let (route, department) = self
             .router
@@ -251,7 +424,17 @@ impl AdminPlane {
                 NoRoute::NotFound => RequestError::NotFound("no such admin route".into()),
                 NoRoute::MethodNotAllowed => RequestError::MethodNotAllowed,
             })?;
+        d.action = admin_action(route, req.method());
+        // HEAD is answered (and audited) exactly as GET; the body is dropped
+        // in `handle`.
+        if req.method() == Method::HEAD {
+            *req.method_mut() = Method::GET;
+        }
         let state = self.state.load_full();
+        // Only a configured department's name is recorded: the path is input.
+        d.department = department
+            .clone()
+            .filter(|x| state.settings.departments.contains_key(x));
         match route {
             AdminRoute::Healthz => return Ok(text(StatusCode::OK, "ok\n", "text/plain")),
             AdminRoute::Readyz => return Ok(self.readyz(&state)),
@@ -264,17 +447,31 @@ impl AdminPlane {
                 ));
             }
             AdminRoute::OpenApi => {
-                return Ok(json_response(StatusCode::OK, &crate::openapi::document()));
+                return Ok(json_response(
+                    StatusCode::OK,
+                    &crate::openapi::document(&state),
+                ));
             }
             AdminRoute::Console => return crate::console::serve(&path),
             _ => {}
         }
         // Everything else needs a verified token.
-        let principal = state.authenticate(req.headers(), conn).await?;
+        let principal = match state.authenticate(req.headers(), conn).await {
+            Ok(p) => p,
+            Err(e) => {
+                d.action = Some(Action::AUTH_DENIED_NAME);
+                return Err(e);
+            }
+        };
+        d.client = Some(principal.sub().to_string());
+        if route == AdminRoute::Audit {
+            note_audit_filters(&state, req.uri().query(), d);
+        }
         let call = Call {
             principal: &principal,
             request_id,
             started: Instant::now(),
+            recorded: &d.recorded,
         };
         match route {
             AdminRoute::Adapters => list_adapters(&state, &principal),
@@ -397,7 +594,7 @@ impl AdminPlane {
             subject: Option<String>,
         }
         let body = read_body(body, 64 * 1024).await?;
-        let b: Body = serde_json::from_slice(&body).map_err(|e| {
+        let mut b: Body = serde_json::from_slice(&body).map_err(|e| {
             RequestError::Malformed(format!(
                 "body must be {{\"dataset\": \"...\", \"subject\"?: \"...\"}}: {e}"
             ))
@@ -406,6 +603,10 @@ impl AdminPlane {
             .datasets
             .get(&b.dataset)
             .ok_or_else(|| RequestError::NotFound(format!("no dataset `{}`", b.dataset)))?;
+        // The same canonical form reads use (USCC upper-case, ...).
+        b.subject = b
+            .subject
+            .map(|s| state.datasets.canonical_subject(&spec.subject_kind, &s));
         let c = call.change(
             "admin.cache.invalidate",
             Some(spec.department.clone()),
@@ -532,7 +733,11 @@ impl AdminPlane {
                 StatusCode::CONFLICT,
                 &serde_json::json!({"intact": false, "file": f.file, "line": f.line,
                     "seq": f.seq, "kind": format!("{:?}", f.kind).to_lowercase(),
-                    "detail": f.detail, "summary": f.to_string()}),
+                    "detail": f.detail, "summary": f.to_string(),
+                    "findings": std::iter::once(&f).chain(f.also.iter()).map(|x| serde_json::json!({
+                        "file": x.file, "line": x.line, "seq": x.seq,
+                        "kind": format!("{:?}", x.kind).to_lowercase(), "detail": x.detail,
+                    })).collect::<Vec<_>>()}),
             )),
         }
     }
@@ -570,12 +775,17 @@ impl AdminPlane {
             .cluster
             .as_ref()
             .is_some_and(|c| c.link.health.degraded());
+        let witness = self
+            .audit
+            .witness_status()
+            .map(|(dir, ok)| serde_json::json!({"location": dir, "writable": ok}));
         let detail = serde_json::json!({
             "ready": ready,
             "status": if !ready { "unready" } else if degraded { "degraded" } else { "ok" },
             "cluster": cluster,
             "config_loaded": true,
             "audit_writable": audit_ok,
+            "audit_witness": witness,
             "jwks_fresh": jwks_fresh,
             "jwks": jwks,
             "adapters": state.adapters.len(),
@@ -664,18 +874,7 @@ impl AdminPlane {
             AdapterSpec::from_toml(&shown, text)
         }
         .map_err(GatewayError::InvalidAdapter)?;
-        let adapter = {
-            let registry = AdapterRegistry::builtin();
-            let secret = |var: &str| std::env::var(var).ok();
-            let cx = CompileContext {
-                file: &shown,
-                expected_department: department,
-                datasets: &state.datasets,
-                registry: &registry,
-                secret: &secret,
-            };
-            spec.compile(&cx).map_err(GatewayError::InvalidAdapter)?
-        };
+        let adapter = compile_adapter(state, department, &shown, &spec)?;
         let allow = state
             .allow_lists
             .get(department)
@@ -830,19 +1029,28 @@ impl AdminPlane {
             Err(e) => (
                 e.decision(),
                 e.problem().status.as_u16(),
-                Some(e.to_string()),
+                Some(e.audit_reason()),
             ),
         };
         let mut ev = AuditEvent::new(Action::from_name(c.action), decision);
         ev.request_id = Some(c.request_id.to_string());
         ev.client = Some(c.principal.sub().to_string());
-        ev.department = c.department.clone();
-        ev.dataset = c.dataset.clone();
+        // Names from the path are recorded only when they are configured ones.
+        let state = self.state.load();
+        ev.department = c
+            .department
+            .clone()
+            .filter(|x| state.settings.departments.contains_key(x));
+        ev.dataset = c
+            .dataset
+            .clone()
+            .filter(|x| state.datasets.get(x).is_some());
         ev.subject_ref = c.subject.as_deref().map(|s| self.audit.subject_ref(s));
         ev.status = Some(status);
         ev.reason = reason;
         ev.latency_us = Some(c.started.elapsed().as_micros() as u64);
         self.audit.append(ev).await?;
+        c.recorded.store(true, Ordering::Release);
         Ok(())
     }
 }
@@ -973,4 +1181,25 @@ fn parse_query(q: Option<&str>) -> BTreeMap<String, String> {
         out.insert(dec(k), dec(v));
     }
     out
+}
+
+/// Compiles a department's adapter file against the running configuration
+/// (datasets, built-in kinds, secrets from the environment), as a PUT and a
+/// try-it both do before anything is swapped or called.
+pub(crate) fn compile_adapter(
+    state: &State,
+    department: &str,
+    shown: &std::path::Path,
+    spec: &AdapterSpec,
+) -> Result<crate::adapter::DepartmentAdapter, GatewayError> {
+    let registry = AdapterRegistry::builtin();
+    let secret = |var: &str| std::env::var(var).ok();
+    let cx = CompileContext {
+        file: shown,
+        expected_department: department,
+        datasets: &state.datasets,
+        registry: &registry,
+        secret: &secret,
+    };
+    spec.compile(&cx).map_err(GatewayError::InvalidAdapter)
 }

@@ -297,7 +297,8 @@ impl Running {
                 overrides,
                 shutdown.clone(),
             )
-            .with_cluster(cluster.clone()),
+            .with_cluster(cluster.clone())
+            .with_aggregator(data.aggregator()),
         );
         if let Some(c) = &cluster {
             let weak = Arc::downgrade(&admin);

@@ -70,7 +70,8 @@ impl Entry {
 }
 
 type Key = (Arc<str>, Arc<str>);
-type GenKey = (Key, u64);
+/// (dataset, subject), variant (other inputs of the department call), generation.
+type GenKey = (Key, Arc<str>, u64);
 
 /// Settings of the shared cache.
 #[derive(Debug, Clone)]
@@ -168,9 +169,27 @@ impl<E: StaleEligible> SharedCache<E> {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Record, E>>,
     {
+        self.get_variant(spec, subject, "", load).await
+    }
+
+    /// [`SharedCache::get`] for one `variant` of the subject's record: every
+    /// other input the department call depends on (co-subjects such as
+    /// `{subject.guardian_id}`), encoded by the caller. Variants are separate
+    /// entries; invalidating the subject revokes all of them.
+    pub async fn get_variant<F, Fut>(
+        &self,
+        spec: &DatasetSpec,
+        subject: &str,
+        variant: &str,
+        load: F,
+    ) -> Result<(Arc<Entry>, CacheStatus), Arc<E>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Record, E>>,
+    {
         let key: Key = (Arc::from(spec.name.as_str()), Arc::from(subject));
         let generation = self.generation(&key);
-        let gk = (key, generation);
+        let gk = (key, Arc::from(variant), generation);
         let now = Instant::now();
         let cached = self.entries.get(&gk);
         if let Some(e) = &cached
@@ -193,7 +212,7 @@ impl<E: StaleEligible> SharedCache<E> {
                         // Stored only if no invalidation happened meanwhile;
                         // otherwise the entry would be unreachable anyway, but
                         // it must not even take up room.
-                        if self.generation(&gk.0) == gk.1 {
+                        if self.generation(&gk.0) == gk.2 {
                             self.entries.insert(gk.clone(), entry.clone());
                         }
                         Ok(entry)
@@ -211,7 +230,7 @@ impl<E: StaleEligible> SharedCache<E> {
         match result {
             Ok(e) => Ok((e, CacheStatus::Miss)),
             Err(err) => match stale {
-                Some(s) if err.allows_stale() && self.generation(&gk.0) == gk.1 => {
+                Some(s) if err.allows_stale() && self.generation(&gk.0) == gk.2 => {
                     Ok((s, CacheStatus::Stale))
                 }
                 _ => Err(err),
@@ -229,7 +248,9 @@ impl<E: StaleEligible> SharedCache<E> {
                 let key: Key = (Arc::from(dataset), Arc::from(s));
                 let old = self.generation(&key);
                 self.key_gen.insert(key.clone(), g);
-                self.entries.invalidate(&(key, old));
+                // The plain record goes at once; variants become unreachable
+                // (older generation) and age out.
+                self.entries.invalidate(&(key, Arc::from(""), old));
             }
             None => {
                 self.dataset_gen.insert(Arc::from(dataset), g);

@@ -245,7 +245,8 @@ impl GatewayError {
                 | crate::auth::AccessError::ScenarioNotGranted(_)
                 | crate::auth::AccessError::ProxyNotGranted { .. }
                 | crate::auth::AccessError::RoleRequired(_)
-                | crate::auth::AccessError::NotDepartmentAdmin(_) => Cause::NotGranted,
+                | crate::auth::AccessError::NotDepartmentAdmin(_)
+                | crate::auth::AccessError::IssuerNotBound(_) => Cause::NotGranted,
             },
             G::Attribution(_) | G::Scenario(_) | G::InvalidAdapter(_) | G::InvalidConfig(_) => {
                 Cause::BadInput
@@ -421,6 +422,66 @@ pub struct Problem {
 }
 
 impl GatewayError {
+    /// The `reason` of this refusal's audit record: the rule that refused,
+    /// never the input (paths, query strings, bodies and header values may
+    /// carry subject ids). Configuration errors of admin changes name the
+    /// file and field, which are the operator's, not a subject's.
+    pub fn audit_reason(&self) -> String {
+        use crate::auth::AccessError as A;
+        use GatewayError as G;
+        match self {
+            G::Auth(e) => e.to_string(),
+            G::Access(e) => match e {
+                A::PurposeRequired => "access: purpose required".into(),
+                A::PurposeNotGranted(_) => "access: purpose not granted".into(),
+                A::DatasetNotGranted(d) => format!("access: dataset `{d}` not granted"),
+                A::ScenarioNotGranted(_) => "access: scenario not granted".into(),
+                A::ProxyNotGranted {
+                    department, method, ..
+                } => format!("access: no proxy grant covers this {method} path on `{department}`"),
+                A::RoleRequired(r) => format!("access: role `{r}` required"),
+                A::IssuerNotBound(_) => "access: token issuer not bound to this client".into(),
+                A::NotDepartmentAdmin(_) => {
+                    "access: not an administrator of that department".into()
+                }
+            },
+            G::Attribution(e) => format!("attribution: header {} unusable", e.header),
+            G::Case(e) => {
+                use crate::case::CaseError as C;
+                match e {
+                    C::NotFound(_) => "case: not found".into(),
+                    C::Mismatch(_) => "case: accepted for another scenario or subjects".into(),
+                    C::Conflict(_) => "case: changed concurrently".into(),
+                    C::ScenarioGone(_) => "case: scenario no longer offered".into(),
+                    C::Store(_) => "case: store unavailable".into(),
+                }
+            }
+            G::RateLimited(e) => format!("rate-limited: {}", e.limiter().name()),
+            G::Request(RequestError::UriTooLong { limit }) => {
+                format!("limit: request target over {limit} bytes")
+            }
+            G::Request(RequestError::HeadersTooLarge { what }) => {
+                format!("limit: header {what} over the limit")
+            }
+            G::Request(RequestError::BodyTooLarge { limit }) => {
+                format!("limit: body over {limit} bytes")
+            }
+            G::Request(RequestError::AmbiguousPath(rule)) => format!("ambiguous-path: {rule}"),
+            G::InvalidAdapter(_) | G::InvalidConfig(_) => self.to_string(),
+            G::Shared(e) => e.audit_reason(),
+            G::Request(_)
+            | G::Protect(_)
+            | G::Adapter(_)
+            | G::Upstream(_)
+            | G::Audit(_)
+            | G::Scenario(_)
+            | G::ClusterUnavailable(_)
+            | G::Internal(_) => self.problem().kind.to_string(),
+        }
+    }
+}
+
+impl GatewayError {
     /// The one mapping from errors to answers. Every variant is matched; no `_ =>`.
     pub fn problem(&self) -> Problem {
         use GatewayError as G;
@@ -503,7 +564,8 @@ impl GatewayError {
                 | crate::auth::AccessError::ScenarioNotGranted(_)
                 | crate::auth::AccessError::ProxyNotGranted { .. }
                 | crate::auth::AccessError::RoleRequired(_)
-                | crate::auth::AccessError::NotDepartmentAdmin(_) => {
+                | crate::auth::AccessError::NotDepartmentAdmin(_)
+                | crate::auth::AccessError::IssuerNotBound(_) => {
                     (StatusCode::FORBIDDEN, "not-granted", e.to_string())
                 }
             },

@@ -17,6 +17,7 @@ pub mod config;
 pub mod console;
 pub mod demo;
 pub mod error;
+pub mod forward;
 pub mod lang;
 pub mod metrics;
 pub mod openapi;

@@ -53,6 +53,10 @@ struct ServeArgs {
     /// This node's name in cluster mode (overrides [cluster] node).
     #[arg(long, global = true)]
     node: Option<String>,
+    /// Directory outside the data dir where every signed audit head is also
+    /// appended (overrides `[audit] witness_dir`); must exist and be writable.
+    #[arg(long, global = true)]
+    audit_witness: Option<PathBuf>,
 }
 
 /// An address, or none (`""`).
@@ -110,6 +114,14 @@ enum AuditCommand {
     Verify {
         /// Files to verify (default: every file of <data-dir>/audit).
         files: Vec<PathBuf>,
+        /// A witness directory: the log must reach, and agree with, every
+        /// signed head it holds.
+        #[arg(long)]
+        witness: Option<PathBuf>,
+        /// SHA-256 (hex) of the trusted checkpoint public key (default:
+        /// `[audit] signing_key_fingerprint`); another key is refused.
+        #[arg(long)]
+        key_fingerprint: Option<String>,
     },
     /// Print matching records as JSON Lines.
     Query {
@@ -211,6 +223,7 @@ fn overrides(a: &ServeArgs) -> Overrides {
         no_demo: a.no_demo,
         node: a.node.clone(),
         case_store: None,
+        audit_witness: a.audit_witness.clone(),
     }
 }
 
@@ -389,13 +402,62 @@ async fn audit(args: &ServeArgs, command: AuditCommand) -> ExitCode {
             .collect()
     };
     match command {
-        AuditCommand::Verify { files } => {
-            let key = match audit::load_public_key(&certs_dir.join("audit-signing.pub")) {
+        AuditCommand::Verify {
+            files,
+            witness,
+            key_fingerprint,
+        } => {
+            let pub_path = certs_dir.join(audit::SIGNING_PUB_FILE);
+            let key = match audit::load_public_key(&pub_path) {
                 Ok(k) => k,
                 Err(e) => {
                     eprintln!("onewindow audit verify: {e}");
                     return ExitCode::FAILURE;
                 }
+            };
+            let settings = config::audit_settings(&args.config);
+            let pinned = key_fingerprint.or(settings.signing_key_fingerprint);
+            println!("key fingerprint: {}", audit::key_fingerprint(&key));
+            match &pinned {
+                Some(p) => {
+                    if let Err(e) = audit::check_fingerprint(&key, p, &pub_path) {
+                        println!(
+                            "BROKEN: {} line 0: key mismatch: {e}; nothing signed with it is trusted",
+                            pub_path.display()
+                        );
+                        return ExitCode::from(1);
+                    }
+                }
+                None => println!(
+                    "note: no pinned key fingerprint (`--key-fingerprint` or `[audit] signing_key_fingerprint`); \
+                     whoever can replace {} can re-sign history",
+                    pub_path.display()
+                ),
+            }
+            let witness_dir = witness.or(settings.witness_dir);
+            let heads = match &witness_dir {
+                None => Vec::new(),
+                Some(d) => match audit::read_witness(d) {
+                    Ok(h) => h
+                        .into_iter()
+                        .map(|(line, record)| audit::WitnessHead {
+                            file: d.join(audit::WITNESS_FILE),
+                            line,
+                            record,
+                        })
+                        .collect(),
+                    Err(e) => {
+                        println!("BROKEN: witness: {e}");
+                        return ExitCode::from(1);
+                    }
+                },
+            };
+            if let Some(d) = &witness_dir {
+                println!("witness: {} signed heads in {}", heads.len(), d.display());
+            }
+            let opts = audit::VerifyOptions {
+                progress: true,
+                allow_partial_tail: false,
             };
             // Each directory whole: every file in order, plus the signed head
             // that proves the log was not cut before its last checkpoint.
@@ -411,7 +473,15 @@ async fn audit(args: &ServeArgs, command: AuditCommand) -> ExitCode {
             let mut code = ExitCode::SUCCESS;
             for (label, files) in runs {
                 let prefix = label.map_or(String::new(), |d| format!("{}: ", d.display()));
-                match audit::verify(&files, &key, true) {
+                // Several nodes may share one witness: each chain answers for
+                // its own node's heads only.
+                let node = audit::chain_node(&files);
+                let own: Vec<audit::WitnessHead> = heads
+                    .iter()
+                    .filter(|h| h.record.event.node == node)
+                    .cloned()
+                    .collect();
+                match audit::verify_witnessed(&files, &key, &opts, &own) {
                     Ok(report) => println!(
                         "{prefix}intact: {} records in {} files, seq {}..={}, {} signed checkpoints (last at {}), head {}",
                         report.records,
@@ -426,6 +496,9 @@ async fn audit(args: &ServeArgs, command: AuditCommand) -> ExitCode {
                     ),
                     Err(f) => {
                         println!("{prefix}BROKEN: {f}");
+                        if !f.also.is_empty() {
+                            println!("{prefix}({} findings)", f.also.len() + 1);
+                        }
                         code = ExitCode::from(1);
                     }
                 }

@@ -4,7 +4,9 @@
 //! so every component sees the same path. Anything whose meaning a department's
 //! server could read differently from ours is refused as ambiguous (400)
 //! rather than guessed at: encoded `/` and `\`, double encoding, NUL and
-//! control bytes, dot-segments climbing above the root.
+//! control bytes, dot-segments climbing above the root, and `;` path
+//! parameters (raw or `%3B`): servers that strip `;params` before resolving
+//! dot-segments (Tomcat, Jetty, WebLogic) would read `/a/..;/b` as `/b`.
 
 use crate::error::RequestError;
 
@@ -69,6 +71,7 @@ fn decode_segment(seg: &str) -> Result<String, RequestError> {
                 let v = h * 16 + l;
                 match v {
                     b'/' | b'\\' => return Err(Ambiguous("encoded path separator")),
+                    b';' => return Err(Ambiguous("path parameter delimiter `;`")),
                     b'%' => {
                         let next_is_escape = b.get(i + 3).copied().and_then(hex).is_some()
                             && b.get(i + 4).copied().and_then(hex).is_some();
@@ -88,6 +91,7 @@ fn decode_segment(seg: &str) -> Result<String, RequestError> {
                 i += 3;
             }
             b'\\' => return Err(Ambiguous("backslash in path")),
+            b';' => return Err(Ambiguous("path parameter delimiter `;`")),
             0..=0x20 | 0x7f..=0xff => return Err(Ambiguous("raw control or non-ASCII byte")),
             _ => {
                 out.push(c as char);
@@ -176,6 +180,10 @@ mod tests {
             "/v1/proxy/a/%00",
             "/v1/proxy/a/%zz",
             "/v1/proxy/a/%2",
+            "/v1/proxy/a/..;/b",
+            "/v1/proxy/a/x;x=1",
+            "/v1/proxy/a/..%3b/b",
+            "/v1/proxy/a/..%3B/b",
             "relative",
         ] {
             assert!(normalise(p).is_err(), "{p} should be refused");
@@ -187,5 +195,87 @@ mod tests {
         assert_eq!(ok("/v1/%41bc"), "/v1/Abc");
         assert_eq!(ok("/v1/a%3fb"), "/v1/a%3Fb");
         assert_eq!(ok("/v1/100%25"), "/v1/100%25");
+    }
+}
+
+#[cfg(test)]
+mod props {
+    use proptest::prelude::*;
+
+    use super::normalise;
+
+    /// Paths built from the pieces that matter to the normaliser.
+    fn raw_path() -> impl Strategy<Value = String> {
+        let piece = prop_oneof![
+            Just("/"),
+            Just("//"),
+            Just("."),
+            Just(".."),
+            Just("%2e"),
+            Just("%2E"),
+            Just("%2f"),
+            Just("%2F"),
+            Just("%5c"),
+            Just("\\"),
+            Just("%25"),
+            Just("%"),
+            Just("%41"),
+            Just("%3f"),
+            Just("%3b"),
+            Just(";"),
+            Just(";x=1"),
+            Just("%00"),
+            Just("a"),
+            Just("b"),
+            Just("v1"),
+            Just("proxy"),
+            Just("~"),
+            Just("-"),
+            Just("2"),
+            Just("F"),
+            Just("%e4%b8%ad"),
+            Just("\u{4e2d}"),
+            Just(" "),
+        ];
+        proptest::collection::vec(piece, 0..16).prop_map(|v| format!("/{}", v.concat()))
+    }
+
+    fn any_path() -> impl Strategy<Value = String> {
+        prop_oneof![raw_path(), any::<String>(), "/[ -~]{0,40}"]
+    }
+
+    fn check(out: &str) -> Result<(), TestCaseError> {
+        prop_assert!(out.starts_with('/'), "{out}");
+        for seg in out.split('/') {
+            prop_assert!(seg != "." && seg != "..", "dot-segment in {out}");
+        }
+        let upper = out.to_ascii_uppercase();
+        for bad in ["%2F", "%5C", "%2E", "%00", "\\", "//"] {
+            prop_assert!(!upper.contains(bad), "{bad} in {out}");
+        }
+        prop_assert!(out.bytes().all(|b| b.is_ascii_graphic()), "{out}");
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        // Never panics; what it accepts is clean and normalising again
+        // changes nothing.
+        #[test]
+        fn normalise_is_idempotent_and_clean(raw in any_path()) {
+            if let Ok(out) = normalise(&raw) {
+                check(&out)?;
+                prop_assert_eq!(normalise(&out).ok(), Some(out.clone()), "{}", raw);
+            }
+        }
+
+        // `;` (and its escape) never reaches routing, grants or a department.
+        #[test]
+        fn normalised_paths_hold_no_parameter_delimiter(raw in raw_path()) {
+            if let Ok(out) = normalise(&raw) {
+                prop_assert!(!out.contains(';') && !out.to_ascii_uppercase().contains("%3B"), "{}", out);
+            }
+        }
     }
 }

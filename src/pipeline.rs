@@ -35,7 +35,7 @@ use crate::routing::{NoRoute, Route, Router};
 use crate::scenario::{PartResult, PartStatus};
 use crate::server::{ConnInfo, Handler, RequestBody};
 use crate::state::State;
-use crate::upstream::{Reply, strip_hop_by_hop};
+use crate::upstream::Reply;
 
 mod onething;
 
@@ -119,7 +119,7 @@ pub struct DataPlane {
     /// Kept cases (accept now, supply later).
     pub cases: Arc<crate::case::Cases>,
     /// Folds floods of refusals into summary records.
-    aggregator: crate::audit::DenyAggregator,
+    aggregator: Arc<crate::audit::DenyAggregator>,
     router: Router,
     ids: RequestIds,
     /// Cluster mode: quotas shared with the other nodes.
@@ -138,7 +138,7 @@ impl DataPlane {
     ) -> Self {
         Self {
             state,
-            aggregator,
+            aggregator: Arc::new(aggregator),
             audit,
             cache,
             metrics,
@@ -180,6 +180,7 @@ type Resp = Response<Full<Bytes>>;
 impl Handler for DataPlane {
     async fn handle<B: RequestBody>(self: Arc<Self>, req: Request<B>, conn: Arc<ConnInfo>) -> Resp {
         let state = self.state.load_full();
+        let head = req.method() == Method::HEAD;
         let mut ctx = RequestCtx {
             request_id: self.ids.from_headers(req.headers()),
             started: Instant::now(),
@@ -205,7 +206,8 @@ impl Handler for DataPlane {
                 }
                 let problem = e.problem();
                 let decision = e.decision();
-                let reason = e.to_string();
+                // The rule that refused, never the input (which may carry ids).
+                let reason = e.audit_reason();
                 if problem.status.is_server_error() {
                     tracing::warn!(request_id = %ctx.request_id, error = %e, "request failed");
                 } else {
@@ -227,6 +229,9 @@ impl Handler for DataPlane {
                 .into_response(&ctx.request_id);
         }
         finish(&mut resp, &ctx);
+        if head {
+            crate::routing::head_reply(&mut resp);
+        }
         // Label values only from configuration: a caller's unknown dataset
         // or department never creates a series.
         let dataset = ctx
@@ -340,6 +345,7 @@ impl DataPlane {
         };
         ctx.client = Some(principal.sub().to_string());
         let grants = state.grants.client(principal.sub()).clone();
+        grants.check_issuer(principal.issuer())?;
 
         // Phase 5 onwards, per route.
         match route {
@@ -407,6 +413,13 @@ impl DataPlane {
                     .await
             }
             Route::Proxy { department, path } => {
+                // A subject named in the path (as the adapter declares) is
+                // recorded as its reference, allowed or refused.
+                ctx.subject = state
+                    .adapters
+                    .department(&department)
+                    .and_then(|a| a.subject_paths.subject_in(&path))
+                    .map(str::to_string);
                 let attribution = Attribution::from_headers(req.headers())?;
                 grants.check_purpose(attribution.purpose.as_deref())?;
                 ctx.attribution = Some(attribution);
@@ -489,6 +502,21 @@ impl DataPlane {
             ))
             .into());
         }
+        // One subject, one spelling: reads, the cache key and the department
+        // call use the kind's canonical form (datasets.toml `[subject_kinds]`).
+        let subject = state
+            .datasets
+            .canonical_subject(&spec.subject_kind, subject);
+        let subject = subject.as_str();
+        if ctx.subject.is_some() {
+            ctx.subject = Some(subject.to_string());
+        }
+        let canonical_subjects: Option<BTreeMap<String, String>> = scenario_subjects.map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), state.datasets.canonical_subject(k, v)))
+                .collect()
+        });
+        let scenario_subjects = canonical_subjects.as_ref();
         ctx.ratelimit = Some(
             self.charge(state, principal.sub(), Some(&spec.department))
                 .await?,
@@ -528,9 +556,22 @@ impl DataPlane {
         };
         // Field filtering after the lookup: the shared record is never changed.
         let (mut record, fetched_at, status) = if spec.shareable {
+            // Every co-subject the department call depends on is part of
+            // the key: a record fetched for one pairing is never another's.
+            let mut variant = String::new();
+            for kind in &adapter.subject_kinds_used {
+                if *kind == spec.subject_kind {
+                    continue;
+                }
+                let v = scenario_subjects.and_then(|m| m.get(kind));
+                variant.push_str(kind);
+                variant.push('=');
+                variant.push_str(v.map_or("\u{0}", String::as_str));
+                variant.push('\u{1f}');
+            }
             let (entry, status) = self
                 .cache
-                .get(spec, subject, load)
+                .get_variant(spec, subject, &variant, load)
                 .await
                 .map_err(GatewayError::Shared)?;
             ((*entry.record).clone(), entry.fetched_at, status)
@@ -804,16 +845,15 @@ impl DataPlane {
     ) -> Result<Resp, GatewayError> {
         let (parts, body) = req.into_parts();
         let body = read_body(body, state.settings.limits.max_body_bytes).await?;
-        let mut headers = parts.headers;
-        strip_hop_by_hop(&mut headers);
-        // The caller's credentials are for the gateway, never for the department.
-        for h in [header::AUTHORIZATION, header::COOKIE, header::HOST] {
-            headers.remove(h);
-        }
-        headers.remove("x-forwarded-for");
-        headers.remove("x-forwarded-proto");
-        headers.remove("x-forwarded-host");
-        headers.remove("forwarded");
+        // An allow-list: routing headers (`X-HTTP-Method-Override`,
+        // `X-Original-URL`, `X-Forwarded-*`, ...), the caller's credentials
+        // and cookies never reach the department.
+        let declared = state
+            .adapters
+            .department(department)
+            .map(|a| a.forward_headers.as_slice())
+            .unwrap_or_default();
+        let mut headers = crate::forward::forwardable(&parts.headers, declared);
         if let Ok(v) = HeaderValue::from_str(&conn.peer.ip().to_string()) {
             headers.insert("x-forwarded-for", v);
         }
@@ -825,8 +865,7 @@ impl DataPlane {
         if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
             headers.insert("x-request-id", v);
         }
-        // The caller's trace state is replaced by ours (validated, re-parented).
-        headers.remove("tracestate");
+        // The caller's traceparent is replaced by ours (validated, re-parented).
         headers.insert("traceparent", ctx.trace.header());
         if let Some(adapter) = state.adapters.department(department)
             && let Some(crate::adapter::UpstreamAuth {
@@ -872,6 +911,11 @@ impl DataPlane {
         Ok(resp)
     }
 
+    /// The refusal folding, to share with the admin plane.
+    pub fn aggregator(&self) -> Arc<crate::audit::DenyAggregator> {
+        self.aggregator.clone()
+    }
+
     /// Writes the summary records of folded refusals (called periodically).
     pub async fn flush_aggregates(&self) {
         for ev in self.aggregator.drain() {
@@ -889,7 +933,15 @@ impl DataPlane {
         reason: Option<String>,
         status: StatusCode,
     ) -> Result<(), crate::audit::AuditError> {
-        let mut ev = AuditEvent::new(Action::from_name(ctx.action), decision);
+        // Refused before a route or a token was known: folded per source below.
+        let pre_auth =
+            ctx.client.is_none() && ctx.action == "request" && decision != Decision::Allow;
+        let action = if pre_auth {
+            Action::REQUEST_REFUSED
+        } else {
+            Action::from_name(ctx.action)
+        };
+        let mut ev = AuditEvent::new(action, decision);
         ev.request_id = Some(ctx.request_id.clone());
         // Unauthenticated callers are known by their address.
         ev.client = Some(
@@ -902,16 +954,28 @@ impl DataPlane {
             ev.purpose = a.purpose.clone();
             ev.case_id = a.case_id.clone();
         }
-        ev.department = ctx.department.clone();
-        ev.dataset = ctx.dataset.clone();
-        ev.scenario = ctx.scenario.clone();
+        // Names taken from the path are recorded only when they name
+        // configured ones: an unknown "dataset" may be an id typed there.
+        let state = self.state.load();
+        ev.department = ctx
+            .department
+            .clone()
+            .filter(|d| state.settings.departments.contains_key(d));
+        ev.dataset = ctx
+            .dataset
+            .clone()
+            .filter(|d| state.datasets.get(d).is_some());
+        ev.scenario = ctx
+            .scenario
+            .clone()
+            .filter(|s| state.scenarios.get(s).is_some());
         ev.subject_ref = ctx.subject.as_deref().map(|s| self.audit.subject_ref(s));
         ev.reason = reason;
         ev.status = Some(status.as_u16());
         ev.cache = ctx.cache.map(|c| c.as_str().to_string());
         ev.upstream_status = ctx.upstream_status;
         ev.latency_us = Some(ctx.started.elapsed().as_micros() as u64);
-        if ctx.action == "auth.denied" || status == StatusCode::TOO_MANY_REQUESTS {
+        if pre_auth || ctx.action == "auth.denied" || status == StatusCode::TOO_MANY_REQUESTS {
             // Floods of refusals are folded into periodic summary records,
             // per client (or address, when unauthenticated).
             let who = ev.client.as_deref().unwrap_or_default();

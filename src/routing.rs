@@ -62,6 +62,30 @@ impl Route {
     }
 }
 
+/// True when a route declared with `methods` answers `method`: HEAD is
+/// served wherever GET is (same status and headers, no body; see
+/// [`head_reply`]).
+pub fn serves(methods: &[&str], method: &Method) -> bool {
+    methods.contains(&method.as_str()) || (method == Method::HEAD && methods.contains(&"GET"))
+}
+
+/// Turns the answer to a request into the answer to its HEAD: the body is
+/// dropped and its length kept in `Content-Length` (unless the answer already
+/// says one, as a department's answer to a forwarded HEAD does).
+pub fn head_reply(resp: &mut http::Response<http_body_util::Full<bytes::Bytes>>) {
+    use http_body_util::Full;
+    use hyper::body::Body;
+    let len = resp.body().size_hint().exact().unwrap_or(0);
+    if len == 0 {
+        return;
+    }
+    let h = resp.headers_mut();
+    if !h.contains_key(http::header::CONTENT_LENGTH) {
+        h.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(len));
+    }
+    *resp.body_mut() = Full::new(bytes::Bytes::new());
+}
+
 /// Why no route matched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NoRoute {
@@ -144,7 +168,7 @@ impl Router {
         let (Some(id), Some((_, methods))) = (IDS.get(i).copied(), DATA_ROUTES.get(i)) else {
             return Err(NoRoute::NotFound);
         };
-        if !methods.contains(&method.as_str()) {
+        if !serves(methods, method) {
             return Err(NoRoute::MethodNotAllowed);
         }
         Ok(match id {
@@ -154,7 +178,7 @@ impl Router {
                 subject: crate::path::decode_value(&p("subject")).ok_or(NoRoute::NotFound)?,
             },
             Id::ScenarioList => Route::ScenarioList,
-            Id::Scenario if method == Method::GET => Route::Guide {
+            Id::Scenario if method == Method::GET || method == Method::HEAD => Route::Guide {
                 scenario: p("scenario"),
             },
             Id::Scenario => Route::Scenario {
@@ -265,6 +289,169 @@ impl AdminRoute {
     }
 }
 
+/// One line of the API document per (method, path) of both route tables:
+/// (method, path as in the table, tag, summary). Adding a route means adding
+/// its line here; a unit test of `openapi` fails for a route without one.
+pub const ROUTE_DOCS: &[(&str, &str, &str, &str)] = &[
+    (
+        "GET",
+        "/admin/audit/stats",
+        "audit",
+        "Audit summary for the console: decisions per time bucket, top clients and datasets (auditor; same filters as /admin/audit)",
+    ),
+    (
+        "POST",
+        "/admin/adapters/{department}/try",
+        "admin",
+        "Run a draft (or the registered) adapter once on one subject; nothing swapped or cached; audited",
+    ),
+    (
+        "GET",
+        "/console",
+        "console",
+        "The web console (HTML, scripts and styles built into the binary)",
+    ),
+    (
+        "GET",
+        "/console/",
+        "console",
+        "The web console (HTML, scripts and styles built into the binary)",
+    ),
+    (
+        "GET",
+        "/console/{*rest}",
+        "console",
+        "The web console's assets (built into the binary)",
+    ),
+    (
+        "GET",
+        "/v1/catalog",
+        "data",
+        "Datasets, scenarios and proxy routes this client may use",
+    ),
+    (
+        "GET",
+        "/v1/datasets/{dataset}/{subject}",
+        "data",
+        "One shared record in canonical form",
+    ),
+    (
+        "GET",
+        "/v1/scenarios",
+        "data",
+        "The scenarios this client may run: [{scenario, title, summary}] (Accept-Language: zh or en)",
+    ),
+    (
+        "GET",
+        "/v1/scenarios/{scenario}",
+        "data",
+        "The scenario's guide: parts, departments, what to bring, time limit, legal basis (Accept-Language: zh or en)",
+    ),
+    (
+        "GET",
+        "/v1/cases/{case_id}",
+        "data",
+        "A case of this client: accepted_at, supply_by, overdue, part statuses, outstanding parts",
+    ),
+    (
+        "POST",
+        "/v1/cases/{case_id}/refresh",
+        "data",
+        "Fetch the case's outstanding parts again; the case completes when none is left",
+    ),
+    (
+        "POST",
+        "/v1/scenarios/{scenario}",
+        "data",
+        "Run a one-thing scenario: fan out to departments and merge",
+    ),
+    (
+        "*",
+        "/v1/proxy/{department}",
+        "proxy",
+        "Pass-through to the department's own API; the answer is the department's own",
+    ),
+    (
+        "*",
+        "/v1/proxy/{department}/{*rest}",
+        "proxy",
+        "Pass-through to the department's own API; the answer is the department's own",
+    ),
+    ("GET", "/healthz", "operate", "Liveness"),
+    (
+        "GET",
+        "/readyz",
+        "operate",
+        "Readiness: configuration, audit log, issuer keys, department breakers",
+    ),
+    (
+        "GET",
+        "/metrics",
+        "operate",
+        "Prometheus / OpenMetrics text",
+    ),
+    (
+        "GET",
+        "/admin/openapi.json",
+        "operate",
+        "This document (built from the loaded configuration)",
+    ),
+    (
+        "GET",
+        "/admin/adapters",
+        "admin",
+        "Registered adapters (platform-admin: all; department-admin: own)",
+    ),
+    (
+        "GET",
+        "/admin/adapters/{department}",
+        "admin",
+        "The department's adapter file (TOML)",
+    ),
+    (
+        "PUT",
+        "/admin/adapters/{department}",
+        "admin",
+        "Register or replace the department's adapter (TOML or JSON body); validated before it is taken",
+    ),
+    (
+        "DELETE",
+        "/admin/adapters/{department}",
+        "admin",
+        "Remove the department's adapter",
+    ),
+    (
+        "POST",
+        "/admin/cache/invalidate",
+        "admin",
+        "Revoke cached records of a dataset (one subject or all)",
+    ),
+    (
+        "GET",
+        "/admin/audit",
+        "audit",
+        "Query the audit log (auditor)",
+    ),
+    (
+        "GET",
+        "/admin/audit/verify",
+        "audit",
+        "Verify the audit chain now (auditor); 409 when broken",
+    ),
+    (
+        "POST",
+        "/admin/reload",
+        "admin",
+        "Reload configuration from disk (platform-admin)",
+    ),
+    (
+        "GET",
+        "/admin/departments",
+        "admin",
+        "Department breaker and bulkhead state",
+    ),
+];
+
 /// Paths and methods of the admin plane.
 pub fn admin_routes() -> Vec<(&'static str, &'static [&'static str])> {
     ADMIN_ROUTES
@@ -305,7 +492,7 @@ impl AdminRouter {
     ) -> Result<(AdminRoute, Option<String>), NoRoute> {
         let m = self.inner.at(path).map_err(|_| NoRoute::NotFound)?;
         let route = *m.value;
-        if !route.methods().contains(&method.as_str()) {
+        if !serves(route.methods(), method) {
             return Err(NoRoute::MethodNotAllowed);
         }
         Ok((route, m.params.get("department").map(str::to_string)))
@@ -344,6 +531,14 @@ mod tests {
             Err(NoRoute::MethodNotAllowed)
         );
         assert_eq!(r.route(&Method::GET, "/admin/x"), Err(NoRoute::NotFound));
+        assert_eq!(
+            r.route(&Method::HEAD, "/metrics"),
+            Ok((AdminRoute::Metrics, None))
+        );
+        assert_eq!(
+            r.route(&Method::HEAD, "/admin/reload"),
+            Err(NoRoute::MethodNotAllowed)
+        );
     }
 
     #[test]
@@ -372,6 +567,17 @@ mod tests {
             })
         );
         assert_eq!(r.route(&Method::GET, "/v2/x"), Err(NoRoute::NotFound));
+        assert_eq!(r.route(&Method::HEAD, "/v1/catalog"), Ok(Route::Catalog));
+        assert_eq!(
+            r.route(&Method::HEAD, "/v1/scenarios/newborn"),
+            Ok(Route::Guide {
+                scenario: "newborn".into()
+            })
+        );
+        assert_eq!(
+            r.route(&Method::HEAD, "/v1/cases/C-1/refresh"),
+            Err(NoRoute::MethodNotAllowed)
+        );
         assert_eq!(
             r.route(&Method::POST, "/v1/catalog"),
             Err(NoRoute::MethodNotAllowed)

@@ -205,6 +205,17 @@ pub async fn serve<H: Handler>(
     let _ = tokio::time::timeout(drain + Duration::from_secs(1), tracker.wait()).await;
 }
 
+/// hyper's own ceiling for a limit the pipeline also enforces.
+///
+/// hyper answers a head it cannot parse by itself, with an empty body, and
+/// offers no hook to shape that answer. So its ceilings sit at twice the
+/// configured limits: a head over the limit but under the ceiling is parsed
+/// and refused by the pipeline as problem+json (431 naming the limit); only
+/// grossly oversized or malformed heads get hyper's bare 400/431.
+pub fn parser_ceiling(limit: usize) -> usize {
+    limit.saturating_mul(2)
+}
+
 fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
@@ -212,8 +223,8 @@ fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
         // hyper only enforces this with a timer set (above). It also bounds the
         // wait for the next request head on an idle keep-alive connection.
         .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(limits.max_header_bytes.max(8192))
-        .max_headers(limits.max_headers)
+        .max_buf_size(parser_ceiling(limits.max_header_bytes).max(8192))
+        .max_headers(parser_ceiling(limits.max_headers))
         .keep_alive(true);
     b.http2()
         .timer(TokioTimer::new())

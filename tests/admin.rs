@@ -1011,9 +1011,19 @@ async fn openapi_lists_every_route() {
     let proxy = ["get", "head", "post", "put", "patch", "delete"];
     let expected: Vec<(&str, &[&str])> = vec![
         ("/v1/catalog", &["get"]),
-        ("/v1/datasets/{dataset}/{subject}", &["get"]),
+        // One path per configured dataset and scenario, each with its schema.
+        ("/v1/datasets/business-licence/{subject}", &["get"]),
+        ("/v1/datasets/food-business-permit/{subject}", &["get"]),
+        ("/v1/datasets/health-certificate/{subject}", &["get"]),
+        ("/v1/datasets/birth-medical-certificate/{subject}", &["get"]),
+        ("/v1/datasets/fire-safety-inspection/{subject}", &["get"]),
+        ("/v1/datasets/household-registration/{subject}", &["get"]),
+        ("/v1/scenarios/newborn", &["get", "post"]),
+        ("/v1/scenarios/open-restaurant", &["get", "post"]),
+        ("/v1/datasets/environmental-penalties/{subject}", &["get"]),
+        ("/v1/datasets/tax-credit/{subject}", &["get"]),
+        ("/v1/scenarios/listing-compliance", &["get", "post"]),
         ("/v1/scenarios", &["get"]),
-        ("/v1/scenarios/{scenario}", &["get", "post"]),
         ("/v1/cases/{case_id}", &["get"]),
         ("/v1/cases/{case_id}/refresh", &["post"]),
         ("/v1/proxy/{department}", &proxy),

@@ -43,11 +43,11 @@ fn tax_toml_with_query(query: &str) -> String {
 }
 
 /// The shipped tax adapter reading a PostgreSQL database named by
-/// `ONEWINDOW_TAX_DATABASE_URL` instead of the SQLite file.
+/// `ONEWINDOW_DEPT_TAX__DATABASE_URL` instead of the SQLite file.
 fn tax_toml_postgres(query: &str) -> String {
     tax_toml_with_query(query).replace(
         "database = \"exchange/tax.sqlite\"",
-        "database_url_env = \"ONEWINDOW_TAX_DATABASE_URL\"",
+        "database_url_env = \"ONEWINDOW_DEPT_TAX__DATABASE_URL\"",
     )
 }
 
@@ -228,7 +228,8 @@ async fn sql_in_a_subject_is_refused_or_bound_never_run() {
                 "{dataset} {s:?}: {status} {}",
                 a.text()
             );
-            if dataset == "tax-credit" || s.contains('\0') || s.len() > 256 {
+            // `;` in a path is refused before routing (a path parameter).
+            if dataset == "tax-credit" || s.contains('\0') || s.contains(';') || s.len() > 256 {
                 assert_eq!(status, 400, "the subject rule refuses {s:?}");
             } else {
                 // Reached the database as a bound value: matches nothing.

@@ -128,13 +128,14 @@ async fn mutual_tls_to_an_https_department() {
     let w = World::builder().prepare().await;
     let root = w.root().to_path_buf();
     std::fs::write(root.join("certs/market-supervision-ca.pem"), &p.ca_pem).unwrap();
+    std::fs::create_dir_all(root.join("certs/departments/market-supervision")).unwrap();
     std::fs::write(
-        root.join("certs/market-supervision-client.pem"),
+        root.join("certs/departments/market-supervision/client.pem"),
         &p.client.0,
     )
     .unwrap();
     std::fs::write(
-        root.join("certs/market-supervision-client.key"),
+        root.join("certs/departments/market-supervision/client.key"),
         &p.client.1,
     )
     .unwrap();
@@ -142,7 +143,7 @@ async fn mutual_tls_to_an_https_department() {
     let text = std::fs::read_to_string(&file).unwrap();
     let mut text = rewrite_base_url(&text, &format!("https://127.0.0.1:{port}"));
     text.push_str(
-        "\n[upstream_auth]\nclient_cert = \"certs/market-supervision-client.pem\"\nclient_key = \"certs/market-supervision-client.key\"\n",
+        "\n[upstream_auth]\nclient_cert = \"certs/departments/market-supervision/client.pem\"\nclient_key = \"certs/departments/market-supervision/client.key\"\n",
     );
     std::fs::write(&file, text).unwrap();
     let w = w.boot().await;

@@ -28,9 +28,12 @@ pub mod soap_xml;
 pub mod spec;
 pub mod sql;
 pub mod ssrf;
+pub mod subject_paths;
 pub mod template;
 pub(crate) mod xml;
 
+#[cfg(test)]
+mod props;
 #[cfg(test)]
 mod tests;
 
@@ -153,6 +156,14 @@ pub struct DepartmentAdapter {
     pub upstream_auth: Option<UpstreamAuth>,
     /// Datasets this adapter serves, sorted.
     pub datasets: Vec<String>,
+    /// Where the department's pass-through paths name a subject.
+    pub subject_paths: subject_paths::SubjectPaths,
+    /// Caller headers the proxy route passes on besides
+    /// [`crate::forward::FORWARDED_ALWAYS`] (`forward_headers`, checked).
+    pub forward_headers: Vec<http::HeaderName>,
+    /// Subject kinds its templates name as `{subject.<kind>}`, sorted: the
+    /// co-subjects a department call (and so its cache entry) depends on.
+    pub subject_kinds_used: Vec<String>,
     adapter: Box<dyn Adapter>,
 }
 
@@ -174,8 +185,26 @@ impl DepartmentAdapter {
             endpoint,
             upstream_auth,
             datasets,
+            subject_paths: subject_paths::SubjectPaths::default(),
+            forward_headers: Vec::new(),
+            subject_kinds_used: Vec::new(),
             adapter,
         }
+    }
+
+    /// Sets the subject kinds its templates use (`{subject.<kind>}`).
+    pub fn with_subject_kinds_used(mut self, mut kinds: Vec<String>) -> Self {
+        kinds.sort();
+        kinds.dedup();
+        self.subject_kinds_used = kinds;
+        self
+    }
+
+    /// Sets the caller headers the proxy route passes on (already checked
+    /// with [`crate::forward::check_declared`]).
+    pub fn with_forward_headers(mut self, headers: Vec<http::HeaderName>) -> Self {
+        self.forward_headers = headers;
+        self
     }
 
     /// The HTTP target, for departments reached over HTTP.
@@ -184,6 +213,12 @@ impl DepartmentAdapter {
             Endpoint::Http(t) => Some(t),
             Endpoint::Sql(_) => None,
         }
+    }
+
+    /// The same adapter with declared subject paths.
+    pub fn with_subject_paths(mut self, paths: subject_paths::SubjectPaths) -> Self {
+        self.subject_paths = paths;
+        self
     }
 
     /// True when this adapter serves `dataset`.

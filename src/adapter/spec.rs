@@ -9,9 +9,13 @@
 //! base_url = "http://127.0.0.1:7101"    # http(s)://host[:port][/base]
 //! [upstream_auth]                       # optional
 //! header = "X-Api-Key"                  # header carrying the secret ...
-//! secret_env = "ONEWINDOW_MARKET_SUPERVISION_KEY"  # ... read from this variable
-//! client_cert = "certs/market-supervision-client.pem"  # optional mTLS pair
-//! client_key = "certs/market-supervision-client.key"
+//! secret_env = "ONEWINDOW_DEPT_MARKET_SUPERVISION__KEY"  # ... read from this variable
+//! client_cert = "certs/departments/market-supervision/client.pem"  # optional mTLS pair
+//! client_key = "certs/departments/market-supervision/client.key"
+//! forward_headers = ["X-Api-Version"]  # optional: extra caller headers the
+//!                                       # proxy route passes on (see crate::forward)
+//! subject_paths = ["/licences/{subject}"]  # optional: pass-through paths naming a subject
+//! subject_kind = "uscc"                 # optional: what those ids are
 //! ```
 //!
 //! Every other key belongs to the kind (`datasets`, `soap_version`, ...), and
@@ -27,6 +31,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use super::ssrf::UpstreamTarget;
+use super::subject_paths::SubjectPaths;
 use super::{Adapter, AdapterRegistry, DepartmentAdapter, UpstreamAuth};
 use crate::config::datasets::is_name;
 use crate::config::{ConfigError, ConfigErrors, DatasetSpec, Datasets, FieldType, parse_toml};
@@ -45,6 +50,9 @@ pub struct AdapterSpec {
     /// names its database instead).
     pub base_url: Option<String>,
     upstream_auth: Option<RawUpstreamAuth>,
+    subject_paths: Vec<String>,
+    subject_kind: Option<String>,
+    forward_headers: Vec<String>,
     section: Map<String, Value>,
 }
 
@@ -56,6 +64,14 @@ struct RawAdapterFile {
     base_url: Option<String>,
     #[serde(default)]
     upstream_auth: Option<RawUpstreamAuth>,
+    /// Pass-through paths that name a subject (`/licences/{subject}`).
+    #[serde(default)]
+    subject_paths: Vec<String>,
+    /// What kind of id those paths carry (e.g. `uscc`).
+    #[serde(default)]
+    subject_kind: Option<String>,
+    #[serde(default)]
+    forward_headers: Vec<String>,
     // Everything else goes to the kind, which denies unknown keys.
     #[serde(flatten)]
     section: Map<String, Value>,
@@ -156,6 +172,9 @@ impl AdapterSpec {
             kind: raw.kind,
             base_url: raw.base_url,
             upstream_auth: raw.upstream_auth,
+            subject_paths: raw.subject_paths,
+            subject_kind: raw.subject_kind,
+            forward_headers: raw.forward_headers,
             section: raw.section,
         }
     }
@@ -204,6 +223,31 @@ impl AdapterSpec {
             Some(raw) => compile_auth(raw, cx, &mut errors),
             None => None,
         };
+        let subject_paths =
+            SubjectPaths::parse(file, &self.subject_paths, self.subject_kind.clone())
+                .map_err(|e| errors.push(e))
+                .unwrap_or_default();
+        let mut forward_headers = Vec::new();
+        for (i, h) in self.forward_headers.iter().enumerate() {
+            let auth_header = auth
+                .as_ref()
+                .and_then(|a| a.header.as_ref().map(|(n, _)| n));
+            match crate::forward::check_declared(h) {
+                Ok(n) if Some(&n) == auth_header => errors.push(ConfigError::new(
+                    file,
+                    format!("forward_headers[{i}]"),
+                    format!("`{h}` carries the gateway's credential for this department"),
+                    "remove it from forward_headers",
+                )),
+                Ok(n) => forward_headers.push(n),
+                Err(why) => errors.push(ConfigError::new(
+                    file,
+                    format!("forward_headers[{i}]"),
+                    format!("`{h}`: {why}"),
+                    "list only end-to-end headers the department itself needs",
+                )),
+            }
+        }
         let Some((kind_name, compile)) = kind else {
             return Err(errors);
         };
@@ -259,8 +303,32 @@ impl AdapterSpec {
             auth,
             compiled.datasets,
             compiled.adapter,
-        ))
+        )
+        .with_subject_paths(subject_paths)
+        .with_forward_headers(forward_headers)
+        .with_subject_kinds_used(subject_kinds_used(&self.section)))
     }
+}
+
+/// Every `<kind>` named as `{subject.<kind>}` anywhere in the kind's keys.
+fn subject_kinds_used(section: &Map<String, Value>) -> Vec<String> {
+    fn walk(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::String(s) => {
+                for part in s.split("{subject.").skip(1) {
+                    if let Some(kind) = part.split('}').next().filter(|k| !k.is_empty()) {
+                        out.push(kind.to_string());
+                    }
+                }
+            }
+            Value::Array(a) => a.iter().for_each(|v| walk(v, out)),
+            Value::Object(m) => m.values().for_each(|v| walk(v, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    section.values().for_each(|v| walk(v, &mut out));
+    out
 }
 
 fn too_big(file: &Path) -> ConfigError {
@@ -281,17 +349,8 @@ fn compile_auth(
     let start = errors.0.len();
     let header = match (&raw.header, &raw.secret_env) {
         (Some(h), Some(env)) => {
-            let prefix = format!(
-                "ONEWINDOW_{}_",
-                cx.expected_department
-                    .to_ascii_uppercase()
-                    .replace('-', "_")
-            );
-            let env_ok = env.starts_with(&prefix)
-                && env.len() > prefix.len()
-                && env
-                    .bytes()
-                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
+            let prefix = secret_env_prefix(cx.expected_department);
+            let env_ok = is_department_variable(env, cx.expected_department);
             let name = HeaderName::from_bytes(h.as_bytes()).ok();
             if name.as_ref().is_none_or(|n| is_reserved_header(n.as_str())) {
                 errors.push(ConfigError::new(
@@ -355,15 +414,21 @@ fn compile_auth(
     let mut path = |field: &str, v: &Option<String>| -> Option<PathBuf> {
         let v = v.as_ref()?;
         let p = Path::new(v);
-        let ok = p.starts_with("certs")
+        let own = Path::new("certs/departments").join(cx.expected_department);
+        let ok = p.starts_with(&own)
             && p.components().all(|c| matches!(c, Component::Normal(_)))
-            && p.components().count() > 1;
+            && p.components().count() > own.components().count();
         if !ok {
+            // Another department's key, or the server's own, would let this
+            // department's admin borrow an identity that is not theirs.
             errors.push(ConfigError::new(
                 file,
                 format!("upstream_auth.{field}"),
-                format!("`{v}` is not a path under certs/"),
-                "put the department's client certificate and key under certs/",
+                format!("`{v}` is not a path under {}/", own.display()),
+                format!(
+                    "put this department's client certificate and key under {}/",
+                    own.display()
+                ),
             ));
         }
         Some(p.to_path_buf())
@@ -387,6 +452,35 @@ fn compile_auth(
         client_cert,
         client_key,
     })
+}
+
+/// The prefix of a department's secret variables:
+/// `ONEWINDOW_DEPT_<NAME>__` with `<NAME>` the department upper-cased and
+/// `-` written `_` (`tax-credit` -> `ONEWINDOW_DEPT_TAX_CREDIT__`).
+pub fn secret_env_prefix(department: &str) -> String {
+    format!(
+        "ONEWINDOW_DEPT_{}__",
+        department.to_ascii_uppercase().replace('-', "_")
+    )
+}
+
+/// True when `var` is one of `department`'s variables: its prefix, then a
+/// non-empty suffix of `A-Z`, `0-9` and single `_` (not first, not last, never
+/// `__`). The double `_` ends the department's part, so no department's
+/// variable is another's: `ONEWINDOW_DEPT_TAX__CREDIT__KEY` is not `tax`'s
+/// (its suffix holds `__`), and `ONEWINDOW_DEPT_TAX_CREDIT__KEY` does not
+/// start with `tax`'s prefix.
+pub fn is_department_variable(var: &str, department: &str) -> bool {
+    let Some(suffix) = var.strip_prefix(&secret_env_prefix(department)) else {
+        return false;
+    };
+    !suffix.is_empty()
+        && !suffix.starts_with('_')
+        && !suffix.ends_with('_')
+        && !suffix.contains("__")
+        && suffix
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
 }
 
 /// Headers a template may not set: framing, routing and hop-by-hop headers,

@@ -4,7 +4,7 @@
 //! ```toml
 //! department = "tax"
 //! kind = "sql"
-//! database_url_env = "ONEWINDOW_TAX_DATABASE_URL"   # postgres://user:secret@host/db
+//! database_url_env = "ONEWINDOW_DEPT_TAX__DATABASE_URL"   # postgres://user:secret@host/db
 //! # database = "exchange/tax.sqlite"               # or: a SQLite file under the data dir
 //! [pool]
 //! max_connections = 4                               # default 4, at most 64
@@ -441,15 +441,8 @@ fn is_column_name(s: &str) -> bool {
 fn source(cx: &KindContext<'_>, raw: &RawSql, errors: &mut ConfigErrors) -> Option<DatabaseSource> {
     match (&raw.database_url_env, &raw.database) {
         (Some(env), None) => {
-            let prefix = format!(
-                "ONEWINDOW_{}_",
-                cx.department.to_ascii_uppercase().replace('-', "_")
-            );
-            let env_ok = env.starts_with(&prefix)
-                && env.len() > prefix.len()
-                && env
-                    .bytes()
-                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
+            let prefix = super::spec::secret_env_prefix(cx.department);
+            let env_ok = super::spec::is_department_variable(env, cx.department);
             if !env_ok {
                 // A department admin must not be able to point the gateway at
                 // another variable (and so learn or misuse another secret).
@@ -533,7 +526,7 @@ fn source(cx: &KindContext<'_>, raw: &RawSql, errors: &mut ConfigErrors) -> Opti
             errors.push(cx.err(
                 "database_url_env",
                 "the adapter names no database",
-                "set database_url_env = \"ONEWINDOW_<DEPARTMENT>_DATABASE_URL\" \
+                "set database_url_env = \"ONEWINDOW_DEPT_<DEPARTMENT>__DATABASE_URL\" \
                  (or database = \"<file>.sqlite\" under the data dir)",
             ));
             None

@@ -413,12 +413,15 @@ pub struct AllowList {
     loopback: bool,
     private: bool,
     link_local: bool,
-    nets: Vec<IpNet>,
+    /// Listed networks, each optionally pinned to one port.
+    nets: Vec<(IpNet, Option<u16>)>,
 }
 
 impl AllowList {
     /// Parses entries: the words `loopback`, `private`, `link-local`, or CIDRs
-    /// (`10.20.0.0/16`, `fd12::/64`; a bare address means /32 or /128).
+    /// (`10.20.0.0/16`, `fd12::/64`; a bare address means /32 or /128),
+    /// optionally pinned to one port: `10.20.0.5:8443`, `10.20.0.0/16:443`,
+    /// `[fd12::5]:8443` (then only that port of those addresses is allowed).
     pub fn from_raw(entries: &[String], file: &Path, field: &str) -> Result<Self, ConfigErrors> {
         let mut out = AllowList::default();
         let mut errors = ConfigErrors::default();
@@ -428,11 +431,21 @@ impl AllowList {
                 "private" => out.private = true,
                 "link-local" => out.link_local = true,
                 other => {
-                    let net = other
+                    let (addr, port) = split_port(other);
+                    let net = addr
                         .parse::<IpNet>()
-                        .or_else(|_| other.parse::<IpAddr>().map(IpNet::from));
-                    match net {
-                        Ok(n) if n.trunc() == n => out.nets.push(n),
+                        .or_else(|_| addr.parse::<IpAddr>().map(IpNet::from));
+                    match (net, port) {
+                        (_, Some(Err(()))) => errors.push(ConfigError::new(
+                            file,
+                            format!("{field}[{i}]"),
+                            format!("`{other}` has no valid port"),
+                            "pin a port 1-65535, e.g. 10.20.0.5:8443",
+                        )),
+                        (Ok(n), port) if n.trunc() == n => {
+                            out.nets.push((n, port.and_then(Result::ok)));
+                        }
+                        (net, _) => match net {
                         Ok(_) => errors.push(ConfigError::new(
                             file,
                             format!("{field}[{i}]"),
@@ -445,6 +458,7 @@ impl AllowList {
                             format!("`{other}` is neither a category nor a CIDR"),
                             "use `loopback`, `private`, `link-local` or a CIDR like 10.20.0.0/16",
                         )),
+                        },
                     }
                 }
             }
@@ -458,31 +472,59 @@ impl AllowList {
         self
     }
 
-    fn listed(&self, ip: IpAddr, exact_only: bool) -> bool {
+    fn listed(&self, ip: IpAddr, port: Option<u16>, exact_only: bool) -> bool {
         let embedded = match ip {
             IpAddr::V6(v6) => embedded_v4(v6).map(IpAddr::V4),
             IpAddr::V4(_) => None,
         };
-        self.nets.iter().any(|n| {
+        self.nets.iter().any(|(n, pin)| {
             let host_route = n.prefix_len() == n.max_prefix_len();
             (!exact_only || host_route)
+                && pin.is_none_or(|p| port == Some(p))
                 && (n.contains(&ip) || embedded.is_some_and(|e| n.contains(&e)))
         })
     }
 
-    /// `Ok` when `ip` may be called; else its class.
+    /// `Ok` when `ip` may be called on any port (entries pinned to a port do
+    /// not count); else its class.
     pub fn permits(&self, ip: IpAddr) -> Result<(), AddrClass> {
+        self.permits_on(ip, None)
+    }
+
+    /// `Ok` when `addr` (address and port) may be called; else its class.
+    pub fn permits_addr(&self, addr: SocketAddr) -> Result<(), AddrClass> {
+        self.permits_on(addr.ip(), Some(addr.port()))
+    }
+
+    fn permits_on(&self, ip: IpAddr, port: Option<u16>) -> Result<(), AddrClass> {
         let class = classify(ip);
         let ok = match class {
             AddrClass::Public => true,
             AddrClass::Unspecified | AddrClass::Multicast | AddrClass::Broadcast => false,
-            AddrClass::Metadata => self.listed(ip, true),
-            AddrClass::Loopback => self.loopback || self.listed(ip, false),
-            AddrClass::Private => self.private || self.listed(ip, false),
-            AddrClass::LinkLocal => self.link_local || self.listed(ip, false),
-            AddrClass::Reserved => self.listed(ip, false),
+            AddrClass::Metadata => self.listed(ip, port, true),
+            AddrClass::Loopback => self.loopback || self.listed(ip, port, false),
+            AddrClass::Private => self.private || self.listed(ip, port, false),
+            AddrClass::LinkLocal => self.link_local || self.listed(ip, port, false),
+            AddrClass::Reserved => self.listed(ip, port, false),
         };
         if ok { Ok(()) } else { Err(class) }
+    }
+}
+
+/// Splits a port pin off an allow-list entry: `10.0.0.5:8443`,
+/// `10.0.0.0/16:443`, `[fd12::5]:8443`, `[fd12::/64]:443`. A bare IPv6
+/// address or network (no brackets) has no pin.
+fn split_port(entry: &str) -> (&str, Option<Result<u16, ()>>) {
+    let parse = |p: &str| p.parse::<u16>().ok().filter(|p| *p != 0).ok_or(());
+    if let Some(rest) = entry.strip_prefix('[') {
+        return match rest.split_once("]:") {
+            Some((addr, port)) => (addr, Some(parse(port))),
+            None => (rest.strip_suffix(']').unwrap_or(entry), None),
+        };
+    }
+    match entry.rsplit_once(':') {
+        Some((addr, port)) if !addr.contains(':') => (addr, Some(parse(port))),
+        _ => (entry, None),
     }
 }
 
@@ -533,7 +575,8 @@ pub async fn check_target(
         });
     }
     for a in &mut addrs {
-        allow.permits(a.ip()).map_err(|class| SsrfError::Refused {
+        a.set_port(target.port);
+        allow.permits_addr(*a).map_err(|class| SsrfError::Refused {
             host: host.clone(),
             addr: a.ip(),
             class,
@@ -654,6 +697,31 @@ mod tests {
         assert!(check("http://172.32.0.1", &none).is_ok());
         assert!(check("http://10.1.2.3", &allow(&["private"])).is_ok());
         assert!(check("http://169.254.1.1", &allow(&["link-local"])).is_ok());
+    }
+
+    #[test]
+    fn allow_list_entries_may_pin_a_port() {
+        let pinned = allow(&["10.20.0.5:8443", "[fd12::5]:443", "10.30.0.0/16:80"]);
+        assert!(check("https://10.20.0.5:8443", &pinned).is_ok());
+        assert_eq!(refused("https://10.20.0.5:22", &pinned), AddrClass::Private);
+        assert_eq!(refused("https://10.20.0.5", &pinned), AddrClass::Private);
+        assert!(check("https://[fd12::5]", &pinned).is_ok());
+        assert!(check("https://[fd12::5]:8443", &pinned).is_err());
+        assert!(check("http://10.30.1.1", &pinned).is_ok());
+        assert!(check("http://10.30.1.1:8080", &pinned).is_err());
+        // Unpinned entries keep allowing every port.
+        assert!(check("http://10.20.0.5:22", &allow(&["10.20.0.5"])).is_ok());
+        for bad in [
+            "10.20.0.5:0",
+            "10.20.0.5:x",
+            "10.20.0.5:70000",
+            "[fd12::5]:",
+        ] {
+            assert!(
+                AllowList::from_raw(&[bad.to_string()], Path::new("g.toml"), "a").is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

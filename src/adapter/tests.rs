@@ -54,7 +54,7 @@ fn compile(department: &str, text: &str) -> Result<DepartmentAdapter, ConfigErro
     compile_with(department, text, &no_secret)
 }
 
-fn demo(department: &str) -> DepartmentAdapter {
+pub(super) fn demo(department: &str) -> DepartmentAdapter {
     let text = std::fs::read_to_string(root().join(format!("adapters/{department}.toml"))).unwrap();
     compile(department, &text).unwrap_or_else(|e| panic!("{e}"))
 }
@@ -86,7 +86,7 @@ impl Req {
     }
 }
 
-fn reply<'a>(status: u16, headers: &'a HeaderMap, body: &'a [u8]) -> UpstreamReply<'a> {
+pub(super) fn reply<'a>(status: u16, headers: &'a HeaderMap, body: &'a [u8]) -> UpstreamReply<'a> {
     UpstreamReply {
         status: StatusCode::from_u16(status).unwrap(),
         headers,
@@ -510,11 +510,12 @@ fn upstream_auth_reads_only_the_departments_secrets() {
     let auth = |env: &str| {
         format!("{MINIMAL}\n[upstream_auth]\nheader = \"X-Api-Key\"\nsecret_env = \"{env}\"\n")
     };
-    let secret =
-        |name: &str| (name == "ONEWINDOW_MARKET_SUPERVISION_KEY").then(|| "s3cr3t".to_string());
+    let secret = |name: &str| {
+        (name == "ONEWINDOW_DEPT_MARKET_SUPERVISION__KEY").then(|| "s3cr3t".to_string())
+    };
     let a = compile_with(
         "market-supervision",
-        &auth("ONEWINDOW_MARKET_SUPERVISION_KEY"),
+        &auth("ONEWINDOW_DEPT_MARKET_SUPERVISION__KEY"),
         &secret,
     )
     .unwrap();
@@ -533,7 +534,7 @@ fn upstream_auth_reads_only_the_departments_secrets() {
     assert_eq!(fields_of(&e), vec!["upstream_auth.secret_env"]);
     let e = compile_with(
         "market-supervision",
-        &auth("ONEWINDOW_FIRE_RESCUE_KEY"),
+        &auth("ONEWINDOW_DEPT_FIRE_RESCUE__KEY"),
         &|_| Some("x".into()),
     )
     .unwrap_err();
@@ -541,7 +542,7 @@ fn upstream_auth_reads_only_the_departments_secrets() {
     // Unset variable.
     let e = compile_with(
         "market-supervision",
-        &auth("ONEWINDOW_MARKET_SUPERVISION_KEY"),
+        &auth("ONEWINDOW_DEPT_MARKET_SUPERVISION__KEY"),
         &no_secret,
     )
     .unwrap_err();
@@ -556,11 +557,69 @@ fn upstream_auth_reads_only_the_departments_secrets() {
         vec!["upstream_auth.client_cert", "upstream_auth.client_key"]
     );
     // A template may not overwrite the auth header.
-    let clash = auth("ONEWINDOW_MARKET_SUPERVISION_KEY").replace(
+    let clash = auth("ONEWINDOW_DEPT_MARKET_SUPERVISION__KEY").replace(
         "path = \"/l/{subject}\"",
         "path = \"/l/{subject}\"\nheaders = { \"X-Api-Key\" = \"{subject}\" }",
     );
     assert!(compile_with("market-supervision", &clash, &secret).is_err());
+}
+
+#[test]
+fn secret_prefixes_of_departments_never_collide() {
+    use crate::adapter::spec::is_department_variable as ours;
+    assert!(ours("ONEWINDOW_DEPT_TAX__KEY", "tax"));
+    assert!(ours("ONEWINDOW_DEPT_TAX_CREDIT__API_KEY", "tax-credit"));
+    // `tax` cannot read `tax-credit`'s variables, nor `tax--credit`'s.
+    assert!(!ours("ONEWINDOW_DEPT_TAX_CREDIT__KEY", "tax"));
+    assert!(!ours("ONEWINDOW_DEPT_TAX__CREDIT__KEY", "tax"));
+    assert!(ours("ONEWINDOW_DEPT_TAX__CREDIT__KEY", "tax--credit"));
+    assert!(!ours("ONEWINDOW_DEPT_TAX___KEY", "tax"));
+    assert!(!ours("ONEWINDOW_DEPT_TAX__", "tax"));
+    assert!(!ours("ONEWINDOW_DEPT_TAX__KEY_", "tax"));
+    assert!(!ours("ONEWINDOW_DEPT_TAX__key", "tax"));
+    // The old prefix without a separator collided: refused now.
+    assert!(!ours("ONEWINDOW_TAX_CREDIT_KEY", "tax"));
+}
+
+#[test]
+fn client_certificates_come_from_the_departments_own_directory() {
+    let cert = |c: &str, k: &str| {
+        format!("{MINIMAL}\n[upstream_auth]\nclient_cert = \"{c}\"\nclient_key = \"{k}\"\n")
+    };
+    compile(
+        "market-supervision",
+        &cert(
+            "certs/departments/market-supervision/client.pem",
+            "certs/departments/market-supervision/client.key",
+        ),
+    )
+    .unwrap();
+    for (c, k) in [
+        // Another department's pair.
+        (
+            "certs/departments/fire-rescue/client.pem",
+            "certs/departments/fire-rescue/client.key",
+        ),
+        // The server's own key, directly under certs/.
+        ("certs/server.pem", "certs/server.key"),
+        // A prefix-named sibling directory.
+        (
+            "certs/departments/market-supervision-x/c.pem",
+            "certs/departments/market-supervision2/c.key",
+        ),
+        // The directory itself, and climbing out of it.
+        (
+            "certs/departments/market-supervision",
+            "certs/departments/market-supervision/../fire-rescue/client.key",
+        ),
+    ] {
+        let e = compile("market-supervision", &cert(c, k)).unwrap_err();
+        assert_eq!(
+            fields_of(&e),
+            vec!["upstream_auth.client_cert", "upstream_auth.client_key"],
+            "{c} {k}"
+        );
+    }
 }
 
 #[test]

@@ -22,6 +22,8 @@ use crate::config::{ConfigError, ConfigErrors};
 /// max_batch = 512
 /// deny_summary_threshold = 20    # individual deny records per key and interval
 /// deny_summary_interval_secs = 10
+/// witness_dir = "/mnt/witness"   # every signed head also appended here
+/// signing_key_fingerprint = "<64 hex>"  # SHA-256 of the checkpoint public key
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -47,6 +49,12 @@ pub struct RawAudit {
     pub deny_summary_threshold: Option<u64>,
     /// Length of a deny-summary interval in seconds (default 10).
     pub deny_summary_interval_secs: Option<u64>,
+    /// A directory outside the data dir where every signed checkpoint is
+    /// also appended (`audit-witness.jsonl`); must exist and be writable.
+    pub witness_dir: Option<String>,
+    /// SHA-256 (hex) of the checkpoint public key: the gateway refuses to
+    /// start with another key, and `audit verify` refuses to trust another.
+    pub signing_key_fingerprint: Option<String>,
 }
 
 /// When the writer calls fdatasync.
@@ -86,6 +94,10 @@ pub struct AuditSettings {
     /// Cluster mode: this node's name, written into every record (not part of
     /// `[audit]`; set from `[cluster]`).
     pub node: Option<String>,
+    /// Witness directory (see [`RawAudit::witness_dir`]).
+    pub witness_dir: Option<PathBuf>,
+    /// Pinned checkpoint key fingerprint (lowercase hex).
+    pub signing_key_fingerprint: Option<String>,
 }
 
 const MIB: u64 = 1024 * 1024;
@@ -103,6 +115,8 @@ impl Default for AuditSettings {
             deny_summary_threshold: 20,
             deny_summary_interval: Duration::from_secs(10),
             node: None,
+            witness_dir: None,
+            signing_key_fingerprint: None,
         }
     }
 }
@@ -216,6 +230,29 @@ impl AuditSettings {
                 ));
             } else {
                 s.deny_summary_interval = Duration::from_secs(v);
+            }
+        }
+        if let Some(w) = raw.witness_dir {
+            if w.trim().is_empty() {
+                errs.push(err(
+                    "witness_dir",
+                    "is empty".into(),
+                    "give a directory outside the data dir, or remove the key",
+                ));
+            } else {
+                s.witness_dir = Some(PathBuf::from(w));
+            }
+        }
+        if let Some(f) = raw.signing_key_fingerprint {
+            let f = f.trim().to_ascii_lowercase();
+            if f.len() == 64 && f.bytes().all(|c| c.is_ascii_hexdigit()) {
+                s.signing_key_fingerprint = Some(f);
+            } else {
+                errs.push(err(
+                    "signing_key_fingerprint",
+                    "is not 64 hex characters".into(),
+                    "use the value `onewindow audit verify` prints as `key fingerprint`",
+                ));
             }
         }
         errs.into_result(s)

@@ -124,6 +124,30 @@ impl SigningKeys {
     }
 }
 
+/// The fingerprint that pins a checkpoint key: SHA-256 of its 32 bytes, hex
+/// (what `[audit] signing_key_fingerprint` and `--key-fingerprint` hold).
+pub fn key_fingerprint(key: &VerifyingKey) -> String {
+    use sha2::Digest;
+    hex::encode(Sha256::digest(key.as_bytes()))
+}
+
+/// Checks `key` against a pinned fingerprint (hex, case-insensitive); `Err`
+/// names the key file and what to do.
+pub fn check_fingerprint(key: &VerifyingKey, pinned: &str, path: &Path) -> Result<(), AuditError> {
+    let actual = key_fingerprint(key);
+    if actual.eq_ignore_ascii_case(pinned.trim()) {
+        return Ok(());
+    }
+    Err(AuditError::Key {
+        path: path.to_path_buf(),
+        problem: format!(
+            "key fingerprint {actual} is not the pinned {}; the key was replaced: \
+             verify with the original public key, or investigate who replaced it",
+            pinned.trim()
+        ),
+    })
+}
+
 /// Reads a published public key (hex, as in `audit-signing.pub`).
 pub fn load_public_key(path: &Path) -> Result<VerifyingKey, AuditError> {
     let text = fs::read_to_string(path).map_err(|e| AuditError::io(path, e))?;

@@ -34,6 +34,7 @@
 mod aggregate;
 mod checkpoint;
 mod config;
+mod continuity;
 mod error;
 mod keys;
 mod merge;
@@ -42,6 +43,7 @@ mod record;
 mod segment;
 pub mod time;
 mod verify;
+mod witness;
 mod writer;
 
 #[cfg(test)]
@@ -52,11 +54,16 @@ pub use checkpoint::{HEAD_FILE, checkpoint_message};
 pub use config::{AuditSettings, FsyncPolicy, RawAudit};
 pub use error::AuditError;
 pub use keys::{
-    HMAC_KEY_FILE, SIGNING_KEY_FILE, SIGNING_PUB_FILE, SigningKeys, SubjectKey, load_public_key,
+    HMAC_KEY_FILE, SIGNING_KEY_FILE, SIGNING_PUB_FILE, SigningKeys, SubjectKey, check_fingerprint,
+    key_fingerprint, load_public_key,
 };
 pub use merge::MergeByTime;
 pub use query::{Filter, QueryFilter, QueryIter, QueryPage, query};
 pub use record::{Action, AuditEvent, AuditRecord, Checkpoint, Decision, GENESIS_HASH, SubjectRef};
 pub use time::{now_rfc3339, parse_rfc3339_micros};
-pub use verify::{FailureKind, VerifyFailure, VerifyOptions, VerifyReport, verify, verify_with};
+pub use verify::{
+    FailureKind, VerifyFailure, VerifyOptions, VerifyReport, WitnessHead, verify, verify_with,
+    verify_witnessed,
+};
+pub use witness::{DirWitness, WITNESS_FILE, Witness, chain_node, read_witness};
 pub use writer::{Appended, AuditLog, AuditStats, WriterHandle};

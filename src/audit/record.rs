@@ -44,6 +44,15 @@ impl Action {
     pub const AUDIT_TORN_TAIL: Action = Action::new("audit.torn_tail");
     /// The log could not be written for a while (audit writer only).
     pub const AUDIT_OUTAGE: Action = Action::new("audit.outage");
+    /// On start the log did not reach its signed head (records cut or
+    /// replaced); names the missing seqs. `audit verify` fails on it for ever.
+    pub const AUDIT_GAP: Action = Action::new("audit.gap");
+    /// A pre-authentication refusal (unknown route, bad method, limits).
+    pub const REQUEST_REFUSED: Action = Action::new(Self::REQUEST_REFUSED_NAME);
+    /// The name of [`Action::REQUEST_REFUSED`].
+    pub const REQUEST_REFUSED_NAME: &'static str = "request.refused";
+    /// The name of [`Action::AUTH_DENIED`].
+    pub const AUTH_DENIED_NAME: &'static str = "auth.denied";
 
     /// An action from a static name.
     pub const fn new(name: &'static str) -> Self {

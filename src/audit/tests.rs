@@ -806,3 +806,5 @@ async fn live_verify_tolerates_a_line_being_written() {
     expect_fail(&t, FailureKind::Truncated, Some(7));
     drop(w);
 }
+
+mod continuity;

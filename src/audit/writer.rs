@@ -15,13 +15,15 @@ use tokio_util::sync::CancellationToken;
 
 use super::checkpoint::{checkpoint_record, write_head};
 use super::config::{AuditSettings, FsyncPolicy};
+use super::continuity;
 use super::error::AuditError;
-use super::keys::{SigningKeys, SubjectKey};
+use super::keys::{SIGNING_PUB_FILE, SigningKeys, SubjectKey, check_fingerprint};
 use super::query::{QueryFilter, QueryPage, query};
 use super::record::{Action, AuditEvent, AuditRecord, Decision, GENESIS_HASH, SubjectRef};
 use super::segment::{list_segments, scan_tail, segment_name, set_aside};
 use super::time::now_rfc3339;
 use super::verify::{VerifyFailure, VerifyOptions, VerifyReport, verify_with};
+use super::witness::{DirWitness, Witness};
 
 /// What [`AuditLog::append`] returns once the record is written (and, with
 /// `fsync = "always"`, durable).
@@ -48,6 +50,10 @@ enum Cmd {
 
 struct Shared {
     healthy: AtomicBool,
+    /// False while the witness could not take the latest signed head.
+    witness_ok: Arc<AtomicBool>,
+    /// Where the witness is, when one is configured.
+    witness: Option<String>,
     stats: StatCounters,
     subject_key: SubjectKey,
     public: VerifyingKey,
@@ -115,13 +121,36 @@ impl AuditLog {
                 .map_err(|e| AuditError::io(&dir, e))?;
             let subject_key = SubjectKey::load_or_generate(&certs_dir)?;
             let keys = SigningKeys::load_or_generate(&certs_dir)?;
-            let state = State::resume(dir, settings, keys, fault)?;
+            if let Some(pinned) = &settings.signing_key_fingerprint {
+                check_fingerprint(&keys.public(), pinned, &certs_dir.join(SIGNING_PUB_FILE))?;
+            }
+            let witness: Option<Arc<dyn Witness>> = settings
+                .witness_dir
+                .as_ref()
+                .map(|d| {
+                    Arc::new(DirWitness::new(d).with_node(settings.node.clone())) as Arc<dyn Witness>
+                });
+            if let Some(w) = &witness {
+                w.probe().map_err(|e| AuditError::Io {
+                    path: PathBuf::from(w.location()),
+                    source: io::Error::new(
+                        e.kind(),
+                        format!(
+                            "audit witness not writable ({e}); mount or create it and make it writable \
+                             (`[audit] witness_dir` / `--audit-witness`), or remove the setting"
+                        ),
+                    ),
+                })?;
+            }
+            let state = State::resume(dir, settings, keys, fault, witness)?;
             Ok((state, subject_key))
         })
         .await
         .map_err(|_| AuditError::Unavailable)??;
         let shared = Arc::new(Shared {
             healthy: AtomicBool::new(true),
+            witness_ok: state.witness_ok.clone(),
+            witness: state.witness.as_ref().map(|w| w.location()),
             stats: StatCounters::default(),
             subject_key,
             public: state.keys.public(),
@@ -181,6 +210,16 @@ impl AuditLog {
     /// answers data requests 503); true again after a successful write.
     pub fn is_healthy(&self) -> bool {
         self.shared.healthy.load(Ordering::Acquire)
+            && self.shared.witness_ok.load(Ordering::Acquire)
+    }
+
+    /// The configured witness and whether it took the latest signed head
+    /// (`None` without a witness).
+    pub fn witness_status(&self) -> Option<(String, bool)> {
+        self.shared
+            .witness
+            .clone()
+            .map(|w| (w, self.shared.witness_ok.load(Ordering::Acquire)))
     }
 
     /// The keyed reference for a subject id (what goes in `subject_ref`).
@@ -252,6 +291,12 @@ struct State {
     /// Appends refused since the last successful write, and since when.
     outage: Option<(u64, String)>,
     fault: Option<WriteFault>,
+    /// Where signed heads are also remembered.
+    witness: Option<Arc<dyn Witness>>,
+    /// Shared with [`Shared::witness_ok`].
+    witness_ok: Arc<AtomicBool>,
+    /// A signed head the witness has not taken yet (retried).
+    witness_pending: Option<Vec<u8>>,
 }
 
 fn open_segment(dir: &Path, index: u32) -> io::Result<File> {
@@ -268,6 +313,7 @@ impl State {
         settings: AuditSettings,
         keys: SigningKeys,
         fault: Option<WriteFault>,
+        witness: Option<Arc<dyn Witness>>,
     ) -> Result<State, AuditError> {
         let segs = list_segments(&dir)?;
         let mut notes = Vec::new();
@@ -338,9 +384,19 @@ impl State {
             last_sync: Instant::now(),
             outage: None,
             fault: None,
+            witness,
+            witness_ok: Arc::new(AtomicBool::new(true)),
+            witness_pending: None,
         };
+        let witness_head = st.witness_head();
+        let gap = continuity::check(&st.dir, last.as_ref(), witness_head)?;
+        if let Some(gap) = &gap {
+            tracing::error!(dir = %st.dir.display(), problem = %gap.reason, "audit: the log does not reach its signed head; writing an audit.gap record");
+            st.next_seq = gap.next_seq;
+            notes.push(gap.event());
+        }
         if !notes.is_empty() {
-            st.write_batch(notes, false)
+            st.write_batch(notes, gap.is_some())
                 .map_err(|e| AuditError::io(st.dir.join(segment_name(st.seg_index)), e))?;
         }
         st.fault = fault;
@@ -354,6 +410,16 @@ impl State {
         events: Vec<AuditEvent>,
         force_checkpoint: bool,
     ) -> io::Result<Vec<Appended>> {
+        if self.witness_pending.is_some() {
+            self.hand_to_witness();
+            if self.witness_pending.is_some() {
+                // The gateway does not run without the witness it was told to
+                // keep: nothing is acknowledged until it takes the head.
+                return Err(io::Error::other(
+                    "the audit witness has not taken the last signed head",
+                ));
+            }
+        }
         if self.reopen {
             let f = open_segment(&self.dir, self.seg_index)?;
             let len = f.metadata()?.len();
@@ -440,12 +506,52 @@ impl State {
         self.last_hash = prev;
         self.since_checkpoint = since;
         self.outage = None;
-        if let Some(line) = head_line
-            && let Err(e) = write_head(&self.dir, &line)
-        {
-            tracing::warn!(error = %e, "audit: could not update the checkpoint head file");
+        if let Some(line) = head_line {
+            if let Err(e) = write_head(&self.dir, &line) {
+                tracing::warn!(error = %e, "audit: could not update the checkpoint head file");
+            }
+            if self.witness.is_some() {
+                self.witness_pending = Some(line);
+                self.hand_to_witness();
+            }
         }
         Ok(out)
+    }
+
+    /// The witness's latest head when its signature verifies with our key
+    /// (a line that does not is ignored here and reported by `audit verify`).
+    fn witness_head(&self) -> Option<(String, AuditRecord)> {
+        let w = self.witness.as_ref()?;
+        let line = match w.latest() {
+            Ok(l) => l?,
+            Err(e) => {
+                tracing::warn!(witness = %w.location(), error = %e, "audit: witness unreadable on start");
+                return None;
+            }
+        };
+        let rec = super::record::parse_line(&line).ok()?;
+        super::checkpoint::check_checkpoint(&rec, &self.keys.public()).ok()?;
+        Some((w.location(), rec))
+    }
+
+    /// Hands the pending signed head to the witness; on failure the log
+    /// turns unhealthy (data requests fail closed) until a retry succeeds.
+    fn hand_to_witness(&mut self) {
+        let (Some(w), Some(line)) = (&self.witness, &self.witness_pending) else {
+            return;
+        };
+        let line = line.strip_suffix(b"\n").unwrap_or(line);
+        match w.append(line) {
+            Ok(()) => {
+                self.witness_pending = None;
+                self.witness_ok.store(true, Ordering::Release);
+            }
+            Err(e) => {
+                if self.witness_ok.swap(false, Ordering::AcqRel) {
+                    tracing::error!(witness = %w.location(), error = %e, "audit: witness did not take the signed head; failing closed until it does");
+                }
+            }
+        }
     }
 
     fn write_and_sync(&mut self, buf: &[u8]) -> io::Result<()> {
@@ -612,7 +718,7 @@ async fn run(
                 Op::Batch(Vec::new(), true)
             }
             _ = sync_tick.tick(), if sync_every.is_some() => Op::Sync,
-            _ = retry_tick.tick(), if !shared.healthy.load(Ordering::Acquire) => Op::Batch(Vec::new(), false),
+            _ = retry_tick.tick(), if !shared.healthy.load(Ordering::Acquire) || !shared.witness_ok.load(Ordering::Acquire) => Op::Batch(Vec::new(), false),
         };
         state = exec(st, op, &shared).await;
     }

@@ -77,6 +77,10 @@ pub struct RawIssuer {
     pub unknown_kid_cooldown_secs: Option<u64>,
     /// Keys older than this (issuer unreachable) are no longer used.
     pub max_stale_secs: Option<u64>,
+    /// Admin roles (`platform-admin`, `department-admin`, `auditor`) this
+    /// issuer's tokens may carry; other roles in its tokens are ignored.
+    /// Default: every role when this is the only issuer, none otherwise.
+    pub roles: Option<Vec<String>>,
     /// Timeout of one JWKS fetch.
     pub fetch_timeout_secs: Option<u64>,
 }
@@ -116,6 +120,8 @@ pub struct IssuerSettings {
     pub algorithms: Vec<Algorithm>,
     /// Where the keys come from.
     pub jwks: JwksSource,
+    /// Admin roles its tokens may carry (others are dropped at verification).
+    pub roles: Vec<crate::auth::Role>,
 }
 
 /// Where an issuer's keys come from.
@@ -191,6 +197,7 @@ impl AuthSettings {
         );
         let mut issuers = Vec::new();
         let mut seen = HashSet::new();
+        let only_one = raw.issuers.len() == 1;
         for (i, r) in raw.issuers.into_iter().enumerate() {
             let at = |f: &str| format!("auth.issuers[{i}].{f}");
             if !seen.insert(r.issuer.clone()) {
@@ -201,7 +208,27 @@ impl AuthSettings {
                     "keep one [[auth.issuers]] entry per issuer",
                 ));
             }
-            if let Some(s) = issuer_from_raw(r, file, base_dir, &at, &mut errors) {
+            let roles = match &r.roles {
+                None if only_one => crate::auth::Role::ALL.to_vec(),
+                None => Vec::new(),
+                Some(names) => names
+                    .iter()
+                    .filter_map(|n| {
+                        let role = crate::auth::Role::from_name(n);
+                        if role.is_none() {
+                            errors.push(ConfigError::new(
+                                file,
+                                at("roles"),
+                                format!("unknown role `{n}`"),
+                                "use platform-admin, department-admin or auditor",
+                            ));
+                        }
+                        role
+                    })
+                    .collect(),
+            };
+            if let Some(mut s) = issuer_from_raw(r, file, base_dir, &at, &mut errors) {
+                s.roles = roles;
                 issuers.push(s);
             }
         }
@@ -350,6 +377,7 @@ fn issuer_from_raw(
         audiences: r.audiences,
         algorithms,
         jwks: jwks?,
+        roles: Vec::new(),
     })
 }
 

@@ -130,6 +130,10 @@ pub enum AccessError {
     /// Status 403: A department admin acting for a department that is not theirs.
     #[error("not an administrator of department `{0}`")]
     NotDepartmentAdmin(String),
+    /// Status 403: The token's issuer may not speak for this client
+    /// (`issuer`/`issuers` of its clients.toml entry).
+    #[error("client `{0}` does not accept tokens from this issuer")]
+    IssuerNotBound(String),
 }
 
 /// Status 400: An attribution header (`X-Purpose`, `X-End-User`, `X-Case-Id`) is

@@ -36,6 +36,8 @@ pub struct KnownNames {
     pub scenarios: BTreeSet<String>,
     /// Department names (gateway.toml `[departments]`).
     pub departments: BTreeSet<String>,
+    /// Trusted issuers (gateway.toml `[[auth.issuers]]`, their `iss`).
+    pub issuers: BTreeSet<String>,
 }
 
 #[derive(Deserialize)]
@@ -58,6 +60,10 @@ struct RawClient {
     datasets: BTreeMap<String, RawDatasetGrant>,
     #[serde(default)]
     proxy: Vec<RawProxy>,
+    /// The one issuer that may speak for this client.
+    issuer: Option<String>,
+    /// The issuers that may speak for this client.
+    issuers: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -149,6 +155,7 @@ pub struct ClientGrants {
     datasets: HashMap<String, FieldFilter>,
     scenarios: HashSet<String>,
     proxy: Vec<ProxyGrant>,
+    issuers: HashSet<String>,
 }
 
 impl ClientGrants {
@@ -160,6 +167,17 @@ impl ClientGrants {
     /// The operator's description.
     pub fn description(&self) -> &str {
         &self.description
+    }
+
+    /// `Ok` if tokens of `issuer` may speak for this client, else 403. An
+    /// unknown client (no entry) has no grants to protect and passes here;
+    /// everything it asks for is refused later.
+    pub fn check_issuer(&self, issuer: &str) -> Result<(), AccessError> {
+        if self.id.is_empty() || self.issuers.contains(issuer) {
+            Ok(())
+        } else {
+            Err(AccessError::IssuerNotBound(self.id.clone()))
+        }
     }
 
     /// `X-Purpose` must be present (400 otherwise) and granted (403).
@@ -347,6 +365,46 @@ impl Grants {
                 description: r.description,
                 ..ClientGrants::default()
             };
+            let named: Option<Vec<String>> = match (r.issuer, r.issuers) {
+                (Some(_), Some(_)) => {
+                    errors.push(ConfigError::new(
+                        file,
+                        at("issuer"),
+                        "`issuer` and `issuers` are alternatives",
+                        "give one issuer with `issuer = \"...\"` or several with `issuers = [...]`",
+                    ));
+                    None
+                }
+                (Some(i), None) => Some(vec![i]),
+                (None, Some(v)) => Some(v),
+                (None, None) if known.issuers.len() <= 1 => {
+                    Some(known.issuers.iter().cloned().collect())
+                }
+                (None, None) => {
+                    errors.push(ConfigError::new(
+                        file,
+                        at("issuer"),
+                        "more than one issuer is trusted, so each client must say which may speak for it",
+                        format!(
+                            "add issuer = \"...\" (one of: {})",
+                            known.issuers.iter().cloned().collect::<Vec<_>>().join(", ")
+                        ),
+                    ));
+                    None
+                }
+            };
+            for i in named.into_iter().flatten() {
+                if known.issuers.contains(&i) {
+                    g.issuers.insert(i);
+                } else {
+                    errors.push(ConfigError::new(
+                        file,
+                        at("issuer"),
+                        format!("`{i}` is not a trusted issuer"),
+                        "name an `issuer` of gateway.toml [[auth.issuers]]",
+                    ));
+                }
+            }
             for p in r.purposes {
                 if !is_name(&p) {
                     errors.push(ConfigError::new(
@@ -546,6 +604,7 @@ pub(crate) mod tests {
             notice: String::new(),
         });
         let known = KnownNames {
+            issuers: ["https://demo-issuer.onewindow.local".to_string()].into(),
             datasets: ds.iter().map(|d| d.0.to_string()).collect(),
             scenarios: ["open-restaurant", "newborn", "listing-compliance"]
                 .map(String::from)

@@ -55,6 +55,9 @@ pub(crate) struct VerifyKey {
     kind: KeyKind,
     /// The JWK's own `alg`, when it states one.
     jwk_alg: Option<Algorithm>,
+    /// RFC 7638 thumbprint of the key material: what "the same key" means
+    /// when a JWKS is reloaded (a `kid` is only a name).
+    thumbprint: String,
     pub(crate) key: DecodingKey,
 }
 
@@ -98,9 +101,17 @@ impl KeySet {
         }
     }
 
-    fn same_kids(&self, other: &KeySet) -> bool {
+    /// Same names bound to the same key material and `alg`. A key replaced
+    /// under an unchanged `kid` is a different set: cached verifications
+    /// made with the old key must go.
+    fn same_keys(&self, other: &KeySet) -> bool {
         self.by_kid.len() == other.by_kid.len()
-            && self.by_kid.keys().all(|k| other.by_kid.contains_key(k))
+            && self.by_kid.iter().all(|(kid, k)| {
+                other
+                    .by_kid
+                    .get(kid)
+                    .is_some_and(|o| o.thumbprint == k.thumbprint && o.jwk_alg == k.jwk_alg)
+            })
     }
 }
 
@@ -189,8 +200,19 @@ fn parse_key(v: serde_json::Value) -> Result<(String, VerifyKey), String> {
             .thumbprint(ThumbprintHash::SHA256)
             .map_err(|e| format!("no kid and no thumbprint: {e}"))?,
     };
+    let thumbprint = jwk
+        .thumbprint(ThumbprintHash::SHA256)
+        .map_err(|e| format!("no thumbprint: {e}"))?;
     let key = DecodingKey::from_jwk(&jwk).map_err(|e| format!("unusable key: {e}"))?;
-    Ok((kid, VerifyKey { kind, jwk_alg, key }))
+    Ok((
+        kid,
+        VerifyKey {
+            kind,
+            jwk_alg,
+            thumbprint,
+            key,
+        },
+    ))
 }
 
 /// Fetches a JWKS over HTTPS with our own rustls client.
@@ -415,7 +437,7 @@ impl IssuerKeys {
             loaded_at: self.clock.now_unix(),
         });
         let old = self.current.swap(Some(new.clone()));
-        if old.is_some_and(|o| !o.same_kids(&new)) {
+        if old.is_some_and(|o| !o.same_keys(&new)) {
             (self.on_change)();
         }
         Ok(())

@@ -334,6 +334,8 @@ impl Verifier {
             .flatten()
             .take(MAX_ROLES)
             .filter_map(|r| Role::from_name(r))
+            // An issuer speaks only for the roles bound to it.
+            .filter(|r| issuer.keys.settings.roles.contains(r))
             .collect();
         Ok(Principal::new(
             claims.sub,

@@ -14,6 +14,9 @@ pub enum Role {
 }
 
 impl Role {
+    /// Every role.
+    pub const ALL: [Role; 3] = [Role::PlatformAdmin, Role::DepartmentAdmin, Role::Auditor];
+
     /// The role's name in tokens.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -127,6 +127,7 @@ fn file_settings(dir: &Path) -> AuthSettings {
             audiences: vec![DEMO_AUDIENCE.into()],
             algorithms: vec![Algorithm::ES256],
             jwks: JwksSource::File(DemoIssuer::jwks_path(dir)),
+            roles: crate::auth::Role::ALL.to_vec(),
         }],
         ..AuthSettings::default()
     }
@@ -746,6 +747,7 @@ async fn url_world() -> UrlWorld {
                 max_stale: Duration::from_secs(3600),
                 fetch_timeout: Duration::from_secs(5),
             }),
+            roles: crate::auth::Role::ALL.to_vec(),
         }],
         ..AuthSettings::default()
     };
@@ -800,6 +802,7 @@ async fn start_fails_when_the_url_issuer_is_unreachable() {
                 max_stale: Duration::from_secs(3600),
                 fetch_timeout: Duration::from_secs(5),
             }),
+            roles: crate::auth::Role::ALL.to_vec(),
         }],
         ..AuthSettings::default()
     };
@@ -883,6 +886,47 @@ async fn rotated_key_is_picked_up_by_unknown_kid_refetch() {
     assert!(is_invalid(
         &w.auth.authenticate(Some(&bearer(&old_token)), None).await
     ));
+}
+
+// Hostile input: the issuer's key replaced under the same `kid`. The key set
+// is compared by key material, so tokens verified (and cached) with the old
+// key are refused after the reload, and the new key's tokens verify.
+#[tokio::test]
+async fn a_key_replaced_under_the_same_kid_drops_cached_verifications() {
+    let w = url_world().await;
+    let old_token = w
+        .demo
+        .mint("portal-binhai", &[], None, Duration::from_secs(60))
+        .unwrap();
+    assert!(
+        w.auth
+            .authenticate(Some(&bearer(&old_token)), None)
+            .await
+            .is_ok()
+    );
+    let new_dir = TempDir::new();
+    let (new, _) = DemoIssuer::load_or_generate(new_dir.path()).unwrap();
+    // The new key's material under the old key's name.
+    let mut jwks: Value = serde_json::from_str(new.jwks_json()).unwrap();
+    jwks["keys"][0]["kid"] = json!(w.demo.kid());
+    w.server.set(200, &jwks.to_string());
+    w.auth.refresh_issuer(DEMO_ISSUER).await.unwrap();
+    assert!(
+        is_invalid(&w.auth.authenticate(Some(&bearer(&old_token)), None).await),
+        "a verification made with the replaced key was served from the cache"
+    );
+    let claims = json!({"iss": DEMO_ISSUER, "aud": DEMO_AUDIENCE, "sub": "portal-binhai",
+        "exp": w.clock.now_unix() + 60});
+    let mut header = jsonwebtoken::Header::new(Algorithm::ES256);
+    header.kid = Some(w.demo.kid().to_string());
+    let pem = std::fs::read(DemoIssuer::key_path(new_dir.path())).unwrap();
+    let t = jsonwebtoken::encode(
+        &header,
+        &claims,
+        &jsonwebtoken::EncodingKey::from_ec_pem(&pem).unwrap(),
+    )
+    .unwrap();
+    assert!(w.auth.authenticate(Some(&bearer(&t)), None).await.is_ok());
 }
 
 #[tokio::test]

@@ -137,12 +137,50 @@ impl DatasetSpec {
 #[derive(Debug, Clone, Default)]
 pub struct Datasets {
     by_name: HashMap<String, Arc<DatasetSpec>>,
+    /// Canonical forms of subject kinds (`[subject_kinds.<kind>]`).
+    subject_case: HashMap<String, SubjectCase>,
+}
+
+/// The canonical form of a subject kind's ids (`case` in
+/// `[subject_kinds.<kind>]` of datasets.toml). Reads, cache keys, department
+/// calls and invalidations all use the canonical form, so `91120116ma07t6wn8f`
+/// and `91120116MA07T6WN8F` are one subject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum SubjectCase {
+    /// Ids are compared as given (the default).
+    #[default]
+    Exact,
+    /// ASCII letters upper-cased (USCC, ID card numbers ending in `X`).
+    Upper,
+    /// ASCII letters lower-cased.
+    Lower,
+}
+
+impl SubjectCase {
+    /// `id` in this canonical form.
+    pub fn apply(self, id: &str) -> String {
+        match self {
+            SubjectCase::Exact => id.to_string(),
+            SubjectCase::Upper => id.to_ascii_uppercase(),
+            SubjectCase::Lower => id.to_ascii_lowercase(),
+        }
+    }
 }
 
 impl Datasets {
     /// The dataset named `name`.
     pub fn get(&self, name: &str) -> Option<&Arc<DatasetSpec>> {
         self.by_name.get(name)
+    }
+
+    /// `id` of subject kind `kind` in its canonical form.
+    pub fn canonical_subject(&self, kind: &str, id: &str) -> String {
+        self.subject_case
+            .get(kind)
+            .copied()
+            .unwrap_or_default()
+            .apply(id)
     }
 
     /// All datasets, sorted by name.
@@ -169,6 +207,7 @@ impl Datasets {
                 .into_iter()
                 .map(|s| (s.name.clone(), Arc::new(s)))
                 .collect(),
+            subject_case: HashMap::new(),
         }
     }
 
@@ -248,7 +287,23 @@ impl Datasets {
                 }),
             });
         }
-        errors.into_result(Self::from_specs(specs))
+        for kind in raw.subject_kinds.keys() {
+            if !specs.iter().any(|s| &s.subject_kind == kind) {
+                errors.push(ConfigError::new(
+                    file,
+                    format!("subject_kinds.{kind}"),
+                    format!("no dataset takes subjects of kind `{kind}`"),
+                    "remove the table or correct the kind's name",
+                ));
+            }
+        }
+        let mut model = Self::from_specs(specs);
+        model.subject_case = raw
+            .subject_kinds
+            .into_iter()
+            .map(|(k, v)| (k, v.case))
+            .collect();
+        errors.into_result(model)
     }
 }
 
@@ -265,6 +320,15 @@ fn is_field_name(s: &str) -> bool {
 struct RawDatasetsFile {
     #[serde(default)]
     datasets: BTreeMap<String, RawDataset>,
+    #[serde(default)]
+    subject_kinds: BTreeMap<String, RawSubjectKind>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSubjectKind {
+    #[serde(default)]
+    case: SubjectCase,
 }
 
 #[derive(Debug, Deserialize)]

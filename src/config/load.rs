@@ -94,6 +94,8 @@ pub struct Overrides {
     pub node: Option<String>,
     /// A case store to use instead of `<data-dir>/cases.sqlite` (tests).
     pub case_store: Option<std::sync::Arc<dyn crate::case::CaseStore>>,
+    /// `--audit-witness`: overrides `[audit] witness_dir`.
+    pub audit_witness: Option<PathBuf>,
 }
 
 /// Everything loaded from disk and validated, before anything is started.
@@ -195,8 +197,19 @@ pub fn load(config: &Path, o: &Overrides) -> Result<Loaded, ConfigErrors> {
         config,
     )
     .map_err(|e| errors.0.extend(e.0));
+    let raw_issuers: BTreeSet<String> = raw.auth.issuers.iter().map(|i| i.issuer.clone()).collect();
     let auth = AuthSettings::from_raw(raw.auth, config, &root).map_err(|e| errors.0.extend(e.0));
-    let audit = AuditSettings::from_raw(raw.audit, config).map_err(|e| errors.0.extend(e.0));
+    let audit = AuditSettings::from_raw(raw.audit, config)
+        .map(|mut a| {
+            if let Some(w) = &o.audit_witness {
+                a.witness_dir = Some(w.clone());
+            }
+            if let Some(w) = a.witness_dir.take() {
+                a.witness_dir = Some(if w.is_absolute() { w } else { root.join(w) });
+            }
+            a
+        })
+        .map_err(|e| errors.0.extend(e.0));
     let rate_limits = RateLimitSettings::from_raw(&raw.rate_limits, config, "rate_limits")
         .map_err(|e| errors.0.extend(e.0));
     let mut protect = BTreeMap::new();
@@ -240,6 +253,7 @@ pub fn load(config: &Path, o: &Overrides) -> Result<Loaded, ConfigErrors> {
             .keys()
             .cloned()
             .collect::<BTreeSet<_>>(),
+        issuers: raw_issuers,
     };
     let grants =
         Grants::load(&settings.paths.clients, &known, &datasets).map_err(|e| errors.0.extend(e.0));
@@ -341,6 +355,22 @@ pub fn dirs(config: &Path, data_dir: Option<&Path>) -> (PathBuf, PathBuf) {
 
 /// The audit log directory named by gateway.toml (`[audit] dir` under the
 /// data dir), for the offline `audit` commands.
+/// `[audit]` of gateway.toml (defaults when unreadable), for the offline
+/// commands; a relative `witness_dir` is resolved like the gateway does.
+pub fn audit_settings(config: &Path) -> AuditSettings {
+    let raw = peek(config).map(|p| p.audit).unwrap_or_default();
+    let mut s = AuditSettings::from_raw(raw, config).unwrap_or_default();
+    if let Some(w) = s.witness_dir.take() {
+        s.witness_dir = Some(if w.is_absolute() {
+            w
+        } else {
+            root_of(config).join(w)
+        });
+    }
+    s
+}
+
+/// The audit log directory named by gateway.toml, for the offline commands.
 pub fn audit_dir(config: &Path, data_dir: &Path) -> PathBuf {
     let raw = peek(config).map(|p| p.audit).unwrap_or_default();
     match AuditSettings::from_raw(raw, config) {

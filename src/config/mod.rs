@@ -11,7 +11,7 @@ pub use datasets::{DatasetSpec, Datasets, FieldSpec, FieldType, SubjectChars};
 pub mod gateway;
 pub mod load;
 pub use gateway::{GatewaySettings, Limits, RawGateway};
-pub use load::{Loaded, Overrides, audit_dir, dirs, load, root_of};
+pub use load::{Loaded, Overrides, audit_dir, audit_settings, dirs, load, root_of};
 
 /// One `*.toml` file of a configuration folder.
 #[derive(Debug)]

@@ -29,10 +29,7 @@ use http_body_util::Full;
 use serde::Deserialize;
 use tokio::time::Instant;
 
-use crate::adapter::{
-    AdapterRegistry, AdapterSpec, CanonicalRequest, CompileContext, DepartmentAdapter,
-    UpstreamReply,
-};
+use crate::adapter::{AdapterSpec, CanonicalRequest, DepartmentAdapter, UpstreamReply};
 use crate::auth::Principal;
 use crate::error::{GatewayError, PROBLEM_BASE, RequestError, UpstreamError};
 use crate::state::State;
@@ -169,19 +166,7 @@ async fn compile_draft(
     }
     let shown = PathBuf::from(format!("adapters/{department}.toml"));
     let spec = AdapterSpec::from_toml(&shown, text).map_err(GatewayError::InvalidAdapter)?;
-    // The context holds a non-Sync closure: keep it out of the await below.
-    let adapter = {
-        let registry = AdapterRegistry::builtin();
-        let secret = |var: &str| std::env::var(var).ok();
-        let cx = CompileContext {
-            file: &shown,
-            expected_department: department,
-            datasets: &state.datasets,
-            registry: &registry,
-            secret: &secret,
-        };
-        spec.compile(&cx).map_err(GatewayError::InvalidAdapter)?
-    };
+    let adapter = crate::admin::compile_adapter(state, department, &shown, &spec)?;
     let allow = state
         .allow_lists
         .get(department)

@@ -330,15 +330,18 @@ impl MemBuilder {
             aggregator,
             cases,
         ));
-        let admin = Arc::new(AdminPlane::new(
-            state,
-            audit,
-            cache,
-            metrics,
-            config,
-            overrides,
-            shutdown.clone(),
-        ));
+        let admin = Arc::new(
+            AdminPlane::new(
+                state,
+                audit,
+                cache,
+                metrics,
+                config,
+                overrides,
+                shutdown.clone(),
+            )
+            .with_aggregator(data.aggregator()),
+        );
         Mem {
             dir,
             data,

@@ -108,6 +108,10 @@ pub(super) struct Chain<'a> {
     pub checkpoints: u64,
     /// Sequence number of the last good checkpoint.
     pub last_checkpoint: Option<u64>,
+    /// Heads a witness holds (checked as the log passes them).
+    pub witness: &'a [super::WitnessHead],
+    /// Findings that do not stop the walk (gaps, witness disagreements).
+    pub findings: Vec<VerifyFailure>,
 }
 
 impl<'a> Chain<'a> {
@@ -132,6 +136,8 @@ impl<'a> Chain<'a> {
             first_seq: None,
             checkpoints: 0,
             last_checkpoint: None,
+            witness: &[],
+            findings: Vec::new(),
         }
     }
 
@@ -165,6 +171,22 @@ impl<'a> Chain<'a> {
             line: item.line,
             seq: Some(rec.seq),
         };
+        if rec.action() == Action::AUDIT_GAP.as_str() {
+            self.findings.push(
+                at.fail(
+                    FailureKind::Gap,
+                    rec.reason
+                        .as_deref()
+                        .unwrap_or("records are missing")
+                        .to_string(),
+                ),
+            );
+            // The gap record skips the seqs it names, so that no seq a
+            // witness remembers is reused.
+            if rec.seq > self.expected_seq {
+                self.expected_seq = rec.seq;
+            }
+        }
         if rec.seq > self.expected_seq {
             return Err(self.ahead(rec, item, lines, &at));
         }
@@ -174,6 +196,7 @@ impl<'a> Chain<'a> {
         self.check_link(rec, &at)?;
         self.check_checkpoint(rec, &at)?;
         self.check_head(rec, &at)?;
+        self.check_witness(rec, &at);
         self.advance(rec, item);
         Ok(())
     }
@@ -305,6 +328,39 @@ impl<'a> Chain<'a> {
         }
         self.head_seen = true;
         Ok(())
+    }
+
+    /// A record at a seq the witness holds must be that head.
+    fn check_witness(&mut self, rec: &RecordView<'_>, at: &At<'_>) {
+        for w in self.witness.iter().filter(|w| w.record.seq == rec.seq) {
+            if w.record.hash != rec.hash {
+                self.findings.push(at.fail(
+                    FailureKind::Witness,
+                    format!(
+                        "differs from the signed head the witness holds ({} line {}): history was rewritten",
+                        w.file.display(),
+                        w.line
+                    ),
+                ));
+            }
+        }
+    }
+
+    /// After the last line: every head the witness holds must be reached.
+    pub(super) fn check_witness_end(&self, findings: &mut Vec<VerifyFailure>) {
+        let last = self.last_seq();
+        for w in self.witness.iter().filter(|w| w.record.seq > last) {
+            findings.push(fail(
+                &w.file,
+                w.line,
+                Some(w.record.seq),
+                FailureKind::Witness,
+                format!(
+                    "the log ends at seq {last} but the witness holds a signed head at seq {}: the log was cut back (an older {HEAD_FILE} restored?)",
+                    w.record.seq
+                ),
+            ));
+        }
     }
 
     fn advance(&mut self, rec: &RecordView<'_>, item: &Item) {

@@ -83,6 +83,13 @@ pub enum FailureKind {
     Garbage,
     /// A file could not be read.
     Unreadable,
+    /// An `audit.gap` record: on a restart the log did not reach its signed
+    /// head; the seqs it names are gone. Reported for ever.
+    Gap,
+    /// The log is shorter than, or disagrees with, a head the witness holds.
+    Witness,
+    /// The public key is not the pinned one.
+    KeyMismatch,
 }
 
 impl fmt::Display for FailureKind {
@@ -97,6 +104,9 @@ impl fmt::Display for FailureKind {
             FailureKind::BadSignature => "bad signature",
             FailureKind::Garbage => "garbage",
             FailureKind::Unreadable => "unreadable",
+            FailureKind::Gap => "gap",
+            FailureKind::Witness => "witness disagreement",
+            FailureKind::KeyMismatch => "key mismatch",
         })
     }
 }
@@ -114,6 +124,9 @@ pub struct VerifyFailure {
     pub kind: FailureKind,
     /// Details for the auditor.
     pub detail: String,
+    /// Further findings (gaps, witness disagreements) found before or
+    /// besides this one, in log order.
+    pub also: Vec<VerifyFailure>,
 }
 
 impl fmt::Display for VerifyFailure {
@@ -122,7 +135,11 @@ impl fmt::Display for VerifyFailure {
         if let Some(s) = self.seq {
             write!(f, " (seq {s})")?;
         }
-        write!(f, ": {}: {}", self.kind, self.detail)
+        write!(f, ": {}: {}", self.kind, self.detail)?;
+        for a in &self.also {
+            write!(f, "\n{a}")?;
+        }
+        Ok(())
     }
 }
 
@@ -159,7 +176,19 @@ fn fail(
         seq,
         kind,
         detail: detail.into(),
+        also: Vec::new(),
     }
+}
+
+/// A signed head a witness holds, and where.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WitnessHead {
+    /// The witness file.
+    pub file: PathBuf,
+    /// 1-based line in it.
+    pub line: u64,
+    /// The checkpoint record (its seq and hash must be in the log).
+    pub record: crate::audit::AuditRecord,
 }
 
 /// [`verify`] with options (e.g. for a live log).
@@ -167,6 +196,53 @@ pub fn verify_with(
     paths: &[PathBuf],
     public_key: &VerifyingKey,
     opts: &VerifyOptions,
+) -> Result<VerifyReport, VerifyFailure> {
+    verify_witnessed(paths, public_key, opts, &[])
+}
+
+/// [`verify_with`], and the log must also hold every head in `witness` (each
+/// checked for its signature too): a log shorter than, or disagreeing with,
+/// any of them fails. Every finding is reported: the first as the error, the
+/// others in [`VerifyFailure::also`].
+pub fn verify_witnessed(
+    paths: &[PathBuf],
+    public_key: &VerifyingKey,
+    opts: &VerifyOptions,
+    witness: &[WitnessHead],
+) -> Result<VerifyReport, VerifyFailure> {
+    let mut findings = Vec::new();
+    for w in witness {
+        if let Err(d) = crate::audit::checkpoint::check_checkpoint(&w.record, public_key) {
+            findings.push(fail(
+                &w.file,
+                w.line,
+                Some(w.record.seq),
+                FailureKind::Witness,
+                format!("witness head does not verify with this key: {d}"),
+            ));
+        }
+    }
+    let result = verify_inner(paths, public_key, opts, witness, &mut findings);
+    match result {
+        Err(mut f) => {
+            f.also = findings;
+            Err(f)
+        }
+        Ok(report) if findings.is_empty() => Ok(report),
+        Ok(_) => {
+            let mut first = findings.remove(0);
+            first.also = findings;
+            Err(first)
+        }
+    }
+}
+
+fn verify_inner(
+    paths: &[PathBuf],
+    public_key: &VerifyingKey,
+    opts: &VerifyOptions,
+    witness: &[WitnessHead],
+    findings: &mut Vec<VerifyFailure>,
 ) -> Result<VerifyReport, VerifyFailure> {
     let started = Instant::now();
     let source = Source::open(paths, public_key)?;
@@ -179,33 +255,24 @@ pub fn verify_with(
         source.head.as_ref(),
         source.head_path.is_some(),
     );
+    chain.witness = witness;
     let mut partial_tail = false;
     let mut shown = 0u64;
-    while let Some(item) = lines.next()? {
-        if lines.bytes - shown >= 1 << 20 {
-            bar.set_position(lines.bytes);
-            shown = lines.bytes;
-        }
-        let file = &files[item.file];
-        if !item.complete {
-            if item.file + 1 == files.len() && opts.allow_partial_tail {
-                partial_tail = true;
-                break;
-            }
-            return Err(fail(
-                file,
-                item.line,
-                Some(chain.expected_seq()),
-                FailureKind::Truncated,
-                "last line is incomplete (torn or cut)",
-            ));
-        }
-        let rec = parse_record(file, &item, public_key)?;
-        chain.check(&rec, &item, &mut lines)?;
-        lines.recycle(item);
-    }
-    bar.finish_and_clear();
+    let result = verify_lines(
+        &mut chain,
+        &mut lines,
+        files,
+        public_key,
+        opts,
+        &bar,
+        &mut shown,
+        &mut partial_tail,
+    );
+    findings.append(&mut chain.findings);
+    result?;
     chain.check_end(source.head_path.as_deref())?;
+    chain.check_witness_end(findings);
+    bar.finish_and_clear();
 
     let last_seq = chain.last_seq();
     let first_seq = chain.first_seq;
@@ -223,6 +290,43 @@ pub fn verify_with(
         partial_tail,
         elapsed: started.elapsed(),
     })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn verify_lines(
+    chain: &mut Chain<'_>,
+    lines: &mut Lines<'_>,
+    files: &[PathBuf],
+    public_key: &VerifyingKey,
+    opts: &VerifyOptions,
+    bar: &ProgressBar,
+    shown: &mut u64,
+    partial_tail: &mut bool,
+) -> Result<(), VerifyFailure> {
+    while let Some(item) = lines.next()? {
+        if lines.bytes - *shown >= 1 << 20 {
+            bar.set_position(lines.bytes);
+            *shown = lines.bytes;
+        }
+        let file = &files[item.file];
+        if !item.complete {
+            if item.file + 1 == files.len() && opts.allow_partial_tail {
+                *partial_tail = true;
+                break;
+            }
+            return Err(fail(
+                file,
+                item.line,
+                Some(chain.expected_seq()),
+                FailureKind::Truncated,
+                "last line is incomplete (torn or cut)",
+            ));
+        }
+        let rec = parse_record(file, &item, public_key)?;
+        chain.check(&rec, &item, lines)?;
+        lines.recycle(item);
+    }
+    Ok(())
 }
 
 /// An indicatif bar on stderr when asked for and stderr is a terminal.
