@@ -252,9 +252,14 @@ impl Running {
         )
         .await?;
         let cache = Arc::new(SharedCache::new(&loaded.cache));
-        let case_store: Arc<dyn crate::case::CaseStore> = match &overrides.case_store {
-            Some(s) => s.clone(),
-            None => {
+        let case_store: Arc<dyn crate::case::CaseStore> = match (&overrides.case_store, &cluster) {
+            (Some(s), _) => s.clone(),
+            // Cluster mode: one case truth for every node.
+            (None, Some(c)) => Arc::new(crate::case::RedisCaseStore::new(
+                c.link.clone(),
+                &c.settings().key_prefix,
+            )),
+            (None, None) => {
                 let path = loaded.settings.server.data_dir.join("cases.sqlite");
                 match crate::case::SqliteCaseStore::open(&path).await {
                     Ok(s) => Arc::new(s),
