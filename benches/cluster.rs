@@ -75,7 +75,8 @@ fn link(rt: &tokio::runtime::Runtime, port: u16) -> Arc<Link> {
         .flatten()
         .unwrap_or_else(|| unreachable!());
     let l = Arc::new(Link::new(&s).unwrap_or_else(|e| panic!("{e}")));
-    rt.block_on(l.verify()).unwrap_or_else(|e| panic!("{e}"));
+    rt.block_on(l.verify("{bench}:epoch"))
+        .unwrap_or_else(|e| panic!("{e}"));
     l
 }
 

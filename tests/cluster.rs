@@ -649,7 +649,7 @@ async fn three_limiters_never_exceed_the_shared_bound() {
     for _ in 0..3 {
         let l = link(&redis);
         // The heartbeat marks Redis up; here one call does.
-        l.verify().await.unwrap();
+        l.verify("{t}:epoch").await.unwrap();
         nodes.push(Arc::new(SharedLimits::new(
             l,
             "t",
@@ -965,4 +965,92 @@ async fn redis_case_store_compare_and_swap_keys_and_counts() {
     // The completed case left the open index.
     let counts = store.counts(1_001).await.unwrap();
     assert_eq!((counts.open, counts.overdue), (1, 1));
+}
+
+fn link_to(url: &str) -> Arc<Link> {
+    let raw = RawCluster {
+        redis_url: Some(url.into()),
+        timeout_ms: Some(3000),
+        ..RawCluster::default()
+    };
+    let settings = ClusterSettings::from_raw(&raw, None, None, Path::new("gateway.toml"))
+        .unwrap()
+        .unwrap();
+    Arc::new(Link::new(&settings).unwrap())
+}
+
+fn open_case(client: &str, id: &str) -> onewindow::case::Case {
+    serde_json::from_value(serde_json::json!({
+        "client": client, "case_id": id, "scenario": "open-restaurant",
+        "subjects": {"uscc": NO_FIRE}, "accepted_at": 100, "supply_by": 1_000,
+        "updated_at": 100, "parts": {"fire": {"status": "missing", "http_status": 404,
+        "supply_later": true, "checked_at": 100}}, "refreshes": 0, "version": 1
+    }))
+    .unwrap()
+}
+
+// `redis+sentinel://`: the link asks a real Sentinel for the master and works
+// on it (the epoch and a case land on the master itself).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinel_url_reaches_the_master() {
+    use common::redis::RedisProcs;
+    use onewindow::case::{CaseStore, RedisCaseStore};
+    let Some(master) = RedisServer::start("sentinel_url_reaches_the_master") else {
+        return;
+    };
+    let s = RedisProcs::sentinel("sentinel_url_reaches_the_master", master.port, "ow-master");
+    let via = link_to(&format!(
+        "redis+sentinel://127.0.0.1:{}/ow-master",
+        s.ports[0]
+    ));
+    let epoch = via.verify("{t}:epoch").await.unwrap();
+    let direct = link(&master);
+    assert_eq!(direct.verify("{t}:epoch").await.unwrap(), epoch);
+    let c = open_case("portal", "S-1");
+    RedisCaseStore::new(via, "ow").save(&c).await.unwrap();
+    let seen = RedisCaseStore::new(direct, "ow")
+        .load("portal", "S-1")
+        .await;
+    assert_eq!(seen.unwrap(), Some(c));
+}
+
+// `redis+cluster://` seeds: a real three-master Redis Cluster; every key
+// (limiter keys spread over all slots, the hash-tagged bus and case keys)
+// is routed, and the epoch stays stable across calls (no false "Redis lost
+// its data" from asking different masters).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_seed_list_routes_every_key() {
+    use common::redis::RedisProcs;
+    use onewindow::case::{CaseStore, RedisCaseStore};
+    let Some(c) = RedisProcs::cluster("redis_cluster_seed_list_routes_every_key") else {
+        return;
+    };
+    let l = link_to(&format!(
+        "redis+cluster://127.0.0.1:{},127.0.0.1:{}",
+        c.ports[0], c.ports[1]
+    ));
+    let epoch = l.verify("{t}:epoch").await.unwrap();
+    for _ in 0..5 {
+        assert_eq!(l.verify("{t}:epoch").await.unwrap(), epoch);
+    }
+    let script = lease_script();
+    for i in 0..30 {
+        let g = lease(
+            &l,
+            &script,
+            &format!("t:rl:c:client-{i}"),
+            Duration::from_millis(100),
+            10,
+            4,
+            None,
+        )
+        .await
+        .unwrap();
+        assert_eq!(g.granted, 4, "key {i}");
+    }
+    let store = RedisCaseStore::new(l.clone(), "ow");
+    let case = open_case("portal", "K-1");
+    store.save(&case).await.unwrap();
+    assert_eq!(store.load("portal", "K-1").await.unwrap(), Some(case));
+    assert_eq!(store.counts(0).await.unwrap().open, 1);
 }

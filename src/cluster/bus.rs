@@ -131,9 +131,12 @@ pub struct Bus {
     version: String,
     acks: String,
     nodes: String,
+    /// The data set's epoch (see [`Link::verify`]).
+    epoch: String,
     adapter_script: redis::Script,
     heartbeat_script: redis::Script,
     cursor: Mutex<Option<String>>,
+    /// The epoch last seen (a change: Redis lost its data).
     run_id: Mutex<Option<String>>,
     restarted: AtomicBool,
     /// Adapter versions applied here, by department; held while applying.
@@ -179,6 +182,7 @@ impl Bus {
             version: k("adapter-version"),
             acks: k("acks"),
             nodes: k("nodes"),
+            epoch: k("epoch"),
             adapter_script: redis::Script::new(ADAPTER_LUA),
             heartbeat_script: redis::Script::new(HEARTBEAT_LUA),
             cursor: Mutex::new(None),
@@ -367,7 +371,7 @@ impl Bus {
     /// Redis restart, publishes changes made while Redis was away. Returns
     /// the number of live nodes.
     pub async fn heartbeat(&self) -> Result<u32, ClusterError> {
-        let run_id = self.link.verify().await?;
+        let run_id = self.link.verify(&self.epoch).await?;
         let known = self.run_id.lock().ok().and_then(|r| r.clone());
         if known.is_some_and(|k| k != run_id) {
             // Redis restarted: whatever it held (stream included) may be gone.
@@ -419,7 +423,7 @@ impl Bus {
     /// After a (re)connection: proves no event was missed or drops the
     /// cache, re-reads adapter records, publishes queued changes.
     async fn resync(&self, first: bool) -> Result<(), ClusterError> {
-        let run_id = self.link.verify().await?;
+        let run_id = self.link.verify(&self.epoch).await?;
         let cursor = self.cursor.lock().ok().and_then(|c| c.clone());
         let same_server = self
             .run_id

@@ -3,6 +3,8 @@
 //! ```toml
 //! [cluster]
 //! redis_url = "redis://127.0.0.1:6379"  # absent or "": single node
+//! # or Sentinel: "redis+sentinel://[user:password@]s1:26379,s2:26379/mymaster[/db]"
+//! # or Redis Cluster seeds: "redis+cluster://[user:password@]h1:7000,h2:7001"
 //! node = "gw-1"          # this node's name (default: host name and data-plane port)
 //! nodes = 3              # expected node count: the fallback share is quota / nodes
 //! key_prefix = "onewindow"
@@ -41,6 +43,9 @@ pub struct RawCluster {
 pub struct ClusterSettings {
     /// The Redis URL (may hold a password: never log it; see [`Self::shown_url`]).
     pub redis_url: String,
+    /// What the URL names: one server, a Sentinel-watched master or a Redis
+    /// Cluster.
+    pub target: RedisTarget,
     /// This node's name; `None`: derived at start from the host name and port.
     pub node: Option<String>,
     /// Expected number of nodes, at least 1.
@@ -51,6 +56,199 @@ pub struct ClusterSettings {
     pub timeout: Duration,
     /// Approximate number of events kept in the stream.
     pub stream_max_len: u64,
+}
+
+/// Where Redis is, from `redis_url`.
+#[derive(Clone, PartialEq, Eq)]
+pub enum RedisTarget {
+    /// One server (`redis://`, `unix://`; or a proxy in front of several).
+    Single(String),
+    /// A master found by asking Sentinels (`redis+sentinel://`), asked again
+    /// whenever the connection to it fails (failover).
+    Sentinel {
+        /// The Sentinels, as `redis://host:port`.
+        sentinels: Vec<String>,
+        /// The monitored master's name.
+        master: String,
+        /// Database number on the master.
+        db: i64,
+        /// ACL user on the master.
+        username: Option<String>,
+        /// Password on the master (never shown).
+        password: Option<String>,
+    },
+    /// A Redis Cluster (`redis+cluster://`): the seed nodes, as
+    /// `redis://[user:password@]host:port`; the client finds the others.
+    Cluster {
+        /// Seed node URLs.
+        seeds: Vec<String>,
+    },
+}
+
+impl std::fmt::Debug for RedisTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Single(u) => f.debug_tuple("Single").field(&shown_url(u)).finish(),
+            Self::Sentinel {
+                sentinels,
+                master,
+                db,
+                ..
+            } => f
+                .debug_struct("Sentinel")
+                .field("sentinels", sentinels)
+                .field("master", master)
+                .field("db", db)
+                .finish_non_exhaustive(),
+            Self::Cluster { seeds } => f
+                .debug_struct("Cluster")
+                .field(
+                    "seeds",
+                    &seeds.iter().map(|s| shown_url(s)).collect::<Vec<_>>(),
+                )
+                .finish(),
+        }
+    }
+}
+
+impl RedisTarget {
+    /// Parses `url`; the error says what is wrong with it (never quoting a
+    /// password).
+    pub fn parse(url: &str) -> Result<Self, String> {
+        let Some((scheme, rest)) = url.split_once("://") else {
+            return Err(format!("`{}` is not a URL (no `://`)", shown_url(url)));
+        };
+        match scheme {
+            "redis+sentinel" => {
+                let (auth, rest) = split_auth(rest);
+                let Some((hosts, path)) = rest.split_once('/') else {
+                    return Err(
+                        "a Sentinel URL must name the master after the hosts: redis+sentinel://host:26379/master-name".into(),
+                    );
+                };
+                let sentinels = host_list(hosts, 26379)?
+                    .into_iter()
+                    .map(|h| format!("redis://{h}"))
+                    .collect();
+                let mut parts = path.split('/');
+                let master = parts.next().unwrap_or_default();
+                if master.is_empty() || !master.chars().all(|c| c.is_ascii_graphic()) {
+                    return Err(
+                        "a Sentinel URL must name the master: redis+sentinel://host:26379/master-name"
+                            .into(),
+                    );
+                }
+                let db = match parts.next().filter(|d| !d.is_empty()) {
+                    None => 0,
+                    Some(d) => d.parse::<i64>().ok().filter(|d| *d >= 0).ok_or_else(|| {
+                        format!("`{d}` after the master name is not a database number")
+                    })?,
+                };
+                if parts.any(|p| !p.is_empty()) {
+                    return Err(
+                        "a Sentinel URL ends after the master name and database number".into(),
+                    );
+                }
+                let (username, password) = match auth {
+                    None => (None, None),
+                    Some(a) => match a.split_once(':') {
+                        Some((u, p)) => {
+                            ((!u.is_empty()).then(|| u.to_string()), Some(p.to_string()))
+                        }
+                        None => ((!a.is_empty()).then(|| a.to_string()), None),
+                    },
+                };
+                Ok(Self::Sentinel {
+                    sentinels,
+                    master: master.to_string(),
+                    db,
+                    username,
+                    password,
+                })
+            }
+            "redis+cluster" => {
+                let (auth, rest) = split_auth(rest);
+                let hosts = rest.strip_suffix('/').unwrap_or(rest);
+                if hosts.contains('/') {
+                    return Err(
+                        "a Redis Cluster has no database number: redis+cluster://h1:7000,h2:7001"
+                            .into(),
+                    );
+                }
+                let at = auth.map_or(String::new(), |a| format!("{a}@"));
+                let seeds: Vec<String> = host_list(hosts, 6379)?
+                    .into_iter()
+                    .map(|h| format!("redis://{at}{h}"))
+                    .collect();
+                for s in &seeds {
+                    redis::Client::open(s.as_str()).map_err(|e| {
+                        format!(
+                            "seed {} is not usable: {}",
+                            shown_url(s),
+                            e.detail().unwrap_or("bad URL")
+                        )
+                    })?;
+                }
+                Ok(Self::Cluster { seeds })
+            }
+            _ => match redis::Client::open(url) {
+                Ok(_) => Ok(Self::Single(url.to_string())),
+                Err(e) => Err(format!(
+                    "not a usable Redis URL: {}",
+                    e.detail().unwrap_or("bad URL")
+                )),
+            },
+        }
+    }
+}
+
+/// `user:password@rest` -> (`Some("user:password")`, `rest`).
+fn split_auth(rest: &str) -> (Option<&str>, &str) {
+    match rest.rsplit_once('@') {
+        Some((auth, hosts)) => (Some(auth), hosts),
+        None => (None, rest),
+    }
+}
+
+/// `h1:p1,h2,[::1]:p3` -> `["h1:p1", "h2:<default>", "[::1]:p3"]`, each host
+/// checked.
+fn host_list(hosts: &str, default_port: u16) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    for h in hosts.split(',') {
+        let h = h.trim();
+        if h.is_empty() {
+            return Err("the host list has an empty entry (`host:port,host:port`)".into());
+        }
+        let (host, port) = match h.strip_prefix('[') {
+            Some(v6) => {
+                let (addr, after) = v6
+                    .split_once(']')
+                    .ok_or_else(|| format!("`{h}` opens `[` without closing it"))?;
+                (format!("[{addr}]"), after.strip_prefix(':'))
+            }
+            None => match h.rsplit_once(':') {
+                Some((host, port)) => (host.to_string(), Some(port)),
+                None => (h.to_string(), None),
+            },
+        };
+        if host.is_empty()
+            || host
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || "/?#@".contains(c))
+        {
+            return Err(format!("`{h}` is not a host name or address"));
+        }
+        let port = match port {
+            None => default_port,
+            Some(p) => p
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| format!("`{h}` has no valid port (1 to 65535)"))?,
+        };
+        out.push(format!("{host}:{port}"));
+    }
+    Ok(out)
 }
 
 /// Default timeout of a Redis call.
@@ -70,14 +268,20 @@ impl ClusterSettings {
             return Ok(None);
         }
         let mut errors = ConfigErrors::default();
-        if let Err(e) = redis::Client::open(url) {
-            errors.push(ConfigError::new(
-                file,
-                "cluster.redis_url",
-                format!("not a usable Redis URL: {}", e.detail().unwrap_or("bad URL")),
-                "use redis://host:port (optionally redis://user:password@host:port/db) or unix:///path/to/redis.sock",
-            ));
-        }
+        let target = match RedisTarget::parse(url) {
+            Ok(t) => t,
+            Err(problem) => {
+                errors.push(ConfigError::new(
+                    file,
+                    "cluster.redis_url",
+                    problem,
+                    "use redis://host:port (optionally redis://user:password@host:port/db), \
+                     unix:///path/to/redis.sock, redis+sentinel://s1:26379,s2:26379/master-name[/db] \
+                     or redis+cluster://h1:7000,h2:7001",
+                ));
+                RedisTarget::Single(String::new())
+            }
+        };
         let node = node.map(str::to_string).or_else(|| raw.node.clone());
         if let Some(n) = &node
             && !valid_node(n)
@@ -132,6 +336,7 @@ impl ClusterSettings {
         }
         errors.into_result(Some(Self {
             redis_url: url.to_string(),
+            target,
             node,
             nodes,
             key_prefix,
@@ -261,6 +466,86 @@ mod tests {
             ]
         );
         assert!(e.0.iter().all(|e| !e.fix.is_empty()));
+    }
+
+    #[test]
+    fn sentinel_and_cluster_urls_are_parsed() {
+        assert_eq!(
+            RedisTarget::parse("redis+sentinel://app:pw@s1:26379,s2,[::1]:26380/mymaster/2")
+                .unwrap(),
+            RedisTarget::Sentinel {
+                sentinels: vec![
+                    "redis://s1:26379".into(),
+                    "redis://s2:26379".into(),
+                    "redis://[::1]:26380".into()
+                ],
+                master: "mymaster".into(),
+                db: 2,
+                username: Some("app".into()),
+                password: Some("pw".into()),
+            }
+        );
+        assert_eq!(
+            RedisTarget::parse("redis+sentinel://:pw@s1/m").unwrap(),
+            RedisTarget::Sentinel {
+                sentinels: vec!["redis://s1:26379".into()],
+                master: "m".into(),
+                db: 0,
+                username: None,
+                password: Some("pw".into()),
+            }
+        );
+        assert_eq!(
+            RedisTarget::parse("redis+cluster://:pw@h1:7000,h2:7001/").unwrap(),
+            RedisTarget::Cluster {
+                seeds: vec!["redis://:pw@h1:7000".into(), "redis://:pw@h2:7001".into()]
+            }
+        );
+        assert_eq!(
+            RedisTarget::parse("redis://h:1/3").unwrap(),
+            RedisTarget::Single("redis://h:1/3".into())
+        );
+        // The password never reaches Debug output.
+        let t = RedisTarget::parse("redis+cluster://:s3cret@h1:7000").unwrap();
+        assert!(!format!("{t:?}").contains("s3cret"));
+        let t = RedisTarget::parse("redis+sentinel://:s3cret@s1/m").unwrap();
+        assert!(!format!("{t:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn bad_sentinel_and_cluster_urls_say_what_is_wrong() {
+        let cases = [
+            ("redis+sentinel://s1:26379", "name the master"),
+            ("redis+sentinel://s1:26379/", "name the master"),
+            ("redis+sentinel://s1:26379/m/x", "not a database number"),
+            ("redis+sentinel://s1:26379/m/1/extra", "ends after"),
+            ("redis+sentinel://s1:99999/m", "no valid port"),
+            ("redis+sentinel://s1:0/m", "no valid port"),
+            ("redis+sentinel://s1,,s2/m", "empty entry"),
+            ("redis+sentinel://[::1/m", "without closing"),
+            ("redis+cluster://h1:7000,h2:x", "no valid port"),
+            ("redis+cluster://h1:7000/0", "no database number"),
+            ("redis+cluster://", "empty entry"),
+            ("redis+cluster://h 1:7000", "not a host"),
+            ("nonsense", "not a URL"),
+            ("http://h:1", "not a usable Redis URL"),
+        ];
+        for (url, want) in cases {
+            let e = RedisTarget::parse(url).unwrap_err();
+            assert!(e.contains(want), "{url}: {e}");
+        }
+        // Through the settings: one error naming the field and the forms.
+        let e = ClusterSettings::from_raw(
+            &raw("redis+sentinel://:s3cret@s1:26379"),
+            None,
+            None,
+            Path::new("config/gateway.toml"),
+        )
+        .unwrap_err();
+        assert_eq!(e.0.len(), 1);
+        assert_eq!(e.0[0].field, "cluster.redis_url");
+        assert!(e.0[0].fix.contains("redis+sentinel://"), "{:?}", e.0[0]);
+        assert!(!e.to_string().contains("s3cret"), "{e}");
     }
 
     #[test]

@@ -7,10 +7,13 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Cmd, FromRedisValue, Pipeline, ScriptInvocation, Value};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::{ClusterClient, ClusterClientBuilder};
+use redis::cluster_async::ClusterConnection;
+use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
+use redis::{Cmd, FromRedisValue, Pipeline, RedisFuture, ScriptInvocation, Value};
 
-use super::config::ClusterSettings;
+use super::config::{ClusterSettings, RedisTarget};
 use super::error::ClusterError;
 
 /// How long a blocking stream read waits for new events.
@@ -90,10 +93,117 @@ impl Health {
     }
 }
 
+/// A connection ready for commands.
+#[derive(Clone)]
+enum Ready {
+    /// One server (directly, or the master Sentinels named).
+    Manager(ConnectionManager),
+    /// A Redis Cluster (routes each command by its key's slot).
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Ready {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Manager(c) => c.req_packed_command(cmd),
+            Self::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Manager(c) => c.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Manager(c) => c.get_db(),
+            Self::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// How a Sentinel-watched master or a Redis Cluster is reached.
+enum Finder {
+    Sentinel(tokio::sync::Mutex<SentinelClient>, ConnectionManagerConfig),
+    Cluster(ClusterClient),
+}
+
+/// One of the link's connections.
+enum Conn {
+    /// One server: reconnects by itself.
+    Single(ConnectionManager),
+    /// Found on first use (so a node starts while Redis is down) and again
+    /// after a failure that may mean a failover (Sentinel).
+    Found(Box<Found>),
+}
+
+/// A connection found on first use.
+struct Found {
+    finder: Finder,
+    ready: tokio::sync::Mutex<Option<Ready>>,
+}
+
+impl Conn {
+    async fn get(&self) -> redis::RedisResult<Ready> {
+        let (finder, ready) = match self {
+            Self::Single(c) => return Ok(Ready::Manager(c.clone())),
+            Self::Found(f) => (&f.finder, &f.ready),
+        };
+        let mut slot = ready.lock().await;
+        if let Some(r) = &*slot {
+            return Ok(r.clone());
+        }
+        let r = match finder {
+            Finder::Sentinel(sentinel, config) => {
+                let client = sentinel.lock().await.async_get_client().await?;
+                Ready::Manager(ConnectionManager::new_with_config(client, config.clone()).await?)
+            }
+            Finder::Cluster(client) => Ready::Cluster(client.get_async_connection().await?),
+        };
+        *slot = Some(r.clone());
+        Ok(r)
+    }
+
+    /// After a failed call: a master found through Sentinels is looked up
+    /// again when the failure may mean it moved (connection lost, or it is a
+    /// replica now).
+    async fn failed(&self, e: &redis::RedisError) {
+        if let Self::Found(f) = self
+            && let Finder::Sentinel(..) = f.finder
+            && (e.is_io_error()
+                || e.is_connection_dropped()
+                || e.is_connection_refusal()
+                || e.code() == Some("READONLY"))
+        {
+            *f.ready.lock().await = None;
+        }
+    }
+
+    async fn run<T>(
+        &self,
+        f: impl AsyncFnOnce(&mut Ready) -> redis::RedisResult<T>,
+    ) -> redis::RedisResult<T> {
+        let mut c = self.get().await?;
+        let r = f(&mut c).await;
+        if let Err(e) = &r {
+            self.failed(e).await;
+        }
+        r
+    }
+}
+
 /// The two connections and the timeout.
 pub struct Link {
-    cmd: ConnectionManager,
-    stream: ConnectionManager,
+    cmd: Conn,
+    stream: Conn,
     timeout: Duration,
     url: String,
     /// Shared health.
@@ -114,13 +224,11 @@ impl Link {
     /// so a node starts (and serves locally) while Redis is down.
     pub fn new(settings: &ClusterSettings) -> Result<Self, ClusterError> {
         let url = settings.shown_url();
-        let client = redis::Client::open(settings.redis_url.as_str()).map_err(|e| {
-            ClusterError::Unreachable {
-                url: url.clone(),
-                op: "open",
-                detail: e.to_string(),
-            }
-        })?;
+        let unusable = |op: &'static str, e: redis::RedisError| ClusterError::Unreachable {
+            url: url.clone(),
+            op,
+            detail: e.to_string(),
+        };
         let timeout = settings.timeout;
         let config = |response: Duration| {
             ConnectionManagerConfig::new()
@@ -131,12 +239,55 @@ impl Link {
                 .set_min_delay(Duration::from_millis(50))
                 .set_max_delay(Duration::from_millis(500))
         };
-        let make = |response| {
-            ConnectionManager::new_lazy_with_config(client.clone(), config(response)).map_err(|e| {
-                ClusterError::Unreachable {
-                    url: url.clone(),
-                    op: "connect",
-                    detail: e.to_string(),
+        let make = |response: Duration| -> Result<Conn, ClusterError> {
+            Ok(match &settings.target {
+                RedisTarget::Single(u) => {
+                    let client =
+                        redis::Client::open(u.as_str()).map_err(|e| unusable("open", e))?;
+                    Conn::Single(
+                        ConnectionManager::new_lazy_with_config(client, config(response))
+                            .map_err(|e| unusable("connect", e))?,
+                    )
+                }
+                RedisTarget::Sentinel {
+                    sentinels,
+                    master,
+                    db,
+                    username,
+                    password,
+                } => {
+                    let mut info = redis::RedisConnectionInfo::default().set_db(*db);
+                    if let Some(u) = username {
+                        info = info.set_username(u);
+                    }
+                    if let Some(p) = password {
+                        info = info.set_password(p);
+                    }
+                    let node =
+                        SentinelNodeConnectionInfo::default().set_redis_connection_info(info);
+                    let client = SentinelClient::build(
+                        sentinels.clone(),
+                        master.clone(),
+                        Some(node),
+                        SentinelServerType::Master,
+                    )
+                    .map_err(|e| unusable("open", e))?;
+                    Conn::Found(Box::new(Found {
+                        finder: Finder::Sentinel(tokio::sync::Mutex::new(client), config(response)),
+                        ready: tokio::sync::Mutex::new(None),
+                    }))
+                }
+                RedisTarget::Cluster { seeds } => {
+                    let client = ClusterClientBuilder::new(seeds.clone())
+                        .connection_timeout(timeout.max(Duration::from_millis(50)))
+                        .response_timeout(response * 2 + Duration::from_millis(100))
+                        .retries(1)
+                        .build()
+                        .map_err(|e| unusable("open", e))?;
+                    Conn::Found(Box::new(Found {
+                        finder: Finder::Cluster(client),
+                        ready: tokio::sync::Mutex::new(None),
+                    }))
                 }
             })
         };
@@ -187,8 +338,8 @@ impl Link {
         op: &'static str,
         cmd: &Cmd,
     ) -> Result<T, ClusterError> {
-        let mut c = self.cmd.clone();
-        self.guard(op, self.timeout, cmd.query_async(&mut c)).await
+        let run = self.cmd.run(async |c| cmd.query_async(c).await);
+        self.guard(op, self.timeout, run).await
     }
 
     /// Runs a pipeline.
@@ -197,8 +348,8 @@ impl Link {
         op: &'static str,
         p: &Pipeline,
     ) -> Result<T, ClusterError> {
-        let mut c = self.cmd.clone();
-        self.guard(op, self.timeout, p.query_async(&mut c)).await
+        let run = self.cmd.run(async |c| p.query_async(c).await);
+        self.guard(op, self.timeout, run).await
     }
 
     /// Runs a Lua script (EVALSHA, loading it on NOSCRIPT).
@@ -207,8 +358,8 @@ impl Link {
         op: &'static str,
         inv: &ScriptInvocation<'_>,
     ) -> Result<T, ClusterError> {
-        let mut c = self.cmd.clone();
-        self.guard(op, self.timeout, inv.invoke_async(&mut c)).await
+        let run = self.cmd.run(async |c| inv.invoke_async(c).await);
+        self.guard(op, self.timeout, run).await
     }
 
     /// Runs a blocking stream read on the stream connection (waits up to
@@ -218,21 +369,21 @@ impl Link {
         op: &'static str,
         cmd: &Cmd,
     ) -> Result<T, ClusterError> {
-        let mut c = self.stream.clone();
-        self.guard(op, BLOCK + self.timeout, cmd.query_async(&mut c))
-            .await
+        let run = self.stream.run(async |c| cmd.query_async(c).await);
+        self.guard(op, BLOCK + self.timeout, run).await
     }
 
-    /// Checks that the server is Redis: `PING` must answer `PONG`; returns
-    /// the server's `run_id` (a restart changes it).
-    pub async fn verify(&self) -> Result<String, ClusterError> {
-        let mut p = redis::pipe();
-        p.cmd("PING").cmd("INFO").arg("server");
-        let (pong, info): (Value, Value) = self.pipe("PING", &p).await?;
-        let not_redis = |detail: String| {
+    /// Checks that the server is Redis (`PING` must answer `PONG`) and
+    /// returns the epoch of its data: a random value kept under `epoch_key`,
+    /// set by the first node to ask. A restart that lost the data (or a
+    /// failover to a server without it) changes the epoch; a Redis Cluster
+    /// or a Sentinel failover that kept the data does not.
+    pub async fn verify(&self, epoch_key: &str) -> Result<String, ClusterError> {
+        let pong: Value = self.query("PING", &redis::cmd("PING")).await?;
+        let not_redis = |op: &'static str, detail: String| {
             let e = ClusterError::NotRedis {
                 url: self.url.clone(),
-                op: "PING",
+                op,
                 detail,
             };
             self.health.down(&e);
@@ -240,19 +391,37 @@ impl Link {
         };
         match pong {
             Value::SimpleString(s) if s == "PONG" => {}
-            other => return Err(not_redis(format!("PING answered {}", describe(&other)))),
+            other => {
+                return Err(not_redis(
+                    "PING",
+                    format!("PING answered {}", describe(&other)),
+                ));
+            }
         }
-        let info = match info {
-            Value::BulkString(b) => String::from_utf8_lossy(&b).into_owned(),
-            Value::VerbatimString { text, .. } => text,
-            other => return Err(not_redis(format!("INFO answered {}", describe(&other)))),
-        };
-        info.lines()
-            .find_map(|l| l.strip_prefix("run_id:"))
-            .map(|s| s.trim().to_string())
-            .ok_or_else(|| not_redis("INFO server has no run_id".into()))
+        let script = redis::Script::new(EPOCH_LUA);
+        let mut inv = script.prepare_invoke();
+        inv.key(epoch_key)
+            .arg(format!("{:016x}", rand::random::<u64>()));
+        match self.script::<Value>("epoch", &inv).await? {
+            Value::BulkString(b) => Ok(String::from_utf8_lossy(&b).into_owned()),
+            Value::SimpleString(s) => Ok(s),
+            other => Err(not_redis(
+                "epoch",
+                format!("the epoch script answered {}", describe(&other)),
+            )),
+        }
     }
 }
+
+/// The data set's epoch: the stored one, or `ARGV[1]` stored now.
+const EPOCH_LUA: &str = r#"
+local v = redis.call('GET', KEYS[1])
+if not v then
+  v = ARGV[1]
+  redis.call('SET', KEYS[1], v)
+end
+return v
+"#;
 
 /// A short description of an unexpected reply (never its whole content).
 pub fn describe(v: &Value) -> String {
