@@ -1054,3 +1054,49 @@ async fn redis_cluster_seed_list_routes_every_key() {
     assert_eq!(store.load("portal", "K-1").await.unwrap(), Some(case));
     assert_eq!(store.counts(0).await.unwrap().open, 1);
 }
+
+// Whole nodes over a Redis Cluster: the bus (stream, acks, heartbeats) works
+// there too; an invalidation through A is confirmed by both nodes and B
+// never serves the revoked record from its cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nodes_over_a_redis_cluster_share_invalidations() {
+    use common::redis::RedisProcs;
+    let Some(c) = RedisProcs::cluster("nodes_over_a_redis_cluster_share_invalidations") else {
+        return;
+    };
+    let url = format!(
+        "redis+cluster://127.0.0.1:{},127.0.0.1:{}",
+        c.ports[0], c.ports[2]
+    );
+    let a = node(&url, "a", "timeout_ms = 3000").await;
+    let b = node(&url, "b", "timeout_ms = 3000").await;
+    wait_ok(&a).await;
+    wait_ok(&b).await;
+    eventually("two live nodes", Duration::from_secs(10), || async {
+        readyz(&a).await["cluster"]["live_nodes"] == 2
+    })
+    .await;
+    read(&b, REVOKED).await;
+    assert_eq!(read(&b, REVOKED).await.header("x-cache"), Some("hit"));
+    let inv = a
+        .send(
+            Method::POST,
+            "/admin/cache/invalidate",
+            Some(&admin(&a)),
+            &[],
+            format!(r#"{{"dataset":"business-licence","subject":"{REVOKED}"}}"#),
+        )
+        .await;
+    assert_eq!(inv.status, 200, "{}", inv.text());
+    assert_eq!(
+        inv.json()["cluster"]["nodes_confirmed"],
+        2,
+        "{}",
+        inv.text()
+    );
+    assert_ne!(read(&b, REVOKED).await.header("x-cache"), Some("hit"));
+    // Still synced: no false "Redis lost its data" from the cluster's masters.
+    let m = metrics(&a).await;
+    assert_eq!(metric(&m, "onewindow_cluster_degraded"), 0.0);
+    assert_eq!(metric(&m, "onewindow_cluster_cache_drops_total"), 1.0);
+}
