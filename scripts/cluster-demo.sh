@@ -98,6 +98,12 @@ Three nodes share Redis at ${REDIS_URL}. Try:
     -d '{"dataset":"business-licence","subject":"91120116MA07T6WN8F"}' \\
     http://127.0.0.1:${ADMIN_BASE}/admin/cache/invalidate
 
+  # A case accepted through node a, read through node b (cases live in Redis):
+  curl -s -X POST -H "Authorization: Bearer \$TOKEN" -H 'X-Purpose: service-handling' \\
+    -H 'X-Case-Id: BH-2026-0042' -d '{"subjects":{"uscc":"91120116MA07R3LP5D"}}' \\
+    ${A}/v1/scenarios/open-restaurant
+  curl -s -H "Authorization: Bearer \$TOKEN" http://127.0.0.1:$((BASE_PORT + 1))/v1/cases/BH-2026-0042
+
   # Each node's view of the cluster:
   curl -s http://127.0.0.1:$((ADMIN_BASE + 1))/readyz
 

@@ -152,6 +152,7 @@ async fn three_nodes_hold_one_client_quota_together() {
     }
     futures_util::future::join_all(tasks).await;
     let allowed = allowed.load(Ordering::Relaxed);
+    eprintln!("figure: three nodes admitted {allowed} for a shared quota of 300");
     // Nothing went to the local fallback.
     for w in &nodes {
         assert_eq!(
@@ -680,6 +681,10 @@ async fn three_limiters_never_exceed_the_shared_bound() {
     let elapsed = start.elapsed().as_secs_f64();
     let allowed = allowed.load(Ordering::Relaxed) as f64;
     let bound = 300.0 + 1000.0 * elapsed + 3.0 * 15.0;
+    eprintln!(
+        "figure: three limiters admitted {allowed} in {elapsed:.2} s; GCRA ideal {:.0}, bound {bound:.0}",
+        300.0 + 1000.0 * elapsed
+    );
     assert!(allowed <= bound, "{allowed} admitted > bound {bound:.0}");
     assert!(allowed >= 300.0, "at least the burst: {allowed}");
 }
