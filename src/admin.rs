@@ -51,6 +51,8 @@ pub struct AdminPlane {
     ids: RequestIds,
     router: AdminRouter,
     cluster: Option<Arc<Cluster>>,
+    /// The data-subject index, reported by `/readyz`.
+    subject_index: std::sync::OnceLock<crate::transparency::SubjectIndex>,
     /// Folds unauthenticated refusals (shared with the data plane by
     /// [`AdminPlane::with_aggregator`]).
     aggregator: Arc<crate::audit::DenyAggregator>,
@@ -79,6 +81,7 @@ impl AdminPlane {
             ids: RequestIds::default(),
             router: AdminRouter::new(),
             cluster: None,
+            subject_index: std::sync::OnceLock::new(),
             aggregator: Arc::new(crate::audit::DenyAggregator::from_settings(
                 &crate::audit::AuditSettings::default(),
             )),
@@ -88,6 +91,11 @@ impl AdminPlane {
     pub fn with_cluster(mut self, cluster: Option<Arc<Cluster>>) -> Self {
         self.cluster = cluster;
         self
+    }
+
+    /// Lets `/readyz` report the data-subject index.
+    pub fn set_subject_index(&self, index: crate::transparency::SubjectIndex) {
+        let _ = self.subject_index.set(index);
     }
 
     /// Shares the data plane's refusal folding (one summary per source).
@@ -790,6 +798,16 @@ impl AdminPlane {
             "jwks": jwks,
             "adapters": state.adapters.len(),
             "departments": departments_detail(state),
+            // The transparency view's index: `ready`, `starting`, `rebuilding`
+            // or `failed: ...` (that view answers 503 meanwhile; data reads
+            // are not affected, so it does not make the gateway unready).
+            "subject_index": self
+                .subject_index
+                .get()
+                .map(|i| serde_json::json!({
+                    "status": i.status().to_string(),
+                    "covers_seq": i.position().last_seq,
+                })),
         });
         json_response(
             if ready {

@@ -56,6 +56,9 @@ pub enum StartError {
     /// The demo issuer key could not be made.
     #[error("demo issuer: {0}")]
     Issuer(#[from] crate::auth::AuthError),
+    /// The record-signing keys could not be loaded or made.
+    #[error("record-signing keys: {0}")]
+    RecordKeys(#[from] crate::sharing::error::KeyError),
     /// A listener could not bind.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -251,6 +254,14 @@ impl Running {
             &loaded.settings.server.certs_dir,
         )
         .await?;
+        let sharing = Arc::new(crate::sharing::Accountable::start(
+            &loaded.settings.server.certs_dir,
+            &loaded.settings.server.data_dir,
+            &audit,
+            overrides.clock.clone().unwrap_or_default(),
+            shutdown.clone(),
+        )?);
+        let index = sharing.transparency.index.clone();
         let cache = Arc::new(SharedCache::new(&loaded.cache));
         let case_store: Arc<dyn crate::case::CaseStore> = match (&overrides.case_store, &cluster) {
             (Some(s), _) => s.clone(),
@@ -288,6 +299,7 @@ impl Running {
                 cache.clone(),
                 metrics.clone(),
                 crate::audit::DenyAggregator::from_settings(&settings_audit),
+                sharing,
                 cases,
             )
             .with_cluster(cluster.clone()),
@@ -305,6 +317,7 @@ impl Running {
             .with_cluster(cluster.clone())
             .with_aggregator(data.aggregator()),
         );
+        admin.set_subject_index(index);
         if let Some(c) = &cluster {
             let weak = Arc::downgrade(&admin);
             let applier: std::sync::Weak<dyn crate::cluster::Applier> = weak;

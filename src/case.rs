@@ -169,11 +169,16 @@ impl Case {
                 if let Some(d) = &p.detail {
                     v["detail"] = d.clone().into();
                 }
-                if let Some(rec) = records
-                    .and_then(|r| r.get(name))
-                    .and_then(|r| r.record.as_ref())
+                if let Some(r) = records.and_then(|r| r.get(name))
+                    && let Some(rec) = &r.record
                 {
                     v["record"] = rec.clone();
+                    // Provenance and signature, as in a scenario reply's part.
+                    if let (Some(signed), Some(obj)) = (&r.signed, v.as_object_mut()) {
+                        for (k, x) in signed {
+                            obj.insert(k.clone(), x.clone());
+                        }
+                    }
                 }
                 (name.clone(), v)
             })

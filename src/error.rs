@@ -126,6 +126,9 @@ pub enum GatewayError {
     /// stored in Redis (nothing was changed).
     #[error("{0}")]
     ClusterUnavailable(crate::cluster::ClusterError),
+    /// A refused data-subject transparency request, or its index unavailable.
+    #[error(transparent)]
+    Transparency(#[from] crate::transparency::TransparencyError),
     /// The gateway itself failed; details are logged, never answered.
     #[error("internal error: {0}")]
     Internal(String),
@@ -246,6 +249,9 @@ impl GatewayError {
                 | crate::auth::AccessError::ProxyNotGranted { .. }
                 | crate::auth::AccessError::RoleRequired(_)
                 | crate::auth::AccessError::NotDepartmentAdmin(_)
+                | crate::auth::AccessError::ApprovalLapsed { .. }
+                | crate::auth::AccessError::ApprovalPurpose { .. }
+                | crate::auth::AccessError::SubjectAccessNotGranted
                 | crate::auth::AccessError::IssuerNotBound(_) => Cause::NotGranted,
             },
             G::Attribution(_) | G::Scenario(_) | G::InvalidAdapter(_) | G::InvalidConfig(_) => {
@@ -290,6 +296,14 @@ impl GatewayError {
             },
             G::Shared(e) => e.cause(),
             G::ClusterUnavailable(_) => Cause::ClusterUnavailable,
+            G::Transparency(e) => match e {
+                crate::transparency::TransparencyError::UnknownKind { .. }
+                | crate::transparency::TransparencyError::MalformedSubject(_)
+                | crate::transparency::TransparencyError::BadParameter(_)
+                | crate::transparency::TransparencyError::BadCursor => Cause::BadInput,
+                // The index is the gateway's own state (being checked or rebuilt).
+                crate::transparency::TransparencyError::Index(_) => Cause::Internal,
+            },
             G::Internal(_) => Cause::Internal,
         }
     }
@@ -444,6 +458,15 @@ impl GatewayError {
                 A::NotDepartmentAdmin(_) => {
                     "access: not an administrator of that department".into()
                 }
+                A::ApprovalLapsed {
+                    dataset, approval, ..
+                } => format!("access: approval `{approval}` for dataset `{dataset}` lapsed"),
+                A::ApprovalPurpose {
+                    dataset, approval, ..
+                } => format!(
+                    "access: approval `{approval}` for dataset `{dataset}` does not cover the purpose"
+                ),
+                A::SubjectAccessNotGranted => "access: subject_access not granted".into(),
             },
             G::Attribution(e) => format!("attribution: header {} unusable", e.header),
             G::Case(e) => {
@@ -476,6 +499,7 @@ impl GatewayError {
             | G::Audit(_)
             | G::Scenario(_)
             | G::ClusterUnavailable(_)
+            | G::Transparency(_)
             | G::Internal(_) => self.problem().kind.to_string(),
         }
     }
@@ -565,8 +589,13 @@ impl GatewayError {
                 | crate::auth::AccessError::ProxyNotGranted { .. }
                 | crate::auth::AccessError::RoleRequired(_)
                 | crate::auth::AccessError::NotDepartmentAdmin(_)
+                | crate::auth::AccessError::SubjectAccessNotGranted
                 | crate::auth::AccessError::IssuerNotBound(_) => {
                     (StatusCode::FORBIDDEN, "not-granted", e.to_string())
+                }
+                crate::auth::AccessError::ApprovalLapsed { .. }
+                | crate::auth::AccessError::ApprovalPurpose { .. } => {
+                    (StatusCode::FORBIDDEN, "approval-required", e.to_string())
                 }
             },
             G::Attribution(e) => (StatusCode::BAD_REQUEST, "bad-attribution", e.to_string()),
@@ -637,6 +666,30 @@ impl GatewayError {
                     };
                 }
             },
+            G::Transparency(e) => {
+                use crate::transparency::TransparencyError as T;
+                match e {
+                    T::UnknownKind { .. } => (
+                        StatusCode::BAD_REQUEST,
+                        "unknown-subject-kind",
+                        e.to_string(),
+                    ),
+                    T::MalformedSubject(_) | T::BadParameter(_) => {
+                        (StatusCode::BAD_REQUEST, "bad-request", e.to_string())
+                    }
+                    T::BadCursor => (StatusCode::BAD_REQUEST, "bad-cursor", e.to_string()),
+                    T::Index(_) => {
+                        return Problem {
+                            status: StatusCode::SERVICE_UNAVAILABLE,
+                            kind: "index-unavailable",
+                            detail:
+                                "the access index is being checked or rebuilt; try again shortly"
+                                    .to_string(),
+                            headers: vec![retry_after(Duration::from_secs(5))],
+                        };
+                    }
+                }
+            }
             G::Case(e) => {
                 use crate::case::CaseError as C;
                 match e {

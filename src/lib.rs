@@ -27,6 +27,8 @@ pub mod protect;
 pub mod routing;
 pub mod scenario;
 pub mod server;
+pub mod sharing;
 pub mod state;
 pub mod trace;
+pub mod transparency;
 pub mod upstream;

@@ -103,6 +103,29 @@ enum Command {
         #[command(subcommand)]
         command: CertsCommand,
     },
+    /// Signed records: verify a saved reply, rotate the signing key.
+    Record {
+        #[command(subcommand)]
+        command: RecordCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum RecordCommand {
+    /// Check a saved dataset or scenario reply's signatures offline.
+    /// Exit 0 "valid"; 1 and what failed otherwise.
+    Verify {
+        /// The saved reply (JSON); `-` reads standard input.
+        #[arg(default_value = "-")]
+        file: String,
+        /// JWK Set with the gateway's public keys (default: the certs dir's
+        /// record-signing.jwks.json; or save GET /.well-known/jwks.json).
+        #[arg(long)]
+        jwks: Option<PathBuf>,
+    },
+    /// Make a new record-signing key current; the old public key stays in
+    /// the JWKS so earlier records keep verifying. Restart to sign with it.
+    RotateKey,
 }
 
 // Parsed once per run: the size difference of the variants does not matter.
@@ -159,6 +182,8 @@ enum AuditCommand {
         #[arg(long)]
         limit: Option<usize>,
     },
+    /// Rebuild the data-subject index (<data-dir>/subject-index.sqlite) from the log.
+    Reindex,
 }
 
 #[derive(Subcommand)]
@@ -209,6 +234,7 @@ fn main() -> ExitCode {
             Command::Certs {
                 command: CertsCommand::Dev,
             } => certs_dev(&cli.serve),
+            Command::Record { command } => record(&cli.serve, command),
         }
     })
 }
@@ -222,6 +248,7 @@ fn overrides(a: &ServeArgs) -> Overrides {
         redis: a.redis.clone(),
         no_demo: a.no_demo,
         node: a.node.clone(),
+        clock: None,
         case_store: None,
         audit_witness: a.audit_witness.clone(),
     }
@@ -332,12 +359,78 @@ fn check(args: &ServeArgs) -> ExitCode {
                 l.scenarios.iter().count(),
                 l.adapters.len()
             );
+            for w in onewindow::sharing::approval::lapse_warnings(
+                &l.grants,
+                onewindow::sharing::Date::today(),
+            ) {
+                println!("{w}");
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {
             eprintln!("{e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn record(args: &ServeArgs, command: RecordCommand) -> ExitCode {
+    use onewindow::sharing::{RECORD_JWKS_FILE, RecordKeys, keys::read_jwks, verify_document};
+    let certs_dir = config::dirs(&args.config, args.data_dir.first().map(PathBuf::as_path)).1;
+    match command {
+        RecordCommand::Verify { file, jwks } => {
+            let jwks_path = jwks.unwrap_or_else(|| certs_dir.join(RECORD_JWKS_FILE));
+            let keys = match read_jwks(&jwks_path) {
+                Ok(k) => k,
+                Err(e) => {
+                    println!("invalid: cannot read the JWKS: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            let text = if file == "-" {
+                let mut buf = Vec::new();
+                std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf).map(|_| buf)
+            } else {
+                std::fs::read(&file)
+            };
+            let text = match text {
+                Ok(t) => t,
+                Err(e) => {
+                    println!("invalid: cannot read {file}: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            let doc: serde_json::Value = match serde_json::from_slice(&text) {
+                Ok(d) => d,
+                Err(e) => {
+                    println!("invalid: not JSON: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            match verify_document(&doc, &keys) {
+                Ok(what) => {
+                    println!("valid: {}", what.join(", "));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    println!("invalid: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        RecordCommand::RotateKey => match RecordKeys::rotate(&certs_dir) {
+            Ok((old, new)) => {
+                println!(
+                    "record-signing key rotated: {new} is current; {old} stays in {} for verification. Restart the gateway to sign with the new key.",
+                    certs_dir.join(RECORD_JWKS_FILE).display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("onewindow record rotate-key: {e}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 
@@ -402,6 +495,29 @@ async fn audit(args: &ServeArgs, command: AuditCommand) -> ExitCode {
             .collect()
     };
     match command {
+        AuditCommand::Reindex => {
+            // Each data dir's index covers its own node's log.
+            let data_dirs = if args.data_dir.is_empty() {
+                vec![default_data.clone()]
+            } else {
+                args.data_dir.clone()
+            };
+            let mut code = ExitCode::SUCCESS;
+            for (data_dir, audit_dir) in data_dirs.iter().zip(&audit_dirs) {
+                match onewindow::transparency::reindex(data_dir, audit_dir).await {
+                    Ok(pos) => println!(
+                        "subject index rebuilt: {} covers the log up to seq {}",
+                        data_dir.join(onewindow::transparency::INDEX_FILE).display(),
+                        pos.last_seq
+                    ),
+                    Err(e) => {
+                        eprintln!("onewindow audit reindex ({}): {e}", data_dir.display());
+                        code = ExitCode::FAILURE;
+                    }
+                }
+            }
+            code
+        }
         AuditCommand::Verify {
             files,
             witness,

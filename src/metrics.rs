@@ -309,6 +309,12 @@ struct TransitionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ApprovalLabels {
+    client: String,
+    dataset: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct IssuerLabels {
     issuer: String,
 }
@@ -347,6 +353,28 @@ impl Collector for RuntimeCollector {
             in_flight.push((d(), g.bulkhead().in_flight() as f64));
             queued.push((d(), g.bulkhead().queue_depth() as f64));
         }
+        // Label values from clients.toml only (client and dataset names).
+        let today = crate::sharing::Date::today();
+        let approvals: Vec<_> = state
+            .grants
+            .approvals()
+            .into_iter()
+            .map(|(client, dataset, a)| {
+                (
+                    ApprovalLabels {
+                        client: client.to_string(),
+                        dataset: dataset.to_string(),
+                    },
+                    a.days_to_expiry(today) as f64,
+                )
+            })
+            .collect();
+        gauge(
+            &mut e,
+            "approval_days_to_expiry",
+            "Days until the approval of a conditional grant lapses (negative: lapsed)",
+            &approvals,
+        )?;
         gauge(
             &mut e,
             "breaker_state",

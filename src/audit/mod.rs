@@ -66,4 +66,4 @@ pub use verify::{
     verify_witnessed,
 };
 pub use witness::{DirWitness, WITNESS_FILE, Witness, chain_node, read_witness};
-pub use writer::{Appended, AuditLog, AuditStats, WriterHandle};
+pub use writer::{Appended, AuditLog, AuditStats, RecordSink, WriterHandle};

@@ -92,6 +92,8 @@ pub struct Overrides {
     pub no_demo: bool,
     /// `--node NAME`: this node's name in cluster mode.
     pub node: Option<String>,
+    /// The wall clock approvals and the transparency view read (tests inject one).
+    pub clock: Option<crate::sharing::WallClock>,
     /// A case store to use instead of `<data-dir>/cases.sqlite` (tests).
     pub case_store: Option<std::sync::Arc<dyn crate::case::CaseStore>>,
     /// `--audit-witness`: overrides `[audit] witness_dir`.
