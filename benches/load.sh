@@ -536,7 +536,7 @@ measure() {
     read -r rps p99 n <<<"$res"
     RPS[$key]+="$rps "
     P99[$key]+="$p99 "
-    CSW[$key]+="$(awk -v d=$((after - before)) -v n="$n" 'BEGIN { printf "%.2f", n > 0 ? d / n : 0 }') "
+    CSW[$key]+="$(awk -v d=$((after - before)) -v n="$n" 'BEGIN { printf "%.2f", (n > 0 ? d / n : 0) }') "
     log "  $key: $(awk -v r="$rps" -v p="$p99" 'BEGIN { printf "%.0f req/s, p99 %.2f ms", r, p / 1000 }'), $((after - before)) context switches over $n requests"
 }
 median() {
