@@ -9,9 +9,9 @@
 //! - `full/cached_read`: `GET /v1/datasets/business-licence/{uscc}`, a cache hit;
 //! - `full/pass_through`: `GET /v1/proxy/market-supervision/licences/{uscc}`;
 //! - the phases reachable through public APIs, each alone: path
-//!   normalisation + routing, authentication of a cached token, attribution
-//!   + grant checks, the three rate limiters, the cache lookup (+ the copy
-//!   that field filtering works on), the reply's serialisation (the same JSON
+//!   normalisation and routing, authentication of a cached token, attribution
+//!   and grant checks, the three rate limiters, the cache lookup with the copy
+//!   that field filtering works on, the reply's serialisation (the same JSON
 //!   shape as the pipeline's, rebuilt here) and one audit append.
 //!
 //! Besides criterion's timings it prints, for the cached read and the
