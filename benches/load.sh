@@ -650,6 +650,8 @@ if ((IDLE_CONNS > 0)); then
         -e "s|^header_read_timeout_ms = .*|header_read_timeout_ms = 300000|" \
         -e "s|^idle_timeout_secs = .*|idle_timeout_secs = 300|" \
         "$GW"
+    grep -q "^max_connections = $((IDLE_CONNS + 1000))" "$GW" && grep -q '^header_read_timeout_ms = 300000' "$GW" ||
+        die "could not raise max_connections / header_read_timeout_ms in $GW"
     start_onewindow "$TMP/data-idle"
     probe c "${URL[c]}" "x-cache"
     run_wrk warm "${URL[c]}" 1 "$TMP/report.lua" >/dev/null
