@@ -72,6 +72,8 @@ fn grants() -> Grants {
         ttl: Duration::from_secs(60),
         max_stale: Duration::from_secs(60),
         notice: String::new(),
+        issuer: "Issuing authority".into(),
+        sharing: onewindow::sharing::Sharing::Unconditional,
     });
     let known = KnownNames {
         issuers: [DEMO_ISSUER.to_string()].into(),

@@ -45,6 +45,8 @@ fn spec() -> DatasetSpec {
         ttl: Duration::from_secs(3600),
         max_stale: Duration::from_secs(3600),
         notice: String::new(),
+        issuer: "Issuing authority".into(),
+        sharing: onewindow::sharing::Sharing::Unconditional,
     }
 }
 

@@ -188,6 +188,16 @@ impl World {
         )
         .await
         .unwrap();
+        let sharing = Arc::new(
+            onewindow::sharing::Accountable::start(
+                &loaded.settings.server.certs_dir,
+                &loaded.settings.server.data_dir,
+                &audit,
+                onewindow::sharing::WallClock::system(),
+                shutdown.clone(),
+            )
+            .unwrap(),
+        );
         let cache = Arc::new(SharedCache::new(&loaded.cache));
         let aggregator = DenyAggregator::from_settings(&loaded.audit);
         let mut state: State = build_state(loaded, &shutdown)
@@ -206,7 +216,7 @@ impl World {
         ));
         let metrics = Arc::new(Metrics::new(None));
         let data = Arc::new(DataPlane::new(
-            state, audit, cache, metrics, aggregator, cases,
+            state, audit, cache, metrics, aggregator, sharing, cases,
         ));
         let peer: SocketAddr = "127.0.0.1:40000".parse().unwrap();
         World {

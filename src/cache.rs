@@ -49,6 +49,9 @@ pub struct Entry {
     pub record: Arc<Record>,
     /// When the department answered.
     pub fetched_at: SystemTime,
+    /// The record's signatures, one per field projection, made once while
+    /// the entry lives (a hit reuses them).
+    pub signatures: crate::sharing::SignatureMemo,
     fresh_until: Instant,
     stale_until: Instant,
     weight: u32,
@@ -62,6 +65,7 @@ impl Entry {
         Self {
             record: Arc::new(record),
             fetched_at: SystemTime::now(),
+            signatures: crate::sharing::SignatureMemo::default(),
             fresh_until: now + spec.ttl,
             stale_until: now + spec.ttl + spec.max_stale,
             weight: u32::try_from(weight).unwrap_or(u32::MAX),
@@ -259,6 +263,14 @@ impl<E: StaleEligible> SharedCache<E> {
         }
     }
 
+    /// The current entry of `subject` in `dataset`, fresh or not, without
+    /// loading (tests and diagnostics).
+    pub fn peek(&self, dataset: &str, subject: &str) -> Option<Arc<Entry>> {
+        let key: Key = (Arc::from(dataset), Arc::from(subject));
+        let generation = self.generation(&key);
+        self.entries.get(&(key, Arc::from(""), generation))
+    }
+
     /// Entries currently held (approximate).
     pub fn entry_count(&self) -> u64 {
         self.entries.entry_count()
@@ -301,6 +313,8 @@ mod tests {
             ttl: Duration::from_secs(60),
             max_stale: Duration::from_secs(300),
             notice: String::new(),
+            issuer: "Issuing authority".into(),
+            sharing: crate::sharing::Sharing::Unconditional,
         }
     }
 

@@ -14,6 +14,7 @@
 //! store's compare-and-swap on [`Case::version`].
 
 mod error;
+pub mod redis;
 pub mod sqlite;
 pub mod store;
 
@@ -23,6 +24,7 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 use serde::{Deserialize, Serialize};
 
 pub use error::CaseError;
+pub use redis::RedisCaseStore;
 pub use sqlite::SqliteCaseStore;
 pub use store::{CaseCounts, CaseStore, MemoryCaseStore};
 
@@ -167,11 +169,16 @@ impl Case {
                 if let Some(d) = &p.detail {
                     v["detail"] = d.clone().into();
                 }
-                if let Some(rec) = records
-                    .and_then(|r| r.get(name))
-                    .and_then(|r| r.record.as_ref())
+                if let Some(r) = records.and_then(|r| r.get(name))
+                    && let Some(rec) = &r.record
                 {
                     v["record"] = rec.clone();
+                    // Provenance and signature, as in a scenario reply's part.
+                    if let (Some(signed), Some(obj)) = (&r.signed, v.as_object_mut()) {
+                        for (k, x) in signed {
+                            obj.insert(k.clone(), x.clone());
+                        }
+                    }
                 }
                 (name.clone(), v)
             })

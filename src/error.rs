@@ -122,6 +122,13 @@ pub enum GatewayError {
     /// loader's own error, typed, answered and classified exactly like it.
     #[error("{0}")]
     Shared(std::sync::Arc<GatewayError>),
+    /// Cluster mode: a change that must reach every node could not be
+    /// stored in Redis (nothing was changed).
+    #[error("{0}")]
+    ClusterUnavailable(crate::cluster::ClusterError),
+    /// A refused data-subject transparency request, or its index unavailable.
+    #[error(transparent)]
+    Transparency(#[from] crate::transparency::TransparencyError),
     /// The gateway itself failed; details are logged, never answered.
     #[error("internal error: {0}")]
     Internal(String),
@@ -182,6 +189,9 @@ pub enum Cause {
     Conflict,
     /// The audit log cannot record the decision (fail closed).
     AuditUnavailable,
+    /// Cluster mode: the shared store (Redis) cannot take a change that must
+    /// reach every node.
+    ClusterUnavailable,
     /// The case store cannot be read or written.
     CaseStoreUnavailable,
     /// The gateway is not set up for this (e.g. no adapter registered).
@@ -205,6 +215,7 @@ impl Cause {
             | Cause::DepartmentBadReply
             | Cause::DepartmentShielded => Side::Department,
             Cause::AuditUnavailable
+            | Cause::ClusterUnavailable
             | Cause::CaseStoreUnavailable
             | Cause::Misconfigured
             | Cause::Internal => Side::Gateway,
@@ -238,6 +249,9 @@ impl GatewayError {
                 | crate::auth::AccessError::ProxyNotGranted { .. }
                 | crate::auth::AccessError::RoleRequired(_)
                 | crate::auth::AccessError::NotDepartmentAdmin(_)
+                | crate::auth::AccessError::ApprovalLapsed { .. }
+                | crate::auth::AccessError::ApprovalPurpose { .. }
+                | crate::auth::AccessError::SubjectAccessNotGranted
                 | crate::auth::AccessError::IssuerNotBound(_) => Cause::NotGranted,
             },
             G::Attribution(_) | G::Scenario(_) | G::InvalidAdapter(_) | G::InvalidConfig(_) => {
@@ -281,6 +295,15 @@ impl GatewayError {
                 crate::case::CaseError::Store(_) => Cause::CaseStoreUnavailable,
             },
             G::Shared(e) => e.cause(),
+            G::ClusterUnavailable(_) => Cause::ClusterUnavailable,
+            G::Transparency(e) => match e {
+                crate::transparency::TransparencyError::UnknownKind { .. }
+                | crate::transparency::TransparencyError::MalformedSubject(_)
+                | crate::transparency::TransparencyError::BadParameter(_)
+                | crate::transparency::TransparencyError::BadCursor => Cause::BadInput,
+                // The index is the gateway's own state (being checked or rebuilt).
+                crate::transparency::TransparencyError::Index(_) => Cause::Internal,
+            },
             G::Internal(_) => Cause::Internal,
         }
     }
@@ -314,6 +337,7 @@ impl GatewayError {
             | Cause::DepartmentBadReply
             | Cause::DepartmentShielded
             | Cause::AuditUnavailable
+            | Cause::ClusterUnavailable
             | Cause::CaseStoreUnavailable
             | Cause::Misconfigured
             | Cause::Internal => PartStatus::Error,
@@ -361,6 +385,7 @@ impl GatewayError {
             | Cause::RateLimited
             | Cause::Conflict
             | Cause::AuditUnavailable
+            | Cause::ClusterUnavailable
             | Cause::CaseStoreUnavailable
             | Cause::Misconfigured
             | Cause::Internal => None,
@@ -375,6 +400,7 @@ impl GatewayError {
             Cause::DepartmentShielded
             | Cause::RateLimited
             | Cause::AuditUnavailable
+            | Cause::ClusterUnavailable
             | Cause::CaseStoreUnavailable => true,
             // A case changed by another writer: the same request may succeed
             // now; a case id used for something else never will.
@@ -432,6 +458,15 @@ impl GatewayError {
                 A::NotDepartmentAdmin(_) => {
                     "access: not an administrator of that department".into()
                 }
+                A::ApprovalLapsed {
+                    dataset, approval, ..
+                } => format!("access: approval `{approval}` for dataset `{dataset}` lapsed"),
+                A::ApprovalPurpose {
+                    dataset, approval, ..
+                } => format!(
+                    "access: approval `{approval}` for dataset `{dataset}` does not cover the purpose"
+                ),
+                A::SubjectAccessNotGranted => "access: subject_access not granted".into(),
             },
             G::Attribution(e) => format!("attribution: header {} unusable", e.header),
             G::Case(e) => {
@@ -463,6 +498,8 @@ impl GatewayError {
             | G::Upstream(_)
             | G::Audit(_)
             | G::Scenario(_)
+            | G::ClusterUnavailable(_)
+            | G::Transparency(_)
             | G::Internal(_) => self.problem().kind.to_string(),
         }
     }
@@ -552,8 +589,13 @@ impl GatewayError {
                 | crate::auth::AccessError::ProxyNotGranted { .. }
                 | crate::auth::AccessError::RoleRequired(_)
                 | crate::auth::AccessError::NotDepartmentAdmin(_)
+                | crate::auth::AccessError::SubjectAccessNotGranted
                 | crate::auth::AccessError::IssuerNotBound(_) => {
                     (StatusCode::FORBIDDEN, "not-granted", e.to_string())
+                }
+                crate::auth::AccessError::ApprovalLapsed { .. }
+                | crate::auth::AccessError::ApprovalPurpose { .. } => {
+                    (StatusCode::FORBIDDEN, "approval-required", e.to_string())
                 }
             },
             G::Attribution(e) => (StatusCode::BAD_REQUEST, "bad-attribution", e.to_string()),
@@ -624,6 +666,30 @@ impl GatewayError {
                     };
                 }
             },
+            G::Transparency(e) => {
+                use crate::transparency::TransparencyError as T;
+                match e {
+                    T::UnknownKind { .. } => (
+                        StatusCode::BAD_REQUEST,
+                        "unknown-subject-kind",
+                        e.to_string(),
+                    ),
+                    T::MalformedSubject(_) | T::BadParameter(_) => {
+                        (StatusCode::BAD_REQUEST, "bad-request", e.to_string())
+                    }
+                    T::BadCursor => (StatusCode::BAD_REQUEST, "bad-cursor", e.to_string()),
+                    T::Index(_) => {
+                        return Problem {
+                            status: StatusCode::SERVICE_UNAVAILABLE,
+                            kind: "index-unavailable",
+                            detail:
+                                "the access index is being checked or rebuilt; try again shortly"
+                                    .to_string(),
+                            headers: vec![retry_after(Duration::from_secs(5))],
+                        };
+                    }
+                }
+            }
             G::Case(e) => {
                 use crate::case::CaseError as C;
                 match e {
@@ -659,6 +725,14 @@ impl GatewayError {
                 e.to_string(),
             ),
             G::Shared(e) => return e.problem(),
+            G::ClusterUnavailable(_) => {
+                return Problem {
+                    status: StatusCode::SERVICE_UNAVAILABLE,
+                    kind: "cluster-unavailable",
+                    detail: "the change was not made: the cluster's shared store (Redis) is unavailable, and a change made on one node only would leave the nodes disagreeing; retry when /readyz shows the cluster component ok".to_string(),
+                    headers: vec![retry_after(Duration::from_secs(5))],
+                };
+            }
             G::Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",

@@ -71,6 +71,8 @@ pub struct RequestCtx {
     pub ratelimit: Option<crate::protect::RateLimitState>,
     /// W3C trace context, propagated to departments.
     pub trace: crate::trace::TraceContext,
+    /// The approval a conditional dataset's read rests on (audit `approval`).
+    pub approval: Option<String>,
 }
 
 /// Request ids: a per-process random prefix and a counter; unique and cheap.
@@ -116,12 +118,16 @@ pub struct DataPlane {
     pub cache: Arc<SharedCache>,
     /// Metrics.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Record signing, transparency, the wall clock.
+    pub sharing: Arc<crate::sharing::Accountable>,
     /// Kept cases (accept now, supply later).
     pub cases: Arc<crate::case::Cases>,
     /// Folds floods of refusals into summary records.
     aggregator: Arc<crate::audit::DenyAggregator>,
     router: Router,
     ids: RequestIds,
+    /// Cluster mode: quotas shared with the other nodes.
+    cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 impl DataPlane {
@@ -132,10 +138,12 @@ impl DataPlane {
         cache: Arc<SharedCache>,
         metrics: Arc<crate::metrics::Metrics>,
         aggregator: crate::audit::DenyAggregator,
+        sharing: Arc<crate::sharing::Accountable>,
         cases: Arc<crate::case::Cases>,
     ) -> Self {
         Self {
             state,
+            sharing,
             aggregator: Arc::new(aggregator),
             audit,
             cache,
@@ -143,6 +151,32 @@ impl DataPlane {
             cases,
             router: Router::new(),
             ids: RequestIds::default(),
+            cluster: None,
+        }
+    }
+
+    /// Cluster mode, when on.
+    pub fn cluster(&self) -> Option<&Arc<crate::cluster::Cluster>> {
+        self.cluster.as_ref()
+    }
+
+    /// Cluster mode: rate limits are charged to the cluster-wide quotas.
+    pub fn with_cluster(mut self, cluster: Option<Arc<crate::cluster::Cluster>>) -> Self {
+        self.cluster = cluster;
+        self
+    }
+
+    /// Charges one request to the client's (and department's) quotas: the
+    /// cluster-wide ones in cluster mode, this node's otherwise.
+    async fn charge(
+        &self,
+        state: &State,
+        client: &str,
+        department: Option<&str>,
+    ) -> Result<crate::protect::RateLimitState, crate::protect::RateLimited> {
+        match &self.cluster {
+            Some(c) => c.limits.check(&Arc::from(client), department).await,
+            None => state.protect.check_client(client, department),
         }
     }
 }
@@ -168,6 +202,7 @@ impl Handler for DataPlane {
             upstream_status: None,
             ratelimit: None,
             trace: crate::trace::TraceContext::from_header(req.headers().get("traceparent")),
+            approval: None,
         };
         let result = self.process(&state, &mut ctx, req, &conn).await;
         let (mut resp, decision, reason) = match result {
@@ -305,7 +340,13 @@ impl DataPlane {
             Route::Case { .. } => "case.read",
             Route::CaseRefresh { .. } => "case.refresh",
             Route::Proxy { .. } => "proxy",
+            Route::Jwks => JWKS_READ,
+            Route::SubjectAccesses { .. } => "subject.accesses",
         };
+        if route == Route::Jwks {
+            // Public keys only; nothing to authenticate, nothing to audit.
+            return Ok(json_response(StatusCode::OK, self.sharing.keys.jwks()));
+        }
 
         // Phases 3-4: per-address block of failed authentications, then the token.
         let principal = match state.authenticate(req.headers(), conn).await {
@@ -321,8 +362,33 @@ impl DataPlane {
 
         // Phase 5 onwards, per route.
         match route {
-            Route::Catalog => {
+            Route::Jwks => Ok(json_response(StatusCode::OK, self.sharing.keys.jwks())),
+            Route::SubjectAccesses { kind, subject } => {
+                // On behalf of the data subject: no purpose needed, but an
+                // X-End-User (the signed-in person) is recorded when given.
+                ctx.attribution = Some(Attribution::from_headers(req.headers())?);
+                ctx.subject = Some(subject.clone());
+                if !grants.subject_access() {
+                    return Err(crate::auth::AccessError::SubjectAccessNotGranted.into());
+                }
                 ctx.ratelimit = Some(state.protect.check_client(principal.sub(), None)?);
+                let reply = self
+                    .sharing
+                    .transparency
+                    .accesses(
+                        state,
+                        self.audit.subject_key(),
+                        &grants,
+                        &kind,
+                        &subject,
+                        req.uri().query(),
+                        self.sharing.clock.now(),
+                    )
+                    .await?;
+                Ok(json_response(StatusCode::OK, &reply))
+            }
+            Route::Catalog => {
+                ctx.ratelimit = Some(self.charge(state, principal.sub(), None).await?);
                 Ok(json_response(StatusCode::OK, &self.catalog(state, &grants)))
             }
             Route::Dataset { dataset, subject } => {
@@ -335,7 +401,8 @@ impl DataPlane {
                     .read_dataset(state, ctx, &principal, &grants, &dataset, &subject, None)
                     .await?;
                 let cache = read.cache;
-                let mut resp = json_response(StatusCode::OK, &read.reply(&subject));
+                let reply = self.signed_reply(read, &subject);
+                let mut resp = json_response(StatusCode::OK, &reply);
                 resp.headers_mut()
                     .insert("x-cache", HeaderValue::from_static(cache.as_str()));
                 Ok(resp)
@@ -350,7 +417,7 @@ impl DataPlane {
                         RequestError::NotFound(format!("no scenario `{scenario}`"))
                     })?;
                 grants.check_scenario(&scenario)?;
-                ctx.ratelimit = Some(state.protect.check_client(principal.sub(), None)?);
+                ctx.ratelimit = Some(self.charge(state, principal.sub(), None).await?);
                 let body = read_body(req.into_body(), limits.max_body_bytes).await?;
                 let subjects = spec.parse_request(&body, &state.datasets)?;
                 let case_id = ctx.attribution.as_ref().and_then(|a| a.case_id.clone());
@@ -403,9 +470,8 @@ impl DataPlane {
                 }
                 grants.check_proxy(&department, req.method(), &path)?;
                 ctx.ratelimit = Some(
-                    state
-                        .protect
-                        .check_client(principal.sub(), Some(&department))?,
+                    self.charge(state, principal.sub(), Some(&department))
+                        .await?,
                 );
                 self.proxy(state, ctx, conn, req, &department, &path).await
             }
@@ -469,6 +535,15 @@ impl DataPlane {
         // Authorisation before the cache lookup: a cached record is never
         // even looked at for a client that may not read the dataset.
         let fields = grants.check_dataset(dataset)?;
+        // Conditional sharing: only under a live approval covering the purpose.
+        ctx.approval = grants.approval(dataset).map(|a| a.reference.clone());
+        let purpose = ctx
+            .attribution
+            .as_ref()
+            .and_then(|a| a.purpose.as_deref())
+            .unwrap_or_default();
+        let today = crate::sharing::Date::at(self.sharing.clock.now());
+        grants.check_sharing(dataset, spec.sharing, purpose, today)?;
         if !spec.subject_is_valid(subject) {
             return Err(RequestError::Malformed(format!(
                 "malformed subject for dataset `{dataset}`"
@@ -491,9 +566,8 @@ impl DataPlane {
         });
         let scenario_subjects = canonical_subjects.as_ref();
         ctx.ratelimit = Some(
-            state
-                .protect
-                .check_client(principal.sub(), Some(&spec.department))?,
+            self.charge(state, principal.sub(), Some(&spec.department))
+                .await?,
         );
         let adapter = state
             .adapters
@@ -529,7 +603,7 @@ impl DataPlane {
             r.0
         };
         // Field filtering after the lookup: the shared record is never changed.
-        let (mut record, fetched_at, status) = if spec.shareable {
+        let (mut record, fetched_at, status, entry) = if spec.shareable {
             // Every co-subject the department call depends on is part of
             // the key: a record fetched for one pairing is never another's.
             let mut variant = String::new();
@@ -548,12 +622,18 @@ impl DataPlane {
                 .get_variant(spec, subject, &variant, load)
                 .await
                 .map_err(GatewayError::Shared)?;
-            ((*entry.record).clone(), entry.fetched_at, status)
+            (
+                (*entry.record).clone(),
+                entry.fetched_at,
+                status,
+                Some(entry),
+            )
         } else {
             (
                 load().await?,
                 std::time::SystemTime::now(),
                 CacheStatus::Miss,
+                None,
             )
         };
         fields.filter(&mut record);
@@ -568,6 +648,8 @@ impl DataPlane {
             record,
             fetched_at,
             cache: status,
+            entry,
+            projection: fields.projection(),
         })
     }
 
@@ -743,6 +825,7 @@ impl DataPlane {
                     upstream_status: None,
                     ratelimit: None,
                     trace: parent.trace.clone(),
+                    approval: None,
                 };
                 // The part enforces its own deadline so that a timed-out part
                 // is still recorded (the scenario's deadline is only a backstop).
@@ -761,16 +844,21 @@ impl DataPlane {
                 .await
                 .unwrap_or(Err(UpstreamError::Timeout(part_timeout).into()));
                 let (result, decision, reason) = match r {
-                    Ok(read) => (
-                        PartResult {
-                            status: PartStatus::Ok,
-                            http_status: 200,
-                            record: Some(serde_json::Value::Object(read.record)),
-                            detail: None,
-                        },
-                        Decision::Allow,
-                        None,
-                    ),
+                    Ok(read) => {
+                        let mut signed = self.signed_reply(read, &subject);
+                        let record = signed.remove("record");
+                        (
+                            PartResult {
+                                status: PartStatus::Ok,
+                                http_status: 200,
+                                record,
+                                detail: None,
+                                signed: Some(signed),
+                            },
+                            Decision::Allow,
+                            None,
+                        )
+                    }
                     Err(e) => {
                         let p = e.problem();
                         (
@@ -779,6 +867,7 @@ impl DataPlane {
                                 http_status: p.status.as_u16(),
                                 record: None,
                                 detail: Some(p.detail),
+                                signed: None,
                             },
                             e.decision(),
                             Some(e.to_string()),
@@ -907,6 +996,9 @@ impl DataPlane {
         reason: Option<String>,
         status: StatusCode,
     ) -> Result<(), crate::audit::AuditError> {
+        if ctx.action == JWKS_READ {
+            return Ok(());
+        }
         // Refused before a route or a token was known: folded per source below.
         let pre_auth =
             ctx.client.is_none() && ctx.action == "request" && decision != Decision::Allow;
@@ -916,6 +1008,7 @@ impl DataPlane {
             Action::from_name(ctx.action)
         };
         let mut ev = AuditEvent::new(action, decision);
+        ev.approval = ctx.approval.clone();
         ev.request_id = Some(ctx.request_id.clone());
         // Unauthenticated callers are known by their address.
         ev.client = Some(
@@ -964,35 +1057,68 @@ impl DataPlane {
     }
 }
 
+/// The audit action of `GET /.well-known/jwks.json` (public, not recorded).
+const JWKS_READ: &str = "jwks.read";
+
 /// A record as the client may see it, and how it was obtained.
 struct DatasetRead {
     spec: Arc<crate::config::DatasetSpec>,
     record: Record,
     fetched_at: std::time::SystemTime,
     cache: CacheStatus,
+    /// The cache entry it came from (its signatures are kept there).
+    entry: Option<Arc<crate::cache::Entry>>,
+    /// Name of the client's field projection (see `FieldFilter::projection`).
+    projection: String,
 }
 
-impl DatasetRead {
-    /// The dataset reply (docs/ARCHITECTURE.md), with provenance and the usage notice.
-    fn reply(self, subject: &str) -> serde_json::Value {
-        let spec = &self.spec;
-        let valid = self
+impl DataPlane {
+    /// The signed dataset reply (docs/SIGNATURES.md): `dataset`, `subject`,
+    /// `record`, `source` (`department`, `issuer`, `fetched_at`, `cache`),
+    /// `notice` and `signature`. A cached record is signed once per field
+    /// projection; `source.cache` is outside the signature.
+    fn signed_reply(
+        &self,
+        read: DatasetRead,
+        subject: &str,
+    ) -> serde_json::Map<String, serde_json::Value> {
+        use serde_json::{Value, json};
+        let spec = &read.spec;
+        let valid = read
             .record
             .get("valid_until")
             .and_then(|v| v.as_str())
             .map(|d| format!(" Valid until {d}."))
             .unwrap_or_default();
-        serde_json::json!({
-            "dataset": spec.name,
-            "subject": subject,
-            "record": self.record,
-            "source": {
+        let mut body = serde_json::Map::new();
+        body.insert("dataset".into(), json!(spec.name));
+        body.insert("subject".into(), json!(subject));
+        body.insert("record".into(), Value::Object(read.record));
+        body.insert(
+            "source".into(),
+            json!({
                 "department": spec.department,
-                "fetched_at": rfc3339(self.fetched_at),
-                "cache": self.cache.as_str(),
-            },
-            "notice": format!("{}{valid}", spec.notice),
-        })
+                "issuer": spec.issuer,
+                "fetched_at": rfc3339(read.fetched_at),
+            }),
+        );
+        body.insert("notice".into(), json!(format!("{}{valid}", spec.notice)));
+        let sign = || match crate::sharing::signed::signing_input(&body) {
+            Ok(payload) => self.sharing.keys.sign(&payload),
+            Err(e) => {
+                tracing::error!(error = %e, "record could not be canonicalised for signing");
+                String::new()
+            }
+        };
+        let signature: Arc<str> = match &read.entry {
+            Some(e) => e.signatures.get_or_sign(&read.projection, sign),
+            None => Arc::from(sign()),
+        };
+        if let Some(Value::Object(source)) = body.get_mut("source") {
+            source.insert("cache".into(), json!(read.cache.as_str()));
+        }
+        body.insert("signature".into(), json!(&*signature));
+        body
     }
 }
 

@@ -37,6 +37,15 @@ pub enum Route {
         /// Case id, still percent-encoded.
         case_id: String,
     },
+    /// `GET /.well-known/jwks.json`: the record-signing public keys (no auth).
+    Jwks,
+    /// `GET /v1/subjects/{kind}/{subject}/accesses`: data-subject transparency.
+    SubjectAccesses {
+        /// Subject kind (`uscc`, `guardian_id`...).
+        kind: String,
+        /// Subject id (decoded).
+        subject: String,
+    },
     /// `ANY /v1/proxy/{department}/{path...}`.
     Proxy {
         /// Department name.
@@ -58,6 +67,8 @@ impl Route {
             Route::Case { .. } => "case",
             Route::CaseRefresh { .. } => "case-refresh",
             Route::Proxy { .. } => "proxy",
+            Route::Jwks => "jwks",
+            Route::SubjectAccesses { .. } => "subject-accesses",
         }
     }
 }
@@ -105,6 +116,8 @@ enum Id {
     CaseRefresh,
     ProxyRoot,
     Proxy,
+    Jwks,
+    SubjectAccesses,
 }
 
 /// Data-plane routes (matchit syntax) and their methods; the router and the
@@ -118,12 +131,14 @@ pub const DATA_ROUTES: &[(&str, &[&str])] = &[
     ("/v1/cases/{case_id}/refresh", &["POST"]),
     ("/v1/proxy/{department}", PROXY_METHODS),
     ("/v1/proxy/{department}/{*rest}", PROXY_METHODS),
+    ("/.well-known/jwks.json", &["GET"]),
+    ("/v1/subjects/{kind}/{subject}/accesses", &["GET"]),
 ];
 
 const PROXY_METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"];
 
 /// Route ids in the order of [`DATA_ROUTES`].
-const IDS: [Id; 8] = [
+const IDS: [Id; 10] = [
     Id::Catalog,
     Id::Dataset,
     Id::ScenarioList,
@@ -132,6 +147,8 @@ const IDS: [Id; 8] = [
     Id::CaseRefresh,
     Id::ProxyRoot,
     Id::Proxy,
+    Id::Jwks,
+    Id::SubjectAccesses,
 ];
 
 /// The data-plane router, built once.
@@ -197,6 +214,11 @@ impl Router {
             Id::Proxy => Route::Proxy {
                 department: p("department"),
                 path: format!("/{}", p("rest")),
+            },
+            Id::Jwks => Route::Jwks,
+            Id::SubjectAccesses => Route::SubjectAccesses {
+                kind: p("kind"),
+                subject: crate::path::decode_value(&p("subject")).ok_or(NoRoute::NotFound)?,
             },
         })
     }
@@ -376,6 +398,18 @@ pub const ROUTE_DOCS: &[(&str, &str, &str, &str)] = &[
         "/v1/proxy/{department}/{*rest}",
         "proxy",
         "Pass-through to the department's own API; the answer is the department's own",
+    ),
+    (
+        "GET",
+        "/.well-known/jwks.json",
+        "data",
+        "The gateway's record-signing public keys (JWK Set, OKP/Ed25519); no token needed",
+    ),
+    (
+        "GET",
+        "/v1/subjects/{kind}/{subject}/accesses",
+        "data",
+        "Data-subject transparency: who read this subject's data, when and why (subject_access clients; since, until, limit, cursor)",
     ),
     ("GET", "/healthz", "operate", "Liveness"),
     (
@@ -564,6 +598,17 @@ mod tests {
             Ok(Route::Proxy {
                 department: "market-supervision".into(),
                 path: "/".into()
+            })
+        );
+        assert_eq!(
+            r.route(&Method::GET, "/.well-known/jwks.json"),
+            Ok(Route::Jwks)
+        );
+        assert_eq!(
+            r.route(&Method::GET, "/v1/subjects/uscc/9112/accesses"),
+            Ok(Route::SubjectAccesses {
+                kind: "uscc".into(),
+                subject: "9112".into()
             })
         );
         assert_eq!(r.route(&Method::GET, "/v2/x"), Err(NoRoute::NotFound));

@@ -390,6 +390,11 @@ pub struct PartResult {
     /// Why not ok.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// For an ok part: the record's provenance and signature (`dataset`,
+    /// `subject`, `source`, `notice`, `signature`), flattened into the part
+    /// so the part verifies like a dataset reply (docs/SIGNATURES.md).
+    #[serde(flatten)]
+    pub signed: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// The scenario reply (see docs/ARCHITECTURE.md).
@@ -445,6 +450,7 @@ impl Scenario {
                         http_status: 400,
                         record: None,
                         detail: Some(format!("no `{}` subject given", p.subject_kind)),
+                        signed: None,
                     },
                     // The runner is expected to enforce `p.timeout` itself (and
                     // record the outcome); this deadline is a backstop.
@@ -455,6 +461,7 @@ impl Scenario {
                             http_status: 504,
                             record: None,
                             detail: Some("the department did not answer in time".into()),
+                            signed: None,
                         },
                     },
                 };
@@ -490,12 +497,14 @@ mod tests {
         let text = r#"
 [datasets.business-licence]
 department = "ms"
+issuer = "Market supervision"
 subject_kind = "uscc"
 subject_max_len = 18
 [datasets.business-licence.fields.uscc]
 type = "string"
 [datasets.fire-safety-inspection]
 department = "fr"
+issuer = "Fire and rescue"
 subject_kind = "uscc"
 subject_max_len = 18
 [datasets.fire-safety-inspection.fields.no]
@@ -610,6 +619,7 @@ bring = {{ zh = "检查合格证", en = "Inspection certificate" }}
                         http_status: 200,
                         record: Some(serde_json::json!({})),
                         detail: None,
+                        signed: None,
                     }
                 } else {
                     PartResult {
@@ -617,6 +627,7 @@ bring = {{ zh = "检查合格证", en = "Inspection certificate" }}
                         http_status: 404,
                         record: None,
                         detail: None,
+                        signed: None,
                     }
                 }
             })
@@ -641,6 +652,7 @@ bring = {{ zh = "检查合格证", en = "Inspection certificate" }}
                     http_status: 200,
                     record: None,
                     detail: None,
+                    signed: None,
                 }
             })
             .await;

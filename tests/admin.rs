@@ -1026,6 +1026,8 @@ async fn openapi_lists_every_route() {
         ("/v1/scenarios", &["get"]),
         ("/v1/cases/{case_id}", &["get"]),
         ("/v1/cases/{case_id}/refresh", &["post"]),
+        ("/.well-known/jwks.json", &["get"]),
+        ("/v1/subjects/{kind}/{subject}/accesses", &["get"]),
         ("/v1/proxy/{department}", &proxy),
         ("/v1/proxy/{department}/{path}", &proxy),
         ("/healthz", &["get"]),

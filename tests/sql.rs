@@ -181,6 +181,7 @@ async fn sql_in_a_subject_is_refused_or_bound_never_run() {
     let mut text = std::fs::read_to_string(&datasets).unwrap();
     text.push_str(
         "\n[datasets.tax-credit-by-name]\ntitle = \"Tax credit by name\"\ndepartment = \"tax\"\n\
+         issuer = \"Tianjin Tax Service\"\nsharing = \"unconditional\"\n\
          subject_kind = \"taxpayer_name\"\nsubject_chars = \"printable\"\nsubject_max_len = 256\n\
          shareable = false\nttl_secs = 60\n[datasets.tax-credit-by-name.fields]\n\
          uscc = { type = \"string\", required = true }\n\

@@ -2,7 +2,7 @@
 //! `onewindow audit query`).
 
 use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
 use super::error::AuditError;
@@ -174,8 +174,7 @@ fn parse_cursor(cursor: Option<&str>) -> Result<u64, AuditError> {
 
 fn first_seq(path: &Path) -> Option<u64> {
     let mut line = Vec::new();
-    BufReader::new(File::open(path).ok()?)
-        .read_until(b'\n', &mut line)
+    super::segment::read_line_bounded(&mut BufReader::new(File::open(path).ok()?), &mut line)
         .ok()?;
     #[derive(serde::Deserialize)]
     struct Seq {
@@ -233,7 +232,7 @@ impl Iterator for QueryIter {
             };
             self.buf.clear();
             let path = &self.files[self.idx];
-            match reader.read_until(b'\n', &mut self.buf) {
+            match super::segment::read_line_bounded(reader, &mut self.buf) {
                 Ok(0) => {
                     self.reader = None;
                     self.idx += 1;
@@ -241,8 +240,17 @@ impl Iterator for QueryIter {
                 Ok(_) => {
                     self.line += 1;
                     let Some(line) = self.buf.strip_suffix(b"\n") else {
-                        // Being written right now: stop here.
                         self.done = true;
+                        if self.buf.len() as u64 >= super::segment::MAX_LINE_BYTES {
+                            return Some(Err(AuditError::Corrupt {
+                                file: path.clone(),
+                                line: self.line,
+                                problem:
+                                    "a line longer than any record; run `onewindow audit verify`"
+                                        .into(),
+                            }));
+                        }
+                        // Being written right now: stop here.
                         return None;
                     };
                     let rec: AuditRecord = match serde_json::from_slice(line) {

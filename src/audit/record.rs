@@ -131,6 +131,11 @@ pub struct AuditEvent {
     pub purpose: Option<String>,
     /// `X-Case-Id`.
     pub case_id: Option<String>,
+    /// The approval a conditionally shared dataset's read rests on. Omitted
+    /// (not `null`) when absent, so records written before the field existed
+    /// keep their canonical form and hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<String>,
     /// What was attempted.
     pub action: Action,
     /// Department concerned.
@@ -153,6 +158,11 @@ pub struct AuditEvent {
     pub upstream_status: Option<u16>,
     /// Time spent on the request in microseconds.
     pub latency_us: Option<u64>,
+    /// Cluster mode: the node that wrote the record (set by the writer).
+    /// Absent, not null, outside cluster mode, so lines written before it
+    /// existed keep their canonical form and hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 impl AuditEvent {
@@ -165,6 +175,7 @@ impl AuditEvent {
             end_user: None,
             purpose: None,
             case_id: None,
+            approval: None,
             action,
             department: None,
             dataset: None,
@@ -176,6 +187,7 @@ impl AuditEvent {
             cache: None,
             upstream_status: None,
             latency_us: None,
+            node: None,
         }
     }
 }
@@ -294,6 +306,8 @@ pub(crate) struct RecordView<'a> {
     pub purpose: Option<Cow<'a, str>>,
     #[serde(borrow)]
     pub case_id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub approval: Option<Cow<'a, str>>,
     #[serde(borrow)]
     pub action: Cow<'a, str>,
     #[serde(borrow)]
@@ -312,6 +326,8 @@ pub(crate) struct RecordView<'a> {
     pub cache: Option<Cow<'a, str>>,
     pub upstream_status: Option<u16>,
     pub latency_us: Option<u64>,
+    #[serde(borrow, default)]
+    pub node: Option<Cow<'a, str>>,
     pub checkpoint: Option<Checkpoint>,
     #[serde(borrow)]
     pub prev: Cow<'a, str>,
@@ -441,6 +457,25 @@ mod tests {
             std::str::from_utf8(&line).unwrap(),
             format!("{CHECKPOINT_LINE}\n")
         );
+    }
+
+    #[test]
+    fn approval_is_written_only_when_present() {
+        let mut ev = read_event();
+        ev.approval = Some("APPROVAL-1".into());
+        let mut rec = AuditRecord::from_event(ev.clone(), 1, GENESIS_HASH.to_string());
+        let line = rec.seal().unwrap();
+        let text = std::str::from_utf8(&line).unwrap();
+        assert!(
+            text.contains(r#""case_id":"case-42","approval":"APPROVAL-1","action""#),
+            "{text}"
+        );
+        let back = parse_line(text.trim_end().as_bytes()).unwrap();
+        assert_eq!(back.event, ev);
+        parse_line_as::<RecordView>(text.trim_end().as_bytes()).unwrap();
+        // Without it, the pinned format (and so old records' hashes) is unchanged:
+        // see sealed_lines_are_byte_identical_to_the_pinned_format.
+        assert!(!READ_LINE.contains("approval"));
     }
 
     #[test]

@@ -10,6 +10,21 @@ use super::record::{AuditRecord, parse_line};
 /// How far back from the end the tail scan looks for the last valid record.
 const TAIL_WINDOW: u64 = 1024 * 1024;
 
+/// The longest line a reader takes as one record. Records are a few hundred
+/// bytes; a longer "line" is damage (or a segment that is not a file, such as
+/// a link to /dev/zero) and is reported instead of read into memory.
+pub(crate) const MAX_LINE_BYTES: u64 = 1024 * 1024;
+
+/// Reads one line (with its `\n`) into `buf`, at most [`MAX_LINE_BYTES`]:
+/// a line that does not end within the bound is cut there, so callers see an
+/// incomplete or unparsable line rather than exhausting memory.
+pub(crate) fn read_line_bounded<R: std::io::BufRead>(
+    reader: &mut R,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<usize> {
+    std::io::BufRead::read_until(&mut Read::take(reader.by_ref(), MAX_LINE_BYTES), b'\n', buf)
+}
+
 /// One `audit-NNNNNN.jsonl` file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Segment {

@@ -326,6 +326,25 @@ async fn garbage_appended_is_found() {
     expect_fail(&t, FailureKind::Garbage, None);
 }
 
+#[tokio::test]
+async fn a_segment_that_never_ends_is_reported_not_read_into_memory() {
+    if !Path::new("/dev/zero").exists() {
+        return;
+    }
+    let t = Tmp::new("endless");
+    populate(&t, settings(), 3).await;
+    // A "segment" linked to /dev/zero is an endless line without a newline.
+    std::os::unix::fs::symlink("/dev/zero", t.seg(2)).unwrap();
+    let got: Vec<_> = QueryIter::new(&t.audit(), QueryFilter::default(), None)
+        .unwrap()
+        .collect();
+    assert!(
+        matches!(got.last(), Some(Err(AuditError::Corrupt { .. }))),
+        "{got:?}"
+    );
+    assert!(t.verify().is_err());
+}
+
 /// Fault hook that, while armed, writes half the batch and fails with ENOSPC.
 fn half_write_fault(armed: Arc<AtomicBool>) -> WriteFault {
     Arc::new(move |len| {

@@ -41,6 +41,11 @@ pub(crate) type WriteFault = Arc<dyn Fn(usize) -> Option<(usize, io::Error)> + S
 
 type Ack = oneshot::Sender<Result<Appended, AuditError>>;
 
+/// Called with every batch of records once it is written, in log order (on
+/// the writer's blocking thread: it must not block; hand the records on).
+/// The subject index is fed this way ([`AuditLog::set_sink`]).
+pub type RecordSink = Arc<dyn Fn(&[AuditRecord]) + Send + Sync>;
+
 // Appends are the hot variant: boxing them would cost an allocation each.
 #[allow(clippy::large_enum_variant)]
 enum Cmd {
@@ -49,6 +54,7 @@ enum Cmd {
 }
 
 struct Shared {
+    sink: arc_swap::ArcSwapOption<RecordSink>,
     healthy: AtomicBool,
     /// False while the witness could not take the latest signed head.
     witness_ok: Arc<AtomicBool>,
@@ -127,7 +133,9 @@ impl AuditLog {
             let witness: Option<Arc<dyn Witness>> = settings
                 .witness_dir
                 .as_ref()
-                .map(|d| Arc::new(DirWitness::new(d)) as Arc<dyn Witness>);
+                .map(|d| {
+                    Arc::new(DirWitness::new(d).with_node(settings.node.clone())) as Arc<dyn Witness>
+                });
             if let Some(w) = &witness {
                 w.probe().map_err(|e| AuditError::Io {
                     path: PathBuf::from(w.location()),
@@ -146,6 +154,7 @@ impl AuditLog {
         .await
         .map_err(|_| AuditError::Unavailable)??;
         let shared = Arc::new(Shared {
+            sink: arc_swap::ArcSwapOption::empty(),
             healthy: AtomicBool::new(true),
             witness_ok: state.witness_ok.clone(),
             witness: state.witness.as_ref().map(|w| w.location()),
@@ -218,6 +227,11 @@ impl AuditLog {
             .witness
             .clone()
             .map(|w| (w, self.shared.witness_ok.load(Ordering::Acquire)))
+    }
+
+    /// Hands every batch written from now on to `sink` (see [`RecordSink`]).
+    pub fn set_sink(&self, sink: RecordSink) {
+        self.shared.sink.store(Some(Arc::new(sink)));
     }
 
     /// The keyed reference for a subject id (what goes in `subject_ref`).
@@ -408,6 +422,16 @@ impl State {
         events: Vec<AuditEvent>,
         force_checkpoint: bool,
     ) -> io::Result<Vec<Appended>> {
+        self.write_batch_with(events, force_checkpoint, None)
+    }
+
+    /// [`Self::write_batch`], also handing the written records to `sink`.
+    fn write_batch_with(
+        &mut self,
+        events: Vec<AuditEvent>,
+        force_checkpoint: bool,
+        sink: Option<&RecordSink>,
+    ) -> io::Result<Vec<Appended>> {
         if self.witness_pending.is_some() {
             self.hand_to_witness();
             if self.witness_pending.is_some() {
@@ -440,15 +464,21 @@ impl State {
         let mut since = self.since_checkpoint;
         let mut head_line: Option<Vec<u8>> = None;
         let mut out = Vec::with_capacity(events.len());
-        let push = |mut rec: AuditRecord,
-                    buf: &mut Vec<u8>,
-                    prev: &mut String,
-                    seq: &mut u64|
+        let node = self.settings.node.clone();
+        let mut written: Vec<AuditRecord> = Vec::new();
+        let mut push = |mut rec: AuditRecord,
+                        buf: &mut Vec<u8>,
+                        prev: &mut String,
+                        seq: &mut u64|
          -> io::Result<Vec<u8>> {
+            rec.event.node.clone_from(&node);
             let line = rec.seal().map_err(io::Error::other)?;
             buf.extend_from_slice(&line);
-            *prev = rec.hash;
+            prev.clone_from(&rec.hash);
             *seq += 1;
+            if sink.is_some() {
+                written.push(rec);
+            }
             Ok(line)
         };
         let note = self.outage.as_ref().map(|(n, since_time)| {
@@ -510,6 +540,9 @@ impl State {
                 self.witness_pending = Some(line);
                 self.hand_to_witness();
             }
+        }
+        if let Some(sink) = sink {
+            sink(&written);
         }
         Ok(out)
     }
@@ -604,6 +637,7 @@ enum Op {
 /// blocking task panicked, which stops the writer).
 async fn exec(state: State, op: Op, shared: &Shared) -> Option<State> {
     let started = std::time::Instant::now();
+    let sink = shared.sink.load_full();
     let res = tokio::task::spawn_blocking(move || {
         let mut st = state;
         match op {
@@ -621,7 +655,7 @@ async fn exec(state: State, op: Op, shared: &Shared) -> Option<State> {
                     }
                 }
                 let force = force || !cp_acks.is_empty();
-                let r = st.write_batch(events, force);
+                let r = st.write_batch_with(events, force, sink.as_deref());
                 (st, Some((r, acks, cp_acks)))
             }
             Op::Sync => {

@@ -130,6 +130,31 @@ pub enum AccessError {
     /// Status 403: A department admin acting for a department that is not theirs.
     #[error("not an administrator of department `{0}`")]
     NotDepartmentAdmin(String),
+    /// Status 403: The approval a conditionally shared dataset's grant rests on has lapsed.
+    #[error(
+        "the approval `{approval}` for dataset `{dataset}` lapsed on {expired}; a new approval is needed"
+    )]
+    ApprovalLapsed {
+        /// The dataset asked for.
+        dataset: String,
+        /// The approval's reference.
+        approval: String,
+        /// Its last valid day.
+        expired: String,
+    },
+    /// Status 403: The approval does not cover the purpose given.
+    #[error("the approval `{approval}` for dataset `{dataset}` does not cover purpose `{purpose}`")]
+    ApprovalPurpose {
+        /// The dataset asked for.
+        dataset: String,
+        /// The approval's reference.
+        approval: String,
+        /// The purpose given.
+        purpose: String,
+    },
+    /// Status 403: The data-subject transparency view is not granted (`subject_access`).
+    #[error("the data-subject transparency view is not granted to this client")]
+    SubjectAccessNotGranted,
     /// Status 403: The token's issuer may not speak for this client
     /// (`issuer`/`issuers` of its clients.toml entry).
     #[error("client `{0}` does not accept tokens from this issuer")]

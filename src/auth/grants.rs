@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use super::error::AccessError;
 use crate::config::datasets::is_name;
 use crate::config::{ConfigError, ConfigErrors, Datasets, parse_toml};
+use crate::sharing::{Approval, Date, Sharing};
 
 /// Names that grants may refer to, from the rest of the configuration.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -45,6 +46,14 @@ pub struct KnownNames {
 struct RawClientsFile {
     #[serde(default)]
     clients: BTreeMap<String, RawClient>,
+    #[serde(default)]
+    purposes: BTreeMap<String, RawPurpose>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPurpose {
+    disclose_after_days: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -60,6 +69,8 @@ struct RawClient {
     datasets: BTreeMap<String, RawDatasetGrant>,
     #[serde(default)]
     proxy: Vec<RawProxy>,
+    #[serde(default)]
+    subject_access: bool,
     /// The one issuer that may speak for this client.
     issuer: Option<String>,
     /// The issuers that may speak for this client.
@@ -70,6 +81,9 @@ struct RawClient {
 #[serde(deny_unknown_fields)]
 struct RawDatasetGrant {
     fields: Vec<String>,
+    approval: Option<String>,
+    expires: Option<toml::Value>,
+    purposes: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -103,6 +117,12 @@ impl FieldFilter {
             FieldFilter::All => true,
             FieldFilter::Only(keep) => keep.contains(field),
         }
+    }
+
+    /// A stable name of this projection: `*`, or the visible fields sorted
+    /// and joined with `,` (signatures of cached records are kept per projection).
+    pub fn projection(&self) -> String {
+        self.names().join(",")
     }
 
     fn names(&self) -> Vec<String> {
@@ -155,10 +175,45 @@ pub struct ClientGrants {
     datasets: HashMap<String, FieldFilter>,
     scenarios: HashSet<String>,
     proxy: Vec<ProxyGrant>,
+    approvals: HashMap<String, Approval>,
+    subject_access: bool,
     issuers: HashSet<String>,
 }
 
 impl ClientGrants {
+    /// The approval the grant of `dataset` rests on (conditional datasets).
+    pub fn approval(&self, dataset: &str) -> Option<&Approval> {
+        self.approvals.get(dataset)
+    }
+
+    /// Conditional sharing: an unconditionally shared dataset needs nothing
+    /// more than the grant; a conditional one needs a live approval covering
+    /// `purpose` on `today`. Returns the approval the read rests on.
+    pub fn check_sharing(
+        &self,
+        dataset: &str,
+        sharing: Sharing,
+        purpose: &str,
+        today: Date,
+    ) -> Result<Option<&Approval>, AccessError> {
+        match sharing {
+            Sharing::Unconditional => Ok(None),
+            Sharing::Conditional => {
+                let a = self
+                    .approvals
+                    .get(dataset)
+                    .ok_or_else(|| AccessError::DatasetNotGranted(dataset.to_string()))?;
+                a.check(dataset, purpose, today)?;
+                Ok(Some(a))
+            }
+        }
+    }
+
+    /// May this client call the data-subject transparency view?
+    pub fn subject_access(&self) -> bool {
+        self.subject_access
+    }
+
     /// The client id (the token's `sub`); empty for an unknown client.
     pub fn id(&self) -> &str {
         &self.id
@@ -305,6 +360,7 @@ pub struct ProxyGrantView {
 pub struct Grants {
     clients: HashMap<String, Arc<ClientGrants>>,
     deny_all: Arc<ClientGrants>,
+    disclose_after: BTreeMap<String, u32>,
 }
 
 impl Grants {
@@ -312,6 +368,32 @@ impl Grants {
     /// set (everything refused).
     pub fn client(&self, sub: &str) -> &Arc<ClientGrants> {
         self.clients.get(sub).unwrap_or(&self.deny_all)
+    }
+
+    /// Every approval, as (client, dataset, approval), sorted.
+    pub fn approvals(&self) -> Vec<(&str, &str, &Approval)> {
+        let mut v: Vec<_> = self
+            .clients
+            .iter()
+            .flat_map(|(c, g)| {
+                g.approvals
+                    .iter()
+                    .map(move |(d, a)| (c.as_str(), d.as_str(), a))
+            })
+            .collect();
+        v.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        v
+    }
+
+    /// Days that records of `purpose` stay out of the data-subject
+    /// transparency view (`[purposes.<name>] disclose_after_days`).
+    pub fn disclose_after_days(&self, purpose: &str) -> Option<u32> {
+        self.disclose_after.get(purpose).copied()
+    }
+
+    /// Every purpose withheld from the transparency view, with its days.
+    pub fn disclose_after(&self) -> impl Iterator<Item = (&str, u32)> {
+        self.disclose_after.iter().map(|(p, d)| (p.as_str(), *d))
     }
 
     /// Client ids with an entry, sorted.
@@ -363,8 +445,10 @@ impl Grants {
             let mut g = ClientGrants {
                 id: id.clone(),
                 description: r.description,
+                subject_access: r.subject_access,
                 ..ClientGrants::default()
             };
+            let client_purposes: HashSet<String> = r.purposes.iter().cloned().collect();
             let named: Option<Vec<String>> = match (r.issuer, r.issuers) {
                 (Some(_), Some(_)) => {
                     errors.push(ConfigError::new(
@@ -464,6 +548,18 @@ impl Grants {
                     }
                     FieldFilter::Only(keep)
                 };
+                if let Some(a) = approval_of(
+                    file,
+                    &field,
+                    spec.sharing,
+                    d.approval,
+                    d.expires,
+                    d.purposes,
+                    &client_purposes,
+                    &mut errors,
+                ) {
+                    g.approvals.insert(name.clone(), a);
+                }
                 g.datasets.insert(name, filter);
             }
             for (i, p) in r.proxy.into_iter().enumerate() {
@@ -530,11 +626,109 @@ impl Grants {
             }
             clients.insert(id, Arc::new(g));
         }
+        let mut disclose_after = BTreeMap::new();
+        for (name, p) in raw.purposes {
+            let at = format!("purposes.{name}.disclose_after_days");
+            if !is_name(&name) {
+                errors.push(ConfigError::new(
+                    file,
+                    format!("purposes.{name}"),
+                    "purpose names are lowercase letters, digits and '-'",
+                    "use the name clients give in X-Purpose, e.g. [purposes.investigation]",
+                ));
+            }
+            match p.disclose_after_days {
+                Some(days @ 1..=3650) => {
+                    disclose_after.insert(name, days);
+                }
+                Some(_) => errors.push(ConfigError::new(
+                    file,
+                    at,
+                    "must be between 1 and 3650 days",
+                    "set how long records of this purpose stay out of the data-subject view",
+                )),
+                None => {}
+            }
+        }
         errors.into_result(Grants {
             clients,
             deny_all: Arc::default(),
+            disclose_after,
         })
     }
+}
+
+/// Validates the approval fields of one dataset grant against the dataset's
+/// sharing type: a conditional dataset needs `approval` and `expires`; an
+/// unconditional one takes neither.
+#[allow(clippy::too_many_arguments)]
+fn approval_of(
+    file: &Path,
+    field: &str,
+    sharing: Sharing,
+    approval: Option<String>,
+    expires: Option<toml::Value>,
+    purposes: Option<Vec<String>>,
+    client_purposes: &HashSet<String>,
+    errors: &mut ConfigErrors,
+) -> Option<Approval> {
+    if sharing == Sharing::Unconditional {
+        if approval.is_some() || expires.is_some() || purposes.is_some() {
+            errors.push(ConfigError::new(
+                file,
+                field,
+                "`approval`, `expires` and `purposes` are for conditionally shared datasets; this one is unconditional",
+                "remove them, or mark the dataset sharing = \"conditional\" in datasets.toml",
+            ));
+        }
+        return None;
+    }
+    let reference = approval.map(|a| a.trim().to_string()).unwrap_or_default();
+    if reference.is_empty()
+        || reference.chars().count() > 128
+        || reference.chars().any(char::is_control)
+    {
+        errors.push(ConfigError::new(
+            file,
+            format!("{field}.approval"),
+            "this dataset is conditionally shared: its grant needs the reference of the approval it rests on (1-128 characters)",
+            "add approval = \"<approval document number>\" and expires = YYYY-MM-DD, or remove the grant",
+        ));
+    }
+    let expires = match expires {
+        Some(toml::Value::Datetime(d)) if d.time.is_none() && d.offset.is_none() => {
+            Date::parse(&d.to_string())
+        }
+        Some(toml::Value::String(s)) => Date::parse(&s),
+        _ => None,
+    };
+    let Some(expires) = expires else {
+        errors.push(ConfigError::new(
+            file,
+            format!("{field}.expires"),
+            "a conditional grant needs the last day its approval is valid",
+            "add expires = YYYY-MM-DD (a date, e.g. 2027-06-30)",
+        ));
+        return None;
+    };
+    let purposes = purposes.map(|ps| {
+        for p in &ps {
+            if !client_purposes.contains(p) {
+                errors.push(ConfigError::new(
+                    file,
+                    format!("{field}.purposes"),
+                    format!("`{p}` is not among the client's purposes"),
+                    "list only purposes the client is granted, or drop `purposes` to cover all of them",
+                ));
+            }
+        }
+        ps.into_iter().collect()
+    });
+    Some(Approval {
+        reference,
+        expires,
+        purposes,
+    })
 }
 
 fn is_client_id(s: &str) -> bool {
@@ -602,6 +796,12 @@ pub(crate) mod tests {
             ttl: Duration::from_secs(60),
             max_stale: Duration::from_secs(60),
             notice: String::new(),
+            issuer: "Issuing authority".into(),
+            sharing: if *name == "household-registration" {
+                Sharing::Conditional
+            } else {
+                Sharing::Unconditional
+            },
         });
         let known = KnownNames {
             issuers: ["https://demo-issuer.onewindow.local".to_string()].into(),
@@ -643,6 +843,8 @@ purposes = ["audit-sampling"]
 scenarios = ["open-restaurant"]
 [clients.other.datasets.household-registration]
 fields = ["*"]
+approval = "DEMO-2026-001"
+expires = 2026-12-31
 "#;
 
     #[test]
@@ -718,6 +920,86 @@ fields = ["*"]
         assert!(!e.to_string().contains("service-handling"));
         assert!(c.check_purpose(Some("service-handling")).is_ok());
         assert!(c.check_scenario("newborn").is_ok());
+    }
+
+    #[test]
+    fn conditional_grants_carry_live_approvals() {
+        let g = load(SAMPLE).unwrap();
+        let c = g.client("other");
+        let a = c.approval("household-registration").unwrap();
+        assert_eq!(a.reference, "DEMO-2026-001");
+        assert_eq!(a.expires.to_string(), "2026-12-31");
+        let day = |s| Date::parse(s).unwrap();
+        assert_eq!(
+            c.check_sharing(
+                "household-registration",
+                Sharing::Conditional,
+                "audit-sampling",
+                day("2026-12-31")
+            )
+            .unwrap()
+            .map(|a| a.reference.as_str()),
+            Some("DEMO-2026-001")
+        );
+        assert!(matches!(
+            c.check_sharing(
+                "household-registration",
+                Sharing::Conditional,
+                "audit-sampling",
+                day("2027-01-01")
+            ),
+            Err(AccessError::ApprovalLapsed { .. })
+        ));
+        // A conditional dataset without an approval in the grant is refused.
+        assert!(
+            g.client("narrow")
+                .check_sharing(
+                    "business-licence",
+                    Sharing::Conditional,
+                    "service-handling",
+                    day("2026-01-01")
+                )
+                .is_err()
+        );
+        assert_eq!(g.approvals().len(), 1);
+    }
+
+    #[test]
+    fn approval_fields_are_validated_against_the_sharing_type() {
+        let missing = load(
+            "[clients.x]\npurposes = [\"a\"]\n[clients.x.datasets.household-registration]\nfields = [\"*\"]\n",
+        )
+        .unwrap_err();
+        let fields: Vec<_> = missing.0.iter().map(|e| e.field.as_str()).collect();
+        assert!(
+            fields.contains(&"clients.x.datasets.household-registration.approval"),
+            "{fields:?}"
+        );
+        assert!(fields.contains(&"clients.x.datasets.household-registration.expires"));
+        let on_unconditional = load(
+            "[clients.x]\npurposes = [\"a\"]\n[clients.x.datasets.business-licence]\nfields = [\"*\"]\napproval = \"A-1\"\nexpires = 2027-01-01\n",
+        )
+        .unwrap_err();
+        assert!(on_unconditional.to_string().contains("unconditional"));
+        let bad = load(
+            "[clients.x]\npurposes = [\"a\"]\n[clients.x.datasets.household-registration]\nfields = [\"*\"]\napproval = \"A-1\"\nexpires = 2027-02-30\npurposes = [\"b\"]\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(bad.contains("expires"), "{bad}");
+        let other_purpose = load(
+            "[clients.x]\npurposes = [\"a\"]\n[clients.x.datasets.household-registration]\nfields = [\"*\"]\napproval = \"A-1\"\nexpires = \"2027-02-28\"\npurposes = [\"b\"]\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            other_purpose.contains("`b` is not among"),
+            "{other_purpose}"
+        );
+        let purposes = load("[purposes.investigation]\ndisclose_after_days = 90\n").unwrap();
+        assert_eq!(purposes.disclose_after_days("investigation"), Some(90));
+        assert_eq!(purposes.disclose_after_days("service-handling"), None);
+        assert!(load("[purposes.x]\ndisclose_after_days = 0\n").is_err());
     }
 
     #[test]

@@ -41,6 +41,7 @@ fn result(status: PartStatus) -> PartResult {
         http_status: if status == PartStatus::Ok { 200 } else { 404 },
         record: (status == PartStatus::Ok).then(|| serde_json::json!({"no": 1})),
         detail: None,
+        signed: None,
     }
 }
 

@@ -114,6 +114,11 @@ pub struct DatasetSpec {
     pub max_stale: Duration,
     /// The usage notice attached to every reply.
     pub notice: String,
+    /// The issuing authority named in every reply's `source.issuer`
+    /// (e.g. "天津市市场监督管理委员会 / Tianjin Market Supervision Administration").
+    pub issuer: String,
+    /// Unconditional, or conditional (only under a live approval; the default).
+    pub sharing: crate::sharing::Sharing,
 }
 
 impl DatasetSpec {
@@ -255,6 +260,23 @@ impl Datasets {
                     "set the longest valid subject id, e.g. 18 for a credit code",
                 ));
             }
+            match d.issuer.as_deref().map(str::trim) {
+                None | Some("") => errors.push(ConfigError::new(
+                    file,
+                    at("issuer"),
+                    "no issuing authority: every reply names who issued the record",
+                    "add issuer = \"<authority's name>\", e.g. \"天津市市场监督管理委员会 / Tianjin Market Supervision Administration\"",
+                )),
+                Some(i) if i.chars().count() > 200 || i.chars().any(char::is_control) => {
+                    errors.push(ConfigError::new(
+                        file,
+                        at("issuer"),
+                        "the issuer must be at most 200 characters without control characters",
+                        "give the authority's official name on one line",
+                    ))
+                }
+                Some(_) => {}
+            }
             let mut fields = Vec::new();
             for (fname, f) in d.fields {
                 if !is_field_name(&fname) {
@@ -285,6 +307,8 @@ impl Datasets {
                 notice: d.notice.unwrap_or_else(|| {
                     "For government service handling only; do not disclose or reuse.".into()
                 }),
+                issuer: d.issuer.unwrap_or_default().trim().to_string(),
+                sharing: d.sharing,
             });
         }
         for kind in raw.subject_kinds.keys() {
@@ -348,6 +372,9 @@ struct RawDataset {
     #[serde(default)]
     max_stale_secs: u64,
     notice: Option<String>,
+    issuer: Option<String>,
+    #[serde(default)]
+    sharing: crate::sharing::Sharing,
     #[serde(default)]
     fields: BTreeMap<String, RawField>,
 }
@@ -375,6 +402,8 @@ mod tests {
     const OK: &str = r#"
 [datasets.business-licence]
 department = "market-supervision"
+issuer = "天津市市场监督管理委员会"
+sharing = "unconditional"
 subject_kind = "uscc"
 subject_max_len = 18
 shareable = true
@@ -394,6 +423,8 @@ type = "date"
         .unwrap();
         let bl = d.get("business-licence").unwrap();
         assert!(bl.shareable);
+        assert_eq!(bl.issuer, "天津市市场监督管理委员会");
+        assert_eq!(bl.sharing, crate::sharing::Sharing::Unconditional);
         assert_eq!(bl.ttl, Duration::from_secs(600));
         assert!(bl.field("uscc").unwrap().required);
         assert!(bl.subject_is_valid("91120116MA07Q8XJ2K"));
@@ -405,6 +436,21 @@ type = "date"
         let err = Datasets::from_toml(Path::new("datasets.toml"), OK, &|_| false).unwrap_err();
         assert_eq!(err.0[0].field, "datasets.business-licence.department");
         assert!(err.to_string().contains("gateway.toml"));
+    }
+
+    #[test]
+    fn issuer_is_required_and_sharing_defaults_to_conditional() {
+        let text = OK.replace("issuer = \"天津市市场监督管理委员会\"\n", "");
+        let err = Datasets::from_toml(Path::new("datasets.toml"), &text, &|_| true).unwrap_err();
+        assert_eq!(err.0[0].field, "datasets.business-licence.issuer");
+        let text = OK.replace("sharing = \"unconditional\"\n", "");
+        let d = Datasets::from_toml(Path::new("datasets.toml"), &text, &|_| true).unwrap();
+        assert_eq!(
+            d.get("business-licence").unwrap().sharing,
+            crate::sharing::Sharing::Conditional
+        );
+        let text = OK.replace("\"unconditional\"", "\"sometimes\"");
+        assert!(Datasets::from_toml(Path::new("datasets.toml"), &text, &|_| true).is_err());
     }
 
     #[test]

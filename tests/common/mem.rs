@@ -296,6 +296,16 @@ impl MemBuilder {
         )
         .await
         .unwrap();
+        let sharing = Arc::new(
+            onewindow::sharing::Accountable::start(
+                &loaded.settings.server.certs_dir,
+                &loaded.settings.server.data_dir,
+                &audit,
+                onewindow::sharing::WallClock::system(),
+                shutdown.clone(),
+            )
+            .unwrap(),
+        );
         let cache = Arc::new(SharedCache::new(&loaded.cache));
         let aggregator = DenyAggregator::from_settings(&loaded.audit);
         let mut state: State = build_state(loaded, &shutdown)
@@ -319,6 +329,7 @@ impl MemBuilder {
             state: state.clone(),
             audit: audit.clone(),
             cache: cache.clone(),
+            cluster: None,
             cases: Some(cases.clone()),
         })));
         let data = Arc::new(DataPlane::new(
@@ -327,6 +338,7 @@ impl MemBuilder {
             cache.clone(),
             metrics.clone(),
             aggregator,
+            sharing,
             cases,
         ));
         let admin = Arc::new(

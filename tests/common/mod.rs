@@ -30,6 +30,8 @@ use onewindow::config::Overrides;
 
 pub mod mem;
 
+pub mod redis;
+
 /// The repository root (where the shipped config lives).
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -307,6 +309,8 @@ pub struct World {
     pub sims: CancellationToken,
     pub mocks: BTreeMap<String, MockDept>,
     client: Client<HttpConnector, Full<Bytes>>,
+    /// The wall clock the gateway reads (approvals, transparency).
+    pub clock: Option<onewindow::sharing::WallClock>,
 }
 
 /// How to build a world.
@@ -320,6 +324,8 @@ pub struct WorldBuilder {
     replace: Vec<(String, String)>,
     /// Extra clients.toml text.
     clients_extra: String,
+    /// Injected wall clock.
+    clock: Option<onewindow::sharing::WallClock>,
 }
 
 impl WorldBuilder {
@@ -337,6 +343,11 @@ impl WorldBuilder {
     }
     pub fn clients_extra(mut self, toml: &str) -> Self {
         self.clients_extra.push_str(toml);
+        self
+    }
+    /// The gateway reads this wall clock (approvals, transparency periods).
+    pub fn clock(mut self, clock: onewindow::sharing::WallClock) -> Self {
+        self.clock = Some(clock);
         self
     }
 
@@ -422,6 +433,7 @@ impl WorldBuilder {
             sims,
             mocks: self.mocks,
             client,
+            clock: self.clock,
         }
     }
 }
@@ -471,7 +483,11 @@ impl World {
 
     /// Starts the gateway on the prepared project.
     pub async fn boot(mut self) -> World {
-        let running = Running::start(&self.config(), Overrides::default())
+        let overrides = Overrides {
+            clock: self.clock.clone(),
+            ..Overrides::default()
+        };
+        let running = Running::start(&self.config(), overrides)
             .await
             .unwrap_or_else(|e| panic!("gateway did not start: {e}"));
         self.gw = Some(running);

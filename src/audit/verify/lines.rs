@@ -1,7 +1,7 @@
 //! Lines across the log's files, with one line of lookahead.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::BufReader;
 use std::path::PathBuf;
 
 use super::{FailureKind, VerifyFailure, fail};
@@ -66,7 +66,7 @@ impl<'a> Lines<'a> {
             };
             let mut bytes = std::mem::take(&mut self.spare);
             bytes.clear();
-            let n = r.read_until(b'\n', &mut bytes).map_err(|e| {
+            let n = crate::audit::segment::read_line_bounded(r, &mut bytes).map_err(|e| {
                 fail(
                     &self.files[self.idx],
                     self.line + 1,
