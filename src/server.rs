@@ -354,17 +354,23 @@ async fn serve_conn<T, H>(
         let handler = handler.clone();
         let info = info.clone();
         let activity = svc_activity.clone();
-        async move {
+        // Boxed: hyper keeps room for one service future in every
+        // connection, idle or not, so an inline future would cost its whole
+        // size (kilobytes) per idle keep-alive connection.
+        Box::pin(async move {
             let _busy = InFlight::enter(activity);
             let resp = handler.handle(req, info).await;
             Ok::<_, std::convert::Infallible>(resp)
-        }
+        })
     });
     let conn = builder.serve_connection(io, service);
     tokio::pin!(conn);
     let idle = limits.idle_timeout;
     let tick = (idle / 4).max(Duration::from_millis(50));
     let mut draining: Option<tokio::time::Instant> = None;
+    // One timer for the connection's life, not one per request.
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + tick, tick);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             r = conn.as_mut() => {
@@ -377,7 +383,7 @@ async fn serve_conn<T, H>(
                 conn.as_mut().graceful_shutdown();
                 draining = Some(tokio::time::Instant::now() + drain);
             }
-            _ = tokio::time::sleep(tick) => {
+            _ = ticks.tick() => {
                 if let Some(deadline) = draining {
                     if tokio::time::Instant::now() >= deadline {
                         return; // drain deadline: drop the connection
