@@ -19,7 +19,7 @@ use serde::Deserialize;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use crate::adapter::{AdapterRegistry, AdapterSpec, CompileContext};
+use crate::adapter::{AdapterSpec, MAX_ADAPTER_BYTES};
 use crate::audit::{Action, AuditEvent, AuditLog, Decision, Filter};
 use crate::auth::{AccessError, Principal, Role};
 use crate::cache::SharedCache;
@@ -29,12 +29,9 @@ use crate::metrics::Metrics;
 use crate::pipeline::{RequestIds, json_response, read_body};
 use crate::routing::{AdminRoute, AdminRouter, NoRoute};
 use crate::server::{ConnInfo, Handler, RequestBody};
-use crate::state::{State, build_state, department_upstream, endpoint_field};
+use crate::state::{State, build_state, compile_adapter, department_upstream, endpoint_field};
 
 type Resp = Response<Full<Bytes>>;
-
-/// Most bytes of an adapter file accepted by PUT.
-pub const MAX_ADAPTER_BYTES: usize = 256 * 1024;
 
 /// The admin plane.
 pub struct AdminPlane {
@@ -943,25 +940,4 @@ fn parse_query(q: Option<&str>) -> BTreeMap<String, String> {
         out.insert(dec(k), dec(v));
     }
     out
-}
-
-/// Compiles a department's adapter file against the running configuration
-/// (datasets, built-in kinds, secrets from the environment), as a PUT and a
-/// try-it both do before anything is swapped or called.
-pub(crate) fn compile_adapter(
-    state: &State,
-    department: &str,
-    shown: &std::path::Path,
-    spec: &AdapterSpec,
-) -> Result<crate::adapter::DepartmentAdapter, GatewayError> {
-    let registry = AdapterRegistry::builtin();
-    let secret = |var: &str| std::env::var(var).ok();
-    let cx = CompileContext {
-        file: shown,
-        expected_department: department,
-        datasets: &state.datasets,
-        registry: &registry,
-        secret: &secret,
-    };
-    spec.compile(&cx).map_err(GatewayError::InvalidAdapter)
 }
