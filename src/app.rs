@@ -245,10 +245,7 @@ impl Running {
                 }
             }
         };
-        let cases = Arc::new(crate::case::Cases::new(
-            case_store,
-            crate::clock::WallClock::new(),
-        ));
+        let cases = Arc::new(crate::case::Cases::new(case_store, sharing.clock.clone()));
         let settings_audit = loaded.audit.clone();
         let settings = loaded.settings.clone();
         let state = Arc::new(ArcSwap::from_pointee(build_state(loaded, &shutdown).await?));

@@ -322,9 +322,9 @@ fn check(args: &ServeArgs) -> ExitCode {
                 l.scenarios.iter().count(),
                 l.adapters.len()
             );
-            for w in onewindow::sharing::approval::lapse_warnings(
+            for w in onewindow::auth::approval::lapse_warnings(
                 &l.grants,
-                onewindow::sharing::Date::today(),
+                onewindow::clock::Date::today(),
             ) {
                 println!("{w}");
             }

@@ -515,7 +515,7 @@ impl DataPlane {
             .as_ref()
             .and_then(|a| a.purpose.as_deref())
             .unwrap_or_default();
-        let today = crate::sharing::Date::at(self.sharing.clock.now());
+        let today = crate::clock::Date::at(self.sharing.clock.now());
         grants.check_sharing(dataset, spec.sharing, purpose, today)?;
         if !spec.subject_is_valid(subject) {
             return Err(RequestError::Malformed(format!(

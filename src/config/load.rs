@@ -84,7 +84,7 @@ pub struct Overrides {
     /// `--data-dir`.
     pub data_dir: Option<PathBuf>,
     /// The wall clock approvals and the transparency view read (tests inject one).
-    pub clock: Option<crate::sharing::WallClock>,
+    pub clock: Option<crate::clock::WallClock>,
     /// A case store to use instead of `<data-dir>/cases.sqlite` (tests).
     pub case_store: Option<std::sync::Arc<dyn crate::case::CaseStore>>,
     /// `--audit-witness`: overrides `[audit] witness_dir`.

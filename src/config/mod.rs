@@ -7,7 +7,7 @@ pub mod toolkit;
 pub use error::{ConfigError, ConfigErrors, parse_toml};
 pub mod datasets;
 
-pub use datasets::{DatasetSpec, Datasets, FieldSpec, FieldType, SubjectChars};
+pub use datasets::{DatasetSpec, Datasets, FieldSpec, FieldType, Sharing, SubjectChars};
 pub mod gateway;
 pub mod load;
 pub use gateway::{GatewaySettings, Limits, RawGateway};

@@ -301,7 +301,7 @@ impl MemBuilder {
                 &loaded.settings.server.certs_dir,
                 &loaded.settings.server.data_dir,
                 &audit,
-                onewindow::sharing::WallClock::system(),
+                WallClock::new(),
                 shutdown.clone(),
             )
             .unwrap(),

@@ -308,7 +308,7 @@ pub struct World {
     pub mocks: BTreeMap<String, MockDept>,
     client: Client<HttpConnector, Full<Bytes>>,
     /// The wall clock the gateway reads (approvals, transparency).
-    pub clock: Option<onewindow::sharing::WallClock>,
+    pub clock: Option<onewindow::clock::WallClock>,
 }
 
 /// How to build a world.
@@ -323,7 +323,7 @@ pub struct WorldBuilder {
     /// Extra clients.toml text.
     clients_extra: String,
     /// Injected wall clock.
-    clock: Option<onewindow::sharing::WallClock>,
+    clock: Option<onewindow::clock::WallClock>,
 }
 
 impl WorldBuilder {
@@ -344,7 +344,7 @@ impl WorldBuilder {
         self
     }
     /// The gateway reads this wall clock (approvals, transparency periods).
-    pub fn clock(mut self, clock: onewindow::sharing::WallClock) -> Self {
+    pub fn clock(mut self, clock: onewindow::clock::WallClock) -> Self {
         self.clock = Some(clock);
         self
     }
