@@ -38,6 +38,7 @@ use crate::state::State;
 use crate::upstream::Reply;
 
 mod onething;
+mod transparency;
 
 /// Per-request state, filled in as the request moves through the phases and
 /// turned into the audit record at the end.
@@ -344,19 +345,17 @@ impl DataPlane {
                     return Err(crate::auth::AccessError::SubjectAccessNotGranted.into());
                 }
                 ctx.ratelimit = Some(state.protect.check_client(principal.sub(), None)?);
-                let reply = self
-                    .sharing
-                    .transparency
-                    .accesses(
-                        state,
-                        self.audit.subject_key(),
-                        &grants,
-                        &kind,
-                        &subject,
-                        req.uri().query(),
-                        self.sharing.clock.now(),
-                    )
-                    .await?;
+                let reply = transparency::accesses(
+                    &self.sharing.transparency,
+                    state,
+                    self.audit.subject_key(),
+                    &grants,
+                    &kind,
+                    &subject,
+                    req.uri().query(),
+                    self.sharing.clock.now(),
+                )
+                .await?;
                 Ok(json_response(StatusCode::OK, &reply))
             }
             Route::Catalog => {
