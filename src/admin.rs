@@ -237,23 +237,14 @@ impl Handler for AdminPlane {
         {
             tracing::error!(request_id = %request_id, error = %e, "audit log unavailable; failing closed");
             let mut resp = GatewayError::Audit(e).problem().into_response(&request_id);
-            if let Ok(v) = HeaderValue::from_str(&request_id) {
-                resp.headers_mut().insert("x-request-id", v);
-            }
+            crate::routing::finish_reply(&mut resp, &request_id, "no-store", head);
             return resp;
         }
         let mut resp = match result {
             Ok(r) => r,
             Err(e) => e.problem().into_response(&request_id),
         };
-        if let Ok(v) = HeaderValue::from_str(&request_id) {
-            resp.headers_mut().insert("x-request-id", v);
-        }
-        resp.headers_mut()
-            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        if head {
-            crate::routing::head_reply(&mut resp);
-        }
+        crate::routing::finish_reply(&mut resp, &request_id, "no-store", head);
         resp
     }
 }

@@ -208,10 +208,7 @@ impl Handler for DataPlane {
                 .problem()
                 .into_response(&ctx.request_id);
         }
-        finish(&mut resp, &ctx);
-        if head {
-            crate::routing::head_reply(&mut resp);
-        }
+        finish(&mut resp, &ctx, head);
         // Label values only from configuration: a caller's unknown dataset
         // or department never creates a series.
         let dataset = ctx
@@ -251,19 +248,13 @@ fn scenario_status(spec: &crate::scenario::Scenario, failed_required: bool) -> S
     }
 }
 
-/// Headers every answer carries.
-fn finish(resp: &mut Resp, ctx: &RequestCtx) {
-    let h = resp.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
-        h.insert("x-request-id", v);
-    }
-    h.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("private, no-store"),
-    );
+/// Headers every answer carries: the rate-limit state, then what both
+/// planes set last.
+fn finish(resp: &mut Resp, ctx: &RequestCtx, head: bool) {
     if let Some(rl) = &ctx.ratelimit {
-        rl.apply_headers(h);
+        rl.apply_headers(resp.headers_mut());
     }
+    crate::routing::finish_reply(resp, &ctx.request_id, "private, no-store", head);
 }
 
 impl DataPlane {
