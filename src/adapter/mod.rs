@@ -23,6 +23,7 @@
 
 mod compile;
 pub mod error;
+mod field;
 pub mod rest_json;
 pub mod soap_xml;
 pub mod spec;
