@@ -73,7 +73,15 @@ fn a_planted_cycle_is_found() {
         file: module.join("/"),
         text: text.to_string(),
     };
-    // Each case: beta reaches alpha one way; alpha -> beta always.
+    // alpha -> beta always; `beta_text` may lead back.
+    let cycle_with = |beta_text: &str| {
+        let sources = [
+            src(&["alpha"], "use crate::beta::Thing;"),
+            src(&["beta", "inner"], beta_text),
+        ];
+        find_cycle(&build_graph(&sources, &tops))
+    };
+    // Each case: beta reaches alpha one way.
     let cases = [
         "fn f() { crate::alpha::go() }",
         "use crate::{gamma::X, alpha::{self, Y}};",
@@ -81,12 +89,7 @@ fn a_planted_cycle_is_found() {
         "fn f() { super::super::alpha::go() }",
     ];
     for case in cases {
-        let sources = [
-            src(&["alpha"], "use crate::beta::Thing;"),
-            src(&["beta", "inner"], case),
-        ];
-        let graph = build_graph(&sources, &tops);
-        let cycle = find_cycle(&graph).unwrap_or_else(|| panic!("no cycle found in {case:?}"));
+        let cycle = cycle_with(case).unwrap_or_else(|| panic!("no cycle found in {case:?}"));
         assert_eq!(cycle.len(), 2, "{cycle:?} in {case:?}");
     }
     // And none where the only mentions are comments, strings, `$crate`, or a
@@ -99,12 +102,7 @@ fn a_planted_cycle_is_found() {
         "fn f<'a>(x: &'a str) -> char { let _ = x; 'c' } // crate::alpha",
     ];
     for case in quiet {
-        let sources = [
-            src(&["alpha"], "use crate::beta::Thing;"),
-            src(&["beta", "inner"], case),
-        ];
-        let graph = build_graph(&sources, &tops);
-        assert!(find_cycle(&graph).is_none(), "false cycle in {case:?}");
+        assert!(cycle_with(case).is_none(), "false cycle in {case:?}");
     }
     // An inline module adds a level that `super::` must climb.
     let sources = [
@@ -124,10 +122,10 @@ fn top_level_modules(src: &Path) -> BTreeSet<String> {
     let tokens = tokenize(&code);
     let mut tops = BTreeSet::new();
     for (i, (t, _)) in tokens.iter().enumerate() {
-        if t == "mod" {
-            if let Some((name, _)) = tokens.get(i + 1) {
-                tops.insert(name.clone());
-            }
+        if t == "mod"
+            && let Some((name, _)) = tokens.get(i + 1)
+        {
+            tops.insert(name.clone());
         }
     }
     tops
