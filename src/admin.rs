@@ -23,6 +23,7 @@ use crate::adapter::{AdapterSpec, MAX_ADAPTER_BYTES};
 use crate::audit::{Action, AuditEvent, AuditLog, Decision, Filter};
 use crate::auth::{AccessError, Principal, Role};
 use crate::cache::SharedCache;
+use crate::cluster::{Acks, Applier, BoxFuture, Cluster, Published};
 use crate::config::Overrides;
 use crate::error::{GatewayError, RequestError};
 use crate::metrics::Metrics;
@@ -46,6 +47,7 @@ pub struct AdminPlane {
     changes: Mutex<()>,
     ids: RequestIds,
     router: AdminRouter,
+    cluster: Option<Arc<Cluster>>,
     /// The data-subject index, reported by `/readyz`.
     subject_index: std::sync::OnceLock<crate::transparency::SubjectIndex>,
     /// Folds unauthenticated refusals (shared with the data plane by
@@ -75,11 +77,17 @@ impl AdminPlane {
             changes: Mutex::new(()),
             ids: RequestIds::default(),
             router: AdminRouter::new(),
+            cluster: None,
             subject_index: std::sync::OnceLock::new(),
             aggregator: Arc::new(crate::audit::DenyAggregator::from_settings(
                 &crate::audit::AuditSettings::default(),
             )),
         }
+    }
+    /// Cluster mode: changes are shared with the other nodes.
+    pub fn with_cluster(mut self, cluster: Option<Arc<Cluster>>) -> Self {
+        self.cluster = cluster;
+        self
     }
 
     /// Lets `/readyz` report the data-subject index.
@@ -94,16 +102,99 @@ impl AdminPlane {
     }
 
     /// Reloads every configuration file from disk; an invalid configuration is
-    /// refused and the running one kept.
+    /// refused and the running one kept. In cluster mode every other node is
+    /// then told to reload from its own disk.
     pub async fn reload(&self) -> Result<(), crate::config::ConfigErrors> {
+        self.reload_local().await?;
+        if let Some(c) = &self.cluster
+            && let Published::Sent { id } = c.bus.publish_reload().await
+        {
+            c.bus.wait_acks(&id).await;
+        }
+        Ok(())
+    }
+
+    async fn reload_local(&self) -> Result<(), crate::config::ConfigErrors> {
         let _g = self.changes.lock().await;
         let loaded = crate::config::load(&self.config, &self.overrides)?;
+        if let Some(c) = &self.cluster {
+            c.limits.configure(
+                &loaded.rate_limits,
+                loaded.protect.iter().map(|(k, v)| (k.as_str(), v)),
+            );
+        }
         let new = build_state(loaded, &self.shutdown).await?;
         let old = self.state.swap(Arc::new(new));
         old.auth.stop();
         tracing::info!("configuration reloaded");
         Ok(())
     }
+}
+
+/// How other nodes' changes are applied here.
+impl Applier for AdminPlane {
+    fn invalidate(&self, dataset: &str, subject: Option<&str>) {
+        self.cache.invalidate(dataset, subject);
+        self.metrics.observe_invalidation();
+    }
+
+    fn drop_cache(&self) {
+        let state = self.state.load();
+        for d in state.datasets.iter() {
+            self.cache.invalidate(&d.name, None);
+        }
+    }
+
+    fn apply_adapter<'a>(
+        &'a self,
+        department: &'a str,
+        text: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            let _g = self.changes.lock().await;
+            let state = self.state.load_full();
+            let file = state
+                .settings
+                .paths
+                .adapters
+                .join(format!("{department}.toml"));
+            match text {
+                Some(t) => {
+                    let valid = self
+                        .validate_adapter(&state, department, t.as_bytes(), false)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    self.install_adapter(&state, department, valid, &file)
+                        .map(|_| ())
+                        .map_err(|e| e.to_string())
+                }
+                None => self
+                    .remove_adapter(&state, department, &file)
+                    .await
+                    .map_err(|e| e.to_string()),
+            }
+        })
+    }
+
+    fn reload(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move { self.reload_local().await.map_err(|e| e.to_string()) })
+    }
+}
+
+/// An adapter file that passed every check, ready to be installed.
+struct ValidAdapter {
+    adapter: crate::adapter::DepartmentAdapter,
+    client: Arc<dyn crate::upstream::Department>,
+    text: String,
+}
+
+fn cluster_json(version: u64, acks: Acks, applied_here: bool) -> serde_json::Value {
+    serde_json::json!({
+        "version": version,
+        "nodes_confirmed": acks.confirmed,
+        "nodes_live": acks.live,
+        "superseded": !applied_here,
+    })
 }
 
 /// The action of an admin route's decision record; `None` for the open routes.
@@ -460,7 +551,10 @@ impl AdminPlane {
                     None,
                     None,
                 );
-                let r = self.put_adapter(department, &body, json, &file).await;
+                let r = match &self.cluster {
+                    Some(cl) => self.put_adapter_cluster(cl, department, &body, json).await,
+                    None => self.put_adapter(department, &body, json, &file).await,
+                };
                 self.audit_change(&c, &r).await?;
                 r
             }
@@ -471,7 +565,10 @@ impl AdminPlane {
                     None,
                     None,
                 );
-                let r = self.delete_adapter(department, &file).await;
+                let r = match &self.cluster {
+                    Some(cl) => self.delete_adapter_cluster(cl, department).await,
+                    None => self.delete_adapter(department, &file).await,
+                };
                 self.audit_change(&c, &r).await?;
                 r
             }
@@ -519,12 +616,31 @@ impl AdminPlane {
         }
         self.cache.invalidate(&b.dataset, b.subject.as_deref());
         self.metrics.observe_invalidation();
-        let r = Ok(json_response(
-            StatusCode::OK,
-            &serde_json::json!({
-                "invalidated": {"dataset": b.dataset, "subject": b.subject},
-            }),
-        ));
+        let mut reply = serde_json::json!({
+            "invalidated": {"dataset": b.dataset, "subject": b.subject},
+        });
+        let mut status = StatusCode::OK;
+        if let Some(cl) = &self.cluster {
+            // Every live node has dropped the record when this returns (or
+            // the reply says how many had, after a second).
+            reply["cluster"] = match cl
+                .bus
+                .publish_invalidate(&b.dataset, b.subject.as_deref())
+                .await
+            {
+                Published::Sent { id } => {
+                    let acks = cl.bus.wait_acks(&id).await;
+                    serde_json::json!({"published": true,
+                        "nodes_confirmed": acks.confirmed, "nodes_live": acks.live})
+                }
+                Published::Queued => {
+                    status = StatusCode::ACCEPTED;
+                    serde_json::json!({"published": false, "queued": true,
+                        "detail": "revoked on this node; Redis is unavailable, so the other nodes are told when it answers again (and drop their cached records on reconnecting)"})
+                }
+            };
+        }
+        let r = Ok(json_response(status, &reply));
         self.audit_change(&c, &r).await?;
         r
     }
@@ -648,12 +764,21 @@ impl AdminPlane {
             })
             .collect();
         let ready = audit_ok && jwks_fresh;
+        // A cluster without Redis still serves (local limits): degraded, not
+        // unready, or a Redis outage would take every node out of the balancer.
+        let cluster = self.cluster.as_ref().map(|c| c.status());
+        let degraded = self
+            .cluster
+            .as_ref()
+            .is_some_and(|c| c.link.health.degraded());
         let witness = self
             .audit
             .witness_status()
             .map(|(dir, ok)| serde_json::json!({"location": dir, "writable": ok}));
         let detail = serde_json::json!({
             "ready": ready,
+            "status": if !ready { "unready" } else if degraded { "degraded" } else { "ok" },
+            "cluster": cluster,
             "config_loaded": true,
             "audit_writable": audit_ok,
             "audit_witness": witness,
@@ -693,6 +818,57 @@ impl AdminPlane {
     ) -> Result<Resp, GatewayError> {
         let _g = self.changes.lock().await;
         let state = self.state.load_full();
+        let valid = self
+            .validate_adapter(&state, department, body, json)
+            .await?;
+        let (kind, datasets) = self.install_adapter(&state, department, valid, file)?;
+        Ok(json_response(
+            StatusCode::OK,
+            &serde_json::json!({"department": department, "kind": kind, "datasets": datasets}),
+        ))
+    }
+
+    /// Cluster mode: validates here, stores the file in Redis as the
+    /// department's next version, applies it here (unless a newer version
+    /// already was) and waits for the other nodes to apply it.
+    async fn put_adapter_cluster(
+        &self,
+        cluster: &Cluster,
+        department: &str,
+        body: &[u8],
+        json: bool,
+    ) -> Result<Resp, GatewayError> {
+        let state = self.state.load_full();
+        let valid = self
+            .validate_adapter(&state, department, body, json)
+            .await?;
+        let (kind, datasets) = (valid.adapter.kind, valid.adapter.datasets.clone());
+        let (version, id) = cluster
+            .bus
+            .publish_adapter(department, Some(&valid.text))
+            .await
+            .map_err(GatewayError::ClusterUnavailable)?;
+        let applied = cluster
+            .bus
+            .apply_adapter(department, version, Some(&valid.text))
+            .await
+            .map_err(GatewayError::Internal)?;
+        let acks = cluster.bus.wait_acks(&id).await;
+        Ok(json_response(
+            StatusCode::OK,
+            &serde_json::json!({"department": department, "kind": kind, "datasets": datasets,
+                "cluster": cluster_json(version, acks, applied)}),
+        ))
+    }
+
+    /// Parses, compiles and checks an adapter file (address policy included).
+    async fn validate_adapter(
+        &self,
+        state: &State,
+        department: &str,
+        body: &[u8],
+        json: bool,
+    ) -> Result<ValidAdapter, GatewayError> {
         // Messages name the file as the department knows it, never the
         // server's absolute path.
         let shown = std::path::PathBuf::from(format!("adapters/{department}.toml"));
@@ -704,7 +880,7 @@ impl AdminPlane {
             AdapterSpec::from_toml(&shown, text)
         }
         .map_err(GatewayError::InvalidAdapter)?;
-        let adapter = compile_adapter(&state, department, &shown, &spec)?;
+        let adapter = compile_adapter(state, department, &shown, &spec)?;
         let allow = state
             .allow_lists
             .get(department)
@@ -743,22 +919,35 @@ impl AdminPlane {
         } else {
             String::from_utf8_lossy(body).into_owned()
         };
-        crate::certs::write_public(file, text.as_bytes())
+        Ok(ValidAdapter {
+            adapter,
+            client,
+            text,
+        })
+    }
+
+    /// Writes the file atomically, swaps the adapter in and revokes the
+    /// records fetched through the old one. Returns the kind and datasets.
+    fn install_adapter(
+        &self,
+        state: &State,
+        department: &str,
+        valid: ValidAdapter,
+        file: &std::path::Path,
+    ) -> Result<(&'static str, Vec<String>), GatewayError> {
+        write_unique(file, valid.text.as_bytes())
             .map_err(|e| GatewayError::Internal(e.to_string()))?;
-        let datasets = adapter.datasets.clone();
-        let kind = adapter.kind;
-        let mut next = (*state).clone();
-        next.adapters = state.adapters.with(adapter);
-        next.upstreams.insert(department.to_string(), client);
+        let datasets = valid.adapter.datasets.clone();
+        let kind = valid.adapter.kind;
+        let mut next = state.clone();
+        next.adapters = state.adapters.with(valid.adapter);
+        next.upstreams.insert(department.to_string(), valid.client);
         self.state.store(Arc::new(next));
         // Records fetched through the old adapter (mapping, upstream) must not
         // outlive it.
-        self.invalidate_department(&state, department);
+        self.invalidate_department(state, department);
         tracing::info!(department, "adapter registered");
-        Ok(json_response(
-            StatusCode::OK,
-            &serde_json::json!({"department": department, "kind": kind, "datasets": datasets}),
-        ))
+        Ok((kind, datasets))
     }
 
     /// Revokes every cached record of the department's datasets.
@@ -781,20 +970,59 @@ impl AdminPlane {
             ))
             .into());
         }
+        self.remove_adapter(&state, department, file).await?;
+        Ok(no_content())
+    }
+
+    /// Cluster mode: the removal is stored in Redis as the department's next
+    /// version and applied on every node.
+    async fn delete_adapter_cluster(
+        &self,
+        cluster: &Cluster,
+        department: &str,
+    ) -> Result<Resp, GatewayError> {
+        if self.state.load().adapters.department(department).is_none() {
+            return Err(RequestError::NotFound(format!(
+                "no adapter registered for `{department}`"
+            ))
+            .into());
+        }
+        let (version, id) = cluster
+            .bus
+            .publish_adapter(department, None)
+            .await
+            .map_err(GatewayError::ClusterUnavailable)?;
+        cluster
+            .bus
+            .apply_adapter(department, version, None)
+            .await
+            .map_err(GatewayError::Internal)?;
+        cluster.bus.wait_acks(&id).await;
+        Ok(no_content())
+    }
+
+    /// Removes the file and the adapter (nothing to do when absent).
+    async fn remove_adapter(
+        &self,
+        state: &State,
+        department: &str,
+        file: &std::path::Path,
+    ) -> Result<(), GatewayError> {
         match tokio::fs::remove_file(file).await {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(GatewayError::Internal(e.to_string())),
         }
-        let mut next = (*state).clone();
+        if state.adapters.department(department).is_none() {
+            return Ok(());
+        }
+        let mut next = state.clone();
         next.adapters = state.adapters.without(department);
         next.upstreams.remove(department);
         self.state.store(Arc::new(next));
-        self.invalidate_department(&state, department);
+        self.invalidate_department(state, department);
         tracing::info!(department, "adapter removed");
-        let mut r = Response::new(Full::new(Bytes::new()));
-        *r.status_mut() = StatusCode::NO_CONTENT;
-        Ok(r)
+        Ok(())
     }
 
     async fn audit_change(
@@ -893,6 +1121,34 @@ fn departments_detail(state: &State) -> serde_json::Value {
         out.insert(name.clone(), serde_json::Value::Object(d));
     }
     serde_json::to_value(out).unwrap_or_default()
+}
+
+fn no_content() -> Resp {
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = StatusCode::NO_CONTENT;
+    r
+}
+
+/// Writes `data` to `path` through a temporary file of this process and
+/// task (nodes sharing one project folder may write the same file at once),
+/// then renames it into place.
+fn write_unique(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension(format!(
+        "tmp.{}.{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::write(&tmp, data)?;
+    if let Err(e) = std::fs::rename(&tmp, path) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    Ok(())
 }
 
 fn text(status: StatusCode, body: &str, ctype: &'static str) -> Resp {

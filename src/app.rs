@@ -39,6 +39,9 @@ pub enum StartError {
     /// The audit log could not be opened.
     #[error("audit log: {0}")]
     Audit(#[from] crate::audit::AuditError),
+    /// Cluster mode could not be prepared.
+    #[error("cluster: {0}")]
+    Cluster(#[from] crate::cluster::ClusterError),
     /// The case store could not be opened.
     #[error("case store {path}: {source}")]
     Cases {
@@ -181,6 +184,8 @@ pub struct Running {
     pub data: Arc<DataPlane>,
     /// The admin plane (SIGHUP reloads through it).
     pub admin: Arc<AdminPlane>,
+    /// Cluster mode: this node's membership.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
     shutdown: CancellationToken,
     listeners: Vec<tokio::task::JoinHandle<()>>,
     writer: WriterHandle,
@@ -195,7 +200,7 @@ impl Running {
         for note in prepare_dev_material(config)? {
             tracing::info!("{note}");
         }
-        let loaded = load(config, &overrides)?;
+        let mut loaded = load(config, &overrides)?;
         let shutdown = CancellationToken::new();
         let demo_shutdown = CancellationToken::new();
         let mut demo_addrs = BTreeMap::new();
@@ -213,6 +218,29 @@ impl Running {
                 demo_addrs.insert(name.clone(), bound);
             }
         }
+        let cluster = match loaded.cluster.clone() {
+            Some(cs) => {
+                let port = loaded
+                    .settings
+                    .server
+                    .listen_tls
+                    .or(loaded.settings.server.listen)
+                    .map(|a| a.port());
+                let node = cs
+                    .node
+                    .clone()
+                    .unwrap_or_else(|| crate::cluster::config::default_node(port));
+                // Each node keeps its own audit chain; its records name it.
+                loaded.audit.node = Some(node.clone());
+                Some(crate::cluster::Cluster::new(
+                    &cs,
+                    &node,
+                    &loaded.rate_limits,
+                    loaded.protect.iter().map(|(k, v)| (k.as_str(), v)),
+                )?)
+            }
+            None => None,
+        };
         if loaded.settings.demo.enabled {
             for note in
                 prepare_demo_exchanges(&loaded.adapters, &loaded.settings.server.data_dir).await?
@@ -235,9 +263,14 @@ impl Running {
         )?);
         let index = sharing.transparency.index.clone();
         let cache = Arc::new(SharedCache::new(&loaded.cache));
-        let case_store: Arc<dyn crate::case::CaseStore> = match &overrides.case_store {
-            Some(s) => s.clone(),
-            None => {
+        let case_store: Arc<dyn crate::case::CaseStore> = match (&overrides.case_store, &cluster) {
+            (Some(s), _) => s.clone(),
+            // Cluster mode: one case truth for every node.
+            (None, Some(c)) => Arc::new(crate::case::RedisCaseStore::new(
+                c.link.clone(),
+                &c.settings().key_prefix,
+            )),
+            (None, None) => {
                 let path = loaded.settings.server.data_dir.join("cases.sqlite");
                 match crate::case::SqliteCaseStore::open(&path).await {
                     Ok(s) => Arc::new(s),
@@ -253,17 +286,21 @@ impl Running {
             state: state.clone(),
             audit: audit.clone(),
             cache: cache.clone(),
+            cluster: cluster.clone(),
             cases: Some(cases.clone()),
         })));
-        let data = Arc::new(DataPlane::new(
-            state.clone(),
-            audit.clone(),
-            cache.clone(),
-            metrics.clone(),
-            crate::audit::DenyAggregator::from_settings(&settings_audit),
-            sharing,
-            cases,
-        ));
+        let data = Arc::new(
+            DataPlane::new(
+                state.clone(),
+                audit.clone(),
+                cache.clone(),
+                metrics.clone(),
+                crate::audit::DenyAggregator::from_settings(&settings_audit),
+                sharing,
+                cases,
+            )
+            .with_cluster(cluster.clone()),
+        );
         let admin = Arc::new(
             AdminPlane::new(
                 state.clone(),
@@ -274,9 +311,16 @@ impl Running {
                 overrides,
                 shutdown.clone(),
             )
+            .with_cluster(cluster.clone())
             .with_aggregator(data.aggregator()),
         );
         admin.set_subject_index(index);
+        if let Some(c) = &cluster {
+            let weak = Arc::downgrade(&admin);
+            let applier: std::sync::Weak<dyn crate::cluster::Applier> = weak;
+            c.start(applier);
+            tracing::info!(node = c.node(), redis = c.link.url(), "cluster mode");
+        }
         let listen = Listen {
             limits: &settings.limits,
             shutdown: &shutdown,
@@ -313,6 +357,9 @@ impl Running {
                         _ = shutdown.cancelled() => break,
                         _ = tick.tick() => {
                             state.load().protect.maintain();
+                            if let Some(c) = data.cluster() {
+                                c.limits.maintain();
+                            }
                             data.flush_aggregates().await;
                         }
                     }
@@ -326,6 +373,7 @@ impl Running {
             demo_addrs,
             data,
             admin,
+            cluster,
             shutdown,
             listeners,
             writer,
@@ -341,6 +389,9 @@ impl Running {
             let _ = l.await;
         }
         self.data.flush_aggregates().await;
+        if let Some(c) = &self.cluster {
+            c.stop().await;
+        }
         self.data.state.load().auth.stop();
         if let Err(e) = self.writer.shutdown().await {
             tracing::error!(error = %e, "audit log did not close cleanly");

@@ -14,6 +14,7 @@
 //! store's compare-and-swap on [`Case::version`].
 
 mod error;
+pub mod redis;
 pub mod sqlite;
 pub mod store;
 
@@ -23,6 +24,7 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 use serde::{Deserialize, Serialize};
 
 pub use error::CaseError;
+pub use redis::RedisCaseStore;
 pub use sqlite::SqliteCaseStore;
 pub use store::{CaseCounts, CaseStore, MemoryCaseStore};
 

@@ -122,6 +122,10 @@ pub enum GatewayError {
     /// loader's own error, typed, answered and classified exactly like it.
     #[error("{0}")]
     Shared(std::sync::Arc<GatewayError>),
+    /// Cluster mode: a change that must reach every node could not be
+    /// stored in Redis (nothing was changed).
+    #[error("{0}")]
+    ClusterUnavailable(crate::cluster::ClusterError),
     /// A refused data-subject transparency request, or its index unavailable.
     #[error(transparent)]
     Transparency(#[from] crate::transparency::TransparencyError),
@@ -185,6 +189,9 @@ pub enum Cause {
     Conflict,
     /// The audit log cannot record the decision (fail closed).
     AuditUnavailable,
+    /// Cluster mode: the shared store (Redis) cannot take a change that must
+    /// reach every node.
+    ClusterUnavailable,
     /// The case store cannot be read or written.
     CaseStoreUnavailable,
     /// The gateway is not set up for this (e.g. no adapter registered).
@@ -208,6 +215,7 @@ impl Cause {
             | Cause::DepartmentBadReply
             | Cause::DepartmentShielded => Side::Department,
             Cause::AuditUnavailable
+            | Cause::ClusterUnavailable
             | Cause::CaseStoreUnavailable
             | Cause::Misconfigured
             | Cause::Internal => Side::Gateway,
@@ -287,6 +295,7 @@ impl GatewayError {
                 crate::case::CaseError::Store(_) => Cause::CaseStoreUnavailable,
             },
             G::Shared(e) => e.cause(),
+            G::ClusterUnavailable(_) => Cause::ClusterUnavailable,
             G::Transparency(e) => match e {
                 crate::transparency::TransparencyError::UnknownKind { .. }
                 | crate::transparency::TransparencyError::MalformedSubject(_)
@@ -328,6 +337,7 @@ impl GatewayError {
             | Cause::DepartmentBadReply
             | Cause::DepartmentShielded
             | Cause::AuditUnavailable
+            | Cause::ClusterUnavailable
             | Cause::CaseStoreUnavailable
             | Cause::Misconfigured
             | Cause::Internal => PartStatus::Error,
@@ -375,6 +385,7 @@ impl GatewayError {
             | Cause::RateLimited
             | Cause::Conflict
             | Cause::AuditUnavailable
+            | Cause::ClusterUnavailable
             | Cause::CaseStoreUnavailable
             | Cause::Misconfigured
             | Cause::Internal => None,
@@ -389,6 +400,7 @@ impl GatewayError {
             Cause::DepartmentShielded
             | Cause::RateLimited
             | Cause::AuditUnavailable
+            | Cause::ClusterUnavailable
             | Cause::CaseStoreUnavailable => true,
             // A case changed by another writer: the same request may succeed
             // now; a case id used for something else never will.
@@ -486,6 +498,7 @@ impl GatewayError {
             | G::Upstream(_)
             | G::Audit(_)
             | G::Scenario(_)
+            | G::ClusterUnavailable(_)
             | G::Transparency(_)
             | G::Internal(_) => self.problem().kind.to_string(),
         }
@@ -712,6 +725,14 @@ impl GatewayError {
                 e.to_string(),
             ),
             G::Shared(e) => return e.problem(),
+            G::ClusterUnavailable(_) => {
+                return Problem {
+                    status: StatusCode::SERVICE_UNAVAILABLE,
+                    kind: "cluster-unavailable",
+                    detail: "the change was not made: the cluster's shared store (Redis) is unavailable, and a change made on one node only would leave the nodes disagreeing; retry when /readyz shows the cluster component ok".to_string(),
+                    headers: vec![retry_after(Duration::from_secs(5))],
+                };
+            }
             G::Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",

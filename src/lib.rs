@@ -12,6 +12,7 @@ pub mod cache;
 pub mod case;
 pub mod certs;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod console;
 pub mod demo;

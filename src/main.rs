@@ -33,16 +33,43 @@ struct ServeArgs {
     /// Admin listener.
     #[arg(long, global = true)]
     admin_listen: Option<std::net::SocketAddr>,
-    /// State directory (audit log).
+    /// State directory (audit log). `audit verify` and `audit query` take
+    /// several (one per cluster node: --data-dir A --data-dir B).
     #[arg(long, global = true)]
-    data_dir: Option<PathBuf>,
+    data_dir: Vec<PathBuf>,
     /// Log as JSON lines instead of text.
     #[arg(long, global = true)]
     log_json: bool,
+    /// TLS data-plane listener; "" disables TLS.
+    #[arg(long, global = true, value_parser = parse_optional_addr)]
+    tls_listen: Option<OptionalAddr>,
+    /// Cluster mode: the Redis (or Valkey) URL shared by every node
+    /// (overrides [cluster] redis_url; "" turns cluster mode off).
+    #[arg(long, global = true)]
+    redis: Option<String>,
+    /// Do not start the simulated departments (another node runs them).
+    #[arg(long, global = true)]
+    no_demo: bool,
+    /// This node's name in cluster mode (overrides [cluster] node).
+    #[arg(long, global = true)]
+    node: Option<String>,
     /// Directory outside the data dir where every signed audit head is also
     /// appended (overrides `[audit] witness_dir`); must exist and be writable.
     #[arg(long, global = true)]
     audit_witness: Option<PathBuf>,
+}
+
+/// An address, or none (`""`).
+#[derive(Clone, Copy, Debug)]
+struct OptionalAddr(Option<std::net::SocketAddr>);
+
+fn parse_optional_addr(s: &str) -> Result<OptionalAddr, String> {
+    if s.trim().is_empty() {
+        return Ok(OptionalAddr(None));
+    }
+    s.parse().map(|a| OptionalAddr(Some(a))).map_err(|e| {
+        format!("`{s}` is not an address such as 127.0.0.1:8443 ({e}); use \"\" to disable TLS")
+    })
 }
 
 #[derive(Subcommand)]
@@ -216,8 +243,11 @@ fn overrides(a: &ServeArgs) -> Overrides {
     Overrides {
         listen: a.listen,
         admin_listen: a.admin_listen,
-        tls_listen: None,
-        data_dir: a.data_dir.clone(),
+        tls_listen: a.tls_listen.map(|o| o.0),
+        data_dir: a.data_dir.first().cloned(),
+        redis: a.redis.clone(),
+        no_demo: a.no_demo,
+        node: a.node.clone(),
         clock: None,
         case_store: None,
         audit_witness: a.audit_witness.clone(),
@@ -225,6 +255,13 @@ fn overrides(a: &ServeArgs) -> Overrides {
 }
 
 async fn serve(args: ServeArgs) -> ExitCode {
+    if args.data_dir.len() > 1 {
+        eprintln!(
+            "onewindow: --data-dir given {} times; a node has one data dir (only `audit verify` and `audit query` take several)",
+            args.data_dir.len()
+        );
+        return ExitCode::from(2);
+    }
     let running = match Running::start(&args.config, overrides(&args)).await {
         Ok(r) => r,
         Err(e) => {
@@ -339,7 +376,7 @@ fn check(args: &ServeArgs) -> ExitCode {
 
 fn record(args: &ServeArgs, command: RecordCommand) -> ExitCode {
     use onewindow::sharing::{RECORD_JWKS_FILE, RecordKeys, keys::read_jwks, verify_document};
-    let certs_dir = config::dirs(&args.config, args.data_dir.as_deref()).1;
+    let certs_dir = config::dirs(&args.config, args.data_dir.first().map(PathBuf::as_path)).1;
     match command {
         RecordCommand::Verify { file, jwks } => {
             let jwks_path = jwks.unwrap_or_else(|| certs_dir.join(RECORD_JWKS_FILE));
@@ -404,7 +441,7 @@ fn token(
     department: Option<&str>,
     ttl: u64,
 ) -> ExitCode {
-    let certs_dir = config::dirs(&args.config, args.data_dir.as_deref()).1;
+    let certs_dir = config::dirs(&args.config, args.data_dir.first().map(PathBuf::as_path)).1;
     let issuer = match onewindow::auth::DemoIssuer::load_or_generate(&certs_dir) {
         Ok((i, _)) => i,
         Err(e) => {
@@ -447,37 +484,45 @@ fn certs_dev(args: &ServeArgs) -> ExitCode {
 
 async fn audit(args: &ServeArgs, command: AuditCommand) -> ExitCode {
     use onewindow::audit;
-    let (data_dir, certs_dir) = config::dirs(&args.config, args.data_dir.as_deref());
-    let audit_dir = config::audit_dir(&args.config, &data_dir);
+    let (default_data, certs_dir) = config::dirs(&args.config, None);
+    // One audit directory per data dir (each cluster node keeps its own chain).
+    let audit_dirs: Vec<PathBuf> = if args.data_dir.is_empty() {
+        vec![config::audit_dir(&args.config, &default_data)]
+    } else {
+        args.data_dir
+            .iter()
+            .map(|d| config::audit_dir(&args.config, d))
+            .collect()
+    };
     match command {
         AuditCommand::Reindex => {
-            match onewindow::transparency::reindex(&data_dir, &audit_dir).await {
-                Ok(pos) => {
-                    println!(
+            // Each data dir's index covers its own node's log.
+            let data_dirs = if args.data_dir.is_empty() {
+                vec![default_data.clone()]
+            } else {
+                args.data_dir.clone()
+            };
+            let mut code = ExitCode::SUCCESS;
+            for (data_dir, audit_dir) in data_dirs.iter().zip(&audit_dirs) {
+                match onewindow::transparency::reindex(data_dir, audit_dir).await {
+                    Ok(pos) => println!(
                         "subject index rebuilt: {} covers the log up to seq {}",
                         data_dir.join(onewindow::transparency::INDEX_FILE).display(),
                         pos.last_seq
-                    );
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("onewindow audit reindex: {e}");
-                    ExitCode::FAILURE
+                    ),
+                    Err(e) => {
+                        eprintln!("onewindow audit reindex ({}): {e}", data_dir.display());
+                        code = ExitCode::FAILURE;
+                    }
                 }
             }
+            code
         }
         AuditCommand::Verify {
             files,
             witness,
             key_fingerprint,
         } => {
-            // The whole directory: every file in order, plus the signed head
-            // that proves the log was not cut before its last checkpoint.
-            let files = if files.is_empty() {
-                vec![audit_dir]
-            } else {
-                files
-            };
             let pub_path = certs_dir.join(audit::SIGNING_PUB_FILE);
             let key = match audit::load_public_key(&pub_path) {
                 Ok(k) => k,
@@ -530,10 +575,31 @@ async fn audit(args: &ServeArgs, command: AuditCommand) -> ExitCode {
                 progress: true,
                 allow_partial_tail: false,
             };
-            match audit::verify_witnessed(&files, &key, &opts, &heads) {
-                Ok(report) => {
-                    println!(
-                        "intact: {} records in {} files, seq {}..={}, {} signed checkpoints (last at {}), head {}",
+            // Each directory whole: every file in order, plus the signed head
+            // that proves the log was not cut before its last checkpoint.
+            let runs: Vec<(Option<PathBuf>, Vec<PathBuf>)> = if files.is_empty() {
+                let many = audit_dirs.len() > 1;
+                audit_dirs
+                    .iter()
+                    .map(|d| (many.then(|| d.clone()), vec![d.clone()]))
+                    .collect()
+            } else {
+                vec![(None, files)]
+            };
+            let mut code = ExitCode::SUCCESS;
+            for (label, files) in runs {
+                let prefix = label.map_or(String::new(), |d| format!("{}: ", d.display()));
+                // Several nodes may share one witness: each chain answers for
+                // its own node's heads only.
+                let node = audit::chain_node(&files);
+                let own: Vec<audit::WitnessHead> = heads
+                    .iter()
+                    .filter(|h| h.record.event.node == node)
+                    .cloned()
+                    .collect();
+                match audit::verify_witnessed(&files, &key, &opts, &own) {
+                    Ok(report) => println!(
+                        "{prefix}intact: {} records in {} files, seq {}..={}, {} signed checkpoints (last at {}), head {}",
                         report.records,
                         report.files,
                         report.first_seq,
@@ -543,17 +609,17 @@ async fn audit(args: &ServeArgs, command: AuditCommand) -> ExitCode {
                             .last_checkpoint_seq
                             .map_or("-".to_string(), |s| s.to_string()),
                         report.last_hash
-                    );
-                    ExitCode::SUCCESS
-                }
-                Err(f) => {
-                    println!("BROKEN: {f}");
-                    if !f.also.is_empty() {
-                        println!("({} findings)", f.also.len() + 1);
+                    ),
+                    Err(f) => {
+                        println!("{prefix}BROKEN: {f}");
+                        if !f.also.is_empty() {
+                            println!("{prefix}({} findings)", f.also.len() + 1);
+                        }
+                        code = ExitCode::from(1);
                     }
-                    ExitCode::from(1)
                 }
             }
+            code
         }
         AuditCommand::Query {
             client,
@@ -587,24 +653,28 @@ async fn audit(args: &ServeArgs, command: AuditCommand) -> ExitCode {
                 since,
                 until,
             };
-            let filter = match filter.compile(&key) {
-                Ok(f) => f,
-                Err(e) => {
-                    eprintln!("onewindow audit query: {e}");
-                    return ExitCode::from(2);
+            let mut iters = Vec::new();
+            for dir in &audit_dirs {
+                let compiled = match filter.clone().compile(&key) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        eprintln!("onewindow audit query: {e}");
+                        return ExitCode::from(2);
+                    }
+                };
+                match audit::QueryIter::new(dir, compiled, None) {
+                    Ok(i) => iters.push(i),
+                    Err(e) => {
+                        eprintln!("onewindow audit query: {}: {e}", dir.display());
+                        return ExitCode::FAILURE;
+                    }
                 }
-            };
-            let iter = match audit::QueryIter::new(&audit_dir, filter, None) {
-                Ok(i) => i,
-                Err(e) => {
-                    eprintln!("onewindow audit query: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
+            }
             use std::io::Write;
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());
-            for (n, rec) in iter.enumerate() {
+            // Several nodes' logs: one stream, by time.
+            for (n, rec) in audit::MergeByTime::new(iters).enumerate() {
                 if limit.is_some_and(|l| n >= l) {
                     break;
                 }

@@ -95,6 +95,8 @@ pub struct Runtime {
     pub audit: AuditLog,
     /// The shared-record cache.
     pub cache: Arc<SharedCache>,
+    /// Cluster mode, when on.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
     /// Kept cases (counted at scrape time by [`Metrics::count_cases`]).
     pub cases: Option<Arc<crate::case::Cases>>,
 }
@@ -484,6 +486,58 @@ impl Collector for RuntimeCollector {
             "Keys tracked by the keyed rate limiters (bounded by maintenance)",
             &one(state.protect.tracked_keys() as f64),
         )?;
+        if let Some(c) = &self.0.cluster {
+            let h = &c.link.health;
+            let n = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+            gauge(
+                &mut e,
+                "cluster_degraded",
+                "1 while cluster mode runs degraded (Redis unavailable: local limits at this node's share, events not received)",
+                &one(if h.degraded() { 1.0 } else { 0.0 }),
+            )?;
+            gauge(
+                &mut e,
+                "cluster_redis_up",
+                "1 while Redis answers within the timeout",
+                &one(if h.redis_up() { 1.0 } else { 0.0 }),
+            )?;
+            gauge(
+                &mut e,
+                "cluster_live_nodes",
+                "Nodes alive in the last heartbeat",
+                &one(f64::from(h.live_nodes())),
+            )?;
+            counter(
+                &mut e,
+                "cluster_redis_errors",
+                "Redis calls that failed or timed out",
+                &[(NoLabels {}, n(&h.errors))],
+            )?;
+            counter(
+                &mut e,
+                "cluster_fallback_checks",
+                "Rate-limit checks answered by this node's local share",
+                &[(NoLabels {}, n(&h.fallback_checks))],
+            )?;
+            counter(
+                &mut e,
+                "cluster_lease_fetches",
+                "Token leases fetched from Redis",
+                &[(NoLabels {}, n(&h.lease_fetches))],
+            )?;
+            counter(
+                &mut e,
+                "cluster_cache_drops",
+                "Times cached records were dropped because events may have been missed",
+                &[(NoLabels {}, n(&h.cache_drops))],
+            )?;
+            counter(
+                &mut e,
+                "cluster_events_applied",
+                "Changes from other nodes applied here",
+                &[(NoLabels {}, n(&h.events_applied))],
+            )?;
+        }
         Ok(())
     }
 }

@@ -127,6 +127,8 @@ pub struct DataPlane {
     aggregator: Arc<crate::audit::DenyAggregator>,
     router: Router,
     ids: RequestIds,
+    /// Cluster mode: quotas shared with the other nodes.
+    cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 impl DataPlane {
@@ -150,6 +152,32 @@ impl DataPlane {
             cases,
             router: Router::new(),
             ids: RequestIds::default(),
+            cluster: None,
+        }
+    }
+
+    /// Cluster mode, when on.
+    pub fn cluster(&self) -> Option<&Arc<crate::cluster::Cluster>> {
+        self.cluster.as_ref()
+    }
+
+    /// Cluster mode: rate limits are charged to the cluster-wide quotas.
+    pub fn with_cluster(mut self, cluster: Option<Arc<crate::cluster::Cluster>>) -> Self {
+        self.cluster = cluster;
+        self
+    }
+
+    /// Charges one request to the client's (and department's) quotas: the
+    /// cluster-wide ones in cluster mode, this node's otherwise.
+    async fn charge(
+        &self,
+        state: &State,
+        client: &str,
+        department: Option<&str>,
+    ) -> Result<crate::protect::RateLimitState, crate::protect::RateLimited> {
+        match &self.cluster {
+            Some(c) => c.limits.check(&Arc::from(client), department).await,
+            None => state.protect.check_client(client, department),
         }
     }
 }
@@ -350,7 +378,7 @@ impl DataPlane {
                 Ok(json_response(StatusCode::OK, &reply))
             }
             Route::Catalog => {
-                ctx.ratelimit = Some(state.protect.check_client(principal.sub(), None)?);
+                ctx.ratelimit = Some(self.charge(state, principal.sub(), None).await?);
                 Ok(json_response(StatusCode::OK, &self.catalog(state, &grants)))
             }
             Route::Dataset { dataset, subject } => {
@@ -379,7 +407,7 @@ impl DataPlane {
                         RequestError::NotFound(format!("no scenario `{scenario}`"))
                     })?;
                 grants.check_scenario(&scenario)?;
-                ctx.ratelimit = Some(state.protect.check_client(principal.sub(), None)?);
+                ctx.ratelimit = Some(self.charge(state, principal.sub(), None).await?);
                 let body = read_body(req.into_body(), limits.max_body_bytes).await?;
                 let subjects = spec.parse_request(&body, &state.datasets)?;
                 let case_id = ctx.attribution.as_ref().and_then(|a| a.case_id.clone());
@@ -432,9 +460,8 @@ impl DataPlane {
                 }
                 grants.check_proxy(&department, req.method(), &path)?;
                 ctx.ratelimit = Some(
-                    state
-                        .protect
-                        .check_client(principal.sub(), Some(&department))?,
+                    self.charge(state, principal.sub(), Some(&department))
+                        .await?,
                 );
                 self.proxy(state, ctx, conn, req, &department, &path).await
             }
@@ -529,9 +556,8 @@ impl DataPlane {
         });
         let scenario_subjects = canonical_subjects.as_ref();
         ctx.ratelimit = Some(
-            state
-                .protect
-                .check_client(principal.sub(), Some(&spec.department))?,
+            self.charge(state, principal.sub(), Some(&spec.department))
+                .await?,
         );
         let adapter = state
             .adapters

@@ -91,6 +91,9 @@ pub struct AuditSettings {
     pub deny_summary_threshold: u64,
     /// Deny-summary interval.
     pub deny_summary_interval: Duration,
+    /// Cluster mode: this node's name, written into every record (not part of
+    /// `[audit]`; set from `[cluster]`).
+    pub node: Option<String>,
     /// Witness directory (see [`RawAudit::witness_dir`]).
     pub witness_dir: Option<PathBuf>,
     /// Pinned checkpoint key fingerprint (lowercase hex).
@@ -111,6 +114,7 @@ impl Default for AuditSettings {
             max_batch: NonZeroUsize::MIN.saturating_add(511),
             deny_summary_threshold: 20,
             deny_summary_interval: Duration::from_secs(10),
+            node: None,
             witness_dir: None,
             signing_key_fingerprint: None,
         }

@@ -37,6 +37,7 @@ mod config;
 mod continuity;
 mod error;
 mod keys;
+mod merge;
 mod query;
 mod record;
 mod segment;
@@ -56,6 +57,7 @@ pub use keys::{
     HMAC_KEY_FILE, SIGNING_KEY_FILE, SIGNING_PUB_FILE, SigningKeys, SubjectKey, check_fingerprint,
     key_fingerprint, load_public_key,
 };
+pub use merge::MergeByTime;
 pub use query::{Filter, QueryFilter, QueryIter, QueryPage, query};
 pub use record::{Action, AuditEvent, AuditRecord, Checkpoint, Decision, GENESIS_HASH, SubjectRef};
 pub use time::{now_rfc3339, parse_rfc3339_micros};
@@ -63,5 +65,5 @@ pub use verify::{
     FailureKind, VerifyFailure, VerifyOptions, VerifyReport, WitnessHead, verify, verify_with,
     verify_witnessed,
 };
-pub use witness::{DirWitness, WITNESS_FILE, Witness, read_witness};
+pub use witness::{DirWitness, WITNESS_FILE, Witness, chain_node, read_witness};
 pub use writer::{Appended, AuditLog, AuditStats, RecordSink, WriterHandle};

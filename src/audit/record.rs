@@ -158,6 +158,11 @@ pub struct AuditEvent {
     pub upstream_status: Option<u16>,
     /// Time spent on the request in microseconds.
     pub latency_us: Option<u64>,
+    /// Cluster mode: the node that wrote the record (set by the writer).
+    /// Absent, not null, outside cluster mode, so lines written before it
+    /// existed keep their canonical form and hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 impl AuditEvent {
@@ -182,6 +187,7 @@ impl AuditEvent {
             cache: None,
             upstream_status: None,
             latency_us: None,
+            node: None,
         }
     }
 }
@@ -320,6 +326,8 @@ pub(crate) struct RecordView<'a> {
     pub cache: Option<Cow<'a, str>>,
     pub upstream_status: Option<u16>,
     pub latency_us: Option<u64>,
+    #[serde(borrow, default)]
+    pub node: Option<Cow<'a, str>>,
     pub checkpoint: Option<Checkpoint>,
     #[serde(borrow)]
     pub prev: Cow<'a, str>,

@@ -34,13 +34,26 @@ pub trait Witness: Send + Sync + std::fmt::Debug {
 #[derive(Debug, Clone)]
 pub struct DirWitness {
     dir: PathBuf,
+    /// Cluster mode: several nodes may share the directory; this node's
+    /// latest head is the last line carrying its name.
+    node: Option<String>,
 }
 
 impl DirWitness {
     /// A witness in `dir` (which must exist; it is never created, so that a
     /// witness disk that is not mounted is noticed instead of filled in).
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Self { dir: dir.into() }
+        Self {
+            dir: dir.into(),
+            node: None,
+        }
+    }
+
+    /// Cluster mode: [`Witness::latest`] answers with this node's heads only
+    /// (every node of a cluster may append to one witness directory).
+    pub fn with_node(mut self, node: Option<String>) -> Self {
+        self.node = node;
+        self
     }
 
     fn open(&self) -> io::Result<std::fs::File> {
@@ -85,11 +98,32 @@ impl Witness for DirWitness {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
-        Ok(text
-            .split(|b| *b == b'\n')
-            .rfind(|l| !l.is_empty())
-            .map(<[u8]>::to_vec))
+        let mut lines = text.split(|b| *b == b'\n').filter(|l| !l.is_empty());
+        Ok(match &self.node {
+            None => lines.next_back(),
+            Some(node) => lines.rfind(|l| {
+                parse_line(l).is_ok_and(|r| r.event.node.as_deref() == Some(node.as_str()))
+            }),
+        }
+        .map(<[u8]>::to_vec))
     }
+}
+
+/// The node named by a chain's first record (`None` for a single-node log or
+/// one that cannot be read; verifying it reports why). `paths` are what
+/// `audit verify` takes: one directory or segment files in chain order.
+pub fn chain_node(paths: &[PathBuf]) -> Option<String> {
+    let first = match paths {
+        [dir] if dir.is_dir() => super::segment::list_segments(dir)
+            .ok()?
+            .first()?
+            .path
+            .clone(),
+        _ => paths.first()?.clone(),
+    };
+    let file = std::fs::File::open(first).ok()?;
+    let line = io::BufReader::new(file).split(b'\n').next()?.ok()?;
+    parse_line(&line).ok()?.event.node
 }
 
 /// The heads a witness directory holds: `(line, record)` in file order.

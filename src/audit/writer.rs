@@ -133,7 +133,9 @@ impl AuditLog {
             let witness: Option<Arc<dyn Witness>> = settings
                 .witness_dir
                 .as_ref()
-                .map(|d| Arc::new(DirWitness::new(d)) as Arc<dyn Witness>);
+                .map(|d| {
+                    Arc::new(DirWitness::new(d).with_node(settings.node.clone())) as Arc<dyn Witness>
+                });
             if let Some(w) = &witness {
                 w.probe().map_err(|e| AuditError::Io {
                     path: PathBuf::from(w.location()),
@@ -462,12 +464,14 @@ impl State {
         let mut since = self.since_checkpoint;
         let mut head_line: Option<Vec<u8>> = None;
         let mut out = Vec::with_capacity(events.len());
+        let node = self.settings.node.clone();
         let mut written: Vec<AuditRecord> = Vec::new();
         let mut push = |mut rec: AuditRecord,
                         buf: &mut Vec<u8>,
                         prev: &mut String,
                         seq: &mut u64|
          -> io::Result<Vec<u8>> {
+            rec.event.node.clone_from(&node);
             let line = rec.seal().map_err(io::Error::other)?;
             buf.extend_from_slice(&line);
             prev.clone_from(&rec.hash);

@@ -45,6 +45,8 @@ struct RawFile {
     departments: BTreeMap<String, RawDepartmentFull>,
     #[serde(default)]
     demo: RawDemo,
+    #[serde(default)]
+    cluster: crate::cluster::RawCluster,
 }
 
 #[derive(Debug, Deserialize)]
@@ -83,6 +85,13 @@ pub struct Overrides {
     pub tls_listen: Option<Option<SocketAddr>>,
     /// `--data-dir`.
     pub data_dir: Option<PathBuf>,
+    /// `--redis URL`: cluster mode (`""` turns a configured cluster off).
+    pub redis: Option<String>,
+    /// `--no-demo`: do not start the simulated departments (another node
+    /// runs them).
+    pub no_demo: bool,
+    /// `--node NAME`: this node's name in cluster mode.
+    pub node: Option<String>,
     /// The wall clock approvals and the transparency view read (tests inject one).
     pub clock: Option<crate::clock::WallClock>,
     /// A case store to use instead of `<data-dir>/cases.sqlite` (tests).
@@ -116,6 +125,8 @@ pub struct Loaded {
     pub grants: Grants,
     /// adapters/.
     pub adapters: AdapterSet,
+    /// `[cluster]` (cluster mode when present).
+    pub cluster: Option<crate::cluster::ClusterSettings>,
 }
 
 /// The project root for a gateway.toml path: the parent of its folder.
@@ -178,6 +189,16 @@ pub fn load(config: &Path, o: &Overrides) -> Result<Loaded, ConfigErrors> {
     if let Some(d) = &o.data_dir {
         settings.server.data_dir = d.clone();
     }
+    if o.no_demo {
+        settings.demo.enabled = false;
+    }
+    let cluster = crate::cluster::ClusterSettings::from_raw(
+        &raw.cluster,
+        o.redis.as_deref(),
+        o.node.as_deref(),
+        config,
+    )
+    .map_err(|e| errors.0.extend(e.0));
     let raw_issuers: BTreeSet<String> = raw.auth.issuers.iter().map(|i| i.issuer.clone()).collect();
     let auth = AuthSettings::from_raw(raw.auth, config, &root).map_err(|e| errors.0.extend(e.0));
     let audit = AuditSettings::from_raw(raw.audit, config)
@@ -272,24 +293,37 @@ pub fn load(config: &Path, o: &Overrides) -> Result<Loaded, ConfigErrors> {
         max_bytes: raw.cache.max_bytes.max(1024),
         max_entry_life,
     };
-    match (auth, audit, rate_limits, scenarios, grants, adapters) {
-        (Ok(auth), Ok(audit), Ok(rate_limits), Ok(scenarios), Ok(grants), Ok(adapters))
-            if errors.is_empty() =>
-        {
-            Ok(Loaded {
-                settings,
-                auth,
-                audit,
-                cache,
-                rate_limits,
-                protect,
-                allow_lists,
-                datasets,
-                scenarios,
-                grants,
-                adapters,
-            })
-        }
+    match (
+        auth,
+        audit,
+        rate_limits,
+        scenarios,
+        grants,
+        adapters,
+        cluster,
+    ) {
+        (
+            Ok(auth),
+            Ok(audit),
+            Ok(rate_limits),
+            Ok(scenarios),
+            Ok(grants),
+            Ok(adapters),
+            Ok(cluster),
+        ) if errors.is_empty() => Ok(Loaded {
+            settings,
+            auth,
+            audit,
+            cache,
+            rate_limits,
+            protect,
+            allow_lists,
+            datasets,
+            scenarios,
+            grants,
+            adapters,
+            cluster,
+        }),
         _ => Err(errors),
     }
 }

@@ -209,6 +209,17 @@ impl Rate {
         self.burst.get()
     }
 
+    /// One node's share of this rate when `nodes` nodes share it: `nodes`
+    /// times the interval and `burst / nodes` (at least 1).
+    pub fn share(&self, nodes: u32) -> Self {
+        let n = nodes.max(1);
+        let burst = NonZeroU32::new(self.burst.get() / n).unwrap_or(NonZeroU32::MIN);
+        Self {
+            interval: self.interval.saturating_mul(n),
+            burst,
+        }
+    }
+
     /// Seconds to refill a whole burst, rounded up, at least 1 (the `w` of
     /// `RateLimit-Policy`). Rounding up advertises a rate no higher than the
     /// real one.

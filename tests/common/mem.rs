@@ -329,6 +329,7 @@ impl MemBuilder {
             state: state.clone(),
             audit: audit.clone(),
             cache: cache.clone(),
+            cluster: None,
             cases: Some(cases.clone()),
         })));
         let data = Arc::new(DataPlane::new(

@@ -30,6 +30,8 @@ use onewindow::config::Overrides;
 
 pub mod mem;
 
+pub mod redis;
+
 /// The repository root (where the shipped config lives).
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

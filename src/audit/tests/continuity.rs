@@ -239,3 +239,42 @@ fn is_root() -> bool {
     let _ = fs::remove_dir_all(&probe);
     root
 }
+
+#[tokio::test]
+async fn cluster_nodes_sharing_one_witness_each_answer_for_their_own_heads() {
+    // Two nodes of one project folder: one certs dir (one key), a data dir
+    // each, one witness directory.
+    let a = Tmp::new("witness-node-a");
+    let b = Tmp::new("witness-node-b");
+    let w = Tmp::new("witness-shared");
+    let node = |n: &str| AuditSettings {
+        node: Some(n.into()),
+        ..witnessed(&w.0)
+    };
+    populate(&a, node("a"), 10).await;
+    let (log, h) = AuditLog::open(node("b"), &b.data(), &a.certs())
+        .await
+        .unwrap();
+    for i in 0..12 {
+        log.append(ev(i)).await.unwrap();
+    }
+    h.shutdown().await.unwrap();
+    // The witness's last line is b's head now; a restarts and must not take
+    // it for its own (that would be a false gap).
+    restart_and_append(&a, node("a"), 3).await;
+    let all = heads(&w.0);
+    for (t, n) in [(&a, "a"), (&b, "b")] {
+        assert_eq!(chain_node(&[t.audit()]).as_deref(), Some(n));
+        let own: Vec<WitnessHead> = all
+            .iter()
+            .filter(|h| h.record.event.node.as_deref() == Some(n))
+            .cloned()
+            .collect();
+        assert!(!own.is_empty(), "node {n} handed heads to the witness");
+        let r = verify_witnessed(&[t.audit()], &a.key(), &VerifyOptions::default(), &own);
+        assert!(r.is_ok(), "node {n}: {}", r.unwrap_err());
+    }
+    // Held to the other node's heads too, a's chain would fail: the per-node
+    // filter of `audit verify` is what keeps it intact.
+    assert!(verify_witnessed(&[a.audit()], &a.key(), &VerifyOptions::default(), &all).is_err());
+}
