@@ -24,8 +24,8 @@ use crate::audit::{Action, AuditEvent, AuditLog, Decision, Filter};
 use crate::auth::{AccessError, Principal, Role};
 use crate::cache::SharedCache;
 use crate::cluster::{Acks, Applier, BoxFuture, Cluster, Published};
-use crate::config::Overrides;
 use crate::error::{GatewayError, RequestError};
+use crate::loader::Overrides;
 use crate::metrics::Metrics;
 use crate::pipeline::{RequestIds, json_response, read_body};
 use crate::routing::{AdminRoute, AdminRouter, NoRoute};
@@ -116,7 +116,7 @@ impl AdminPlane {
 
     async fn reload_local(&self) -> Result<(), crate::config::ConfigErrors> {
         let _g = self.changes.lock().await;
-        let loaded = crate::config::load(&self.config, &self.overrides)?;
+        let loaded = crate::loader::load(&self.config, &self.overrides)?;
         if let Some(c) = &self.cluster {
             c.limits.configure(
                 &loaded.rate_limits,

@@ -17,8 +17,8 @@ use crate::adapter::{
     DepartmentAdapter, Endpoint,
 };
 use crate::auth::{Authenticator, Grants};
-use crate::config::load::Loaded;
 use crate::config::{ConfigError, ConfigErrors, Datasets, GatewaySettings};
+use crate::loader::Loaded;
 use crate::protect::Protection;
 use crate::scenario::Scenarios;
 use crate::upstream::sql::{SqlDepartment, SqlTimeouts};

@@ -9,9 +9,7 @@ pub mod datasets;
 
 pub use datasets::{DatasetSpec, Datasets, FieldSpec, FieldType, Sharing, SubjectChars};
 pub mod gateway;
-pub mod load;
 pub use gateway::{GatewaySettings, Limits, RawGateway};
-pub use load::{Loaded, Overrides, audit_dir, audit_settings, dirs, load, root_of};
 
 /// One `*.toml` file of a configuration folder.
 #[derive(Debug)]

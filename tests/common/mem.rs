@@ -35,9 +35,9 @@ use onewindow::auth::DemoIssuer;
 use onewindow::cache::SharedCache;
 use onewindow::case::{Cases, MemoryCaseStore};
 use onewindow::clock::WallClock;
-use onewindow::config::Overrides;
 use onewindow::demo::Sim;
 use onewindow::error::UpstreamError;
+use onewindow::loader::Overrides;
 use onewindow::metrics::{Metrics, Runtime};
 use onewindow::pipeline::DataPlane;
 use onewindow::server::{ConnInfo, Handler};
@@ -286,7 +286,7 @@ impl MemBuilder {
         // The demo issuer's key; its JWKS is what [auth] trusts.
         DemoIssuer::load_or_generate(&certs).unwrap();
         let overrides = Overrides::default();
-        let loaded = onewindow::config::load(&config, &overrides)
+        let loaded = onewindow::loader::load(&config, &overrides)
             .unwrap_or_else(|e| panic!("config did not load: {e}"));
         let shutdown = CancellationToken::new();
         let (audit, writer) = AuditLog::open(

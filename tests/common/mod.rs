@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use onewindow::app::Running;
 use onewindow::auth::DemoIssuer;
-use onewindow::config::Overrides;
+use onewindow::loader::Overrides;
 
 pub mod mem;
 

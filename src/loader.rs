@@ -4,6 +4,10 @@
 //! (datasets, scenarios, clients, adapters), validated into [`Loaded`].
 //! Nothing is started here; `state::build_state` turns a [`Loaded`] into a
 //! runnable snapshot.
+//!
+//! The loader sits above the domain modules (it reads each one's section
+//! and files), while `config/` below them holds only the vocabulary they
+//! share (models, `ConfigError`, the toolkit).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
