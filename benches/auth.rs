@@ -73,7 +73,7 @@ fn grants() -> Grants {
         max_stale: Duration::from_secs(60),
         notice: String::new(),
         issuer: "Issuing authority".into(),
-        sharing: onewindow::sharing::Sharing::Unconditional,
+        sharing: onewindow::config::Sharing::Unconditional,
     });
     let known = KnownNames {
         issuers: [DEMO_ISSUER.to_string()].into(),

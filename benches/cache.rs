@@ -46,7 +46,7 @@ fn spec() -> DatasetSpec {
         max_stale: Duration::from_secs(3600),
         notice: String::new(),
         issuer: "Issuing authority".into(),
-        sharing: onewindow::sharing::Sharing::Unconditional,
+        sharing: onewindow::config::Sharing::Unconditional,
     }
 }
 

@@ -19,23 +19,20 @@ use serde::Deserialize;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use crate::adapter::{AdapterRegistry, AdapterSpec, CompileContext};
+use crate::adapter::{AdapterSpec, MAX_ADAPTER_BYTES};
 use crate::audit::{Action, AuditEvent, AuditLog, Decision, Filter};
 use crate::auth::{AccessError, Principal, Role};
 use crate::cache::SharedCache;
 use crate::cluster::{Acks, Applier, BoxFuture, Cluster, Published};
-use crate::config::Overrides;
 use crate::error::{GatewayError, RequestError};
+use crate::loader::Overrides;
 use crate::metrics::Metrics;
 use crate::pipeline::{RequestIds, json_response, read_body};
 use crate::routing::{AdminRoute, AdminRouter, NoRoute};
 use crate::server::{ConnInfo, Handler, RequestBody};
-use crate::state::{State, build_state, department_upstream, endpoint_field};
+use crate::state::{State, build_state, compile_adapter, department_upstream, endpoint_field};
 
 type Resp = Response<Full<Bytes>>;
-
-/// Most bytes of an adapter file accepted by PUT.
-pub const MAX_ADAPTER_BYTES: usize = 256 * 1024;
 
 /// The admin plane.
 pub struct AdminPlane {
@@ -119,7 +116,7 @@ impl AdminPlane {
 
     async fn reload_local(&self) -> Result<(), crate::config::ConfigErrors> {
         let _g = self.changes.lock().await;
-        let loaded = crate::config::load(&self.config, &self.overrides)?;
+        let loaded = crate::loader::load(&self.config, &self.overrides)?;
         if let Some(c) = &self.cluster {
             c.limits.configure(
                 &loaded.rate_limits,
@@ -331,23 +328,14 @@ impl Handler for AdminPlane {
         {
             tracing::error!(request_id = %request_id, error = %e, "audit log unavailable; failing closed");
             let mut resp = GatewayError::Audit(e).problem().into_response(&request_id);
-            if let Ok(v) = HeaderValue::from_str(&request_id) {
-                resp.headers_mut().insert("x-request-id", v);
-            }
+            crate::routing::finish_reply(&mut resp, &request_id, "no-store", head);
             return resp;
         }
         let mut resp = match result {
             Ok(r) => r,
             Err(e) => e.problem().into_response(&request_id),
         };
-        if let Ok(v) = HeaderValue::from_str(&request_id) {
-            resp.headers_mut().insert("x-request-id", v);
-        }
-        resp.headers_mut()
-            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        if head {
-            crate::routing::head_reply(&mut resp);
-        }
+        crate::routing::finish_reply(&mut resp, &request_id, "no-store", head);
         resp
     }
 }
@@ -1199,25 +1187,4 @@ fn parse_query(q: Option<&str>) -> BTreeMap<String, String> {
         out.insert(dec(k), dec(v));
     }
     out
-}
-
-/// Compiles a department's adapter file against the running configuration
-/// (datasets, built-in kinds, secrets from the environment), as a PUT and a
-/// try-it both do before anything is swapped or called.
-pub(crate) fn compile_adapter(
-    state: &State,
-    department: &str,
-    shown: &std::path::Path,
-    spec: &AdapterSpec,
-) -> Result<crate::adapter::DepartmentAdapter, GatewayError> {
-    let registry = AdapterRegistry::builtin();
-    let secret = |var: &str| std::env::var(var).ok();
-    let cx = CompileContext {
-        file: shown,
-        expected_department: department,
-        datasets: &state.datasets,
-        registry: &registry,
-        secret: &secret,
-    };
-    spec.compile(&cx).map_err(GatewayError::InvalidAdapter)
 }

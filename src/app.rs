@@ -1,6 +1,6 @@
 //! Start and stop: from a gateway.toml path to a running gateway (the
 //! simulated departments, the audit writer, the listeners, housekeeping) and
-//! back down in order. Loading is `config::load`, the runtime snapshot is
+//! back down in order. Loading is `loader::load`, the runtime snapshot is
 //! `state::build_state`; `main.rs` and the integration tests both start here.
 
 use std::collections::BTreeMap;
@@ -20,8 +20,8 @@ use crate::admin::AdminPlane;
 use crate::audit::{AuditLog, WriterHandle};
 use crate::auth::DemoIssuer;
 use crate::cache::SharedCache;
-use crate::config::load::peek;
-use crate::config::{ConfigErrors, Limits, Overrides, load, root_of};
+use crate::config::{ConfigErrors, Limits};
+use crate::loader::{Overrides, load, peek, root_of};
 use crate::metrics::Metrics;
 use crate::pipeline::DataPlane;
 use crate::server::Handler;
@@ -278,10 +278,7 @@ impl Running {
                 }
             }
         };
-        let cases = Arc::new(crate::case::Cases::new(
-            case_store,
-            crate::clock::WallClock::new(),
-        ));
+        let cases = Arc::new(crate::case::Cases::new(case_store, sharing.clock.clone()));
         let settings_audit = loaded.audit.clone();
         let settings = loaded.settings.clone();
         let state = Arc::new(ArcSwap::from_pointee(build_state(loaded, &shutdown).await?));

@@ -354,7 +354,7 @@ mod tests {
             max_stale: Duration::from_secs(300),
             notice: String::new(),
             issuer: "Issuing authority".into(),
-            sharing: crate::sharing::Sharing::Unconditional,
+            sharing: crate::config::Sharing::Unconditional,
         }
     }
 

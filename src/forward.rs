@@ -78,11 +78,32 @@ pub fn check_declared(raw: &str) -> Result<HeaderName, &'static str> {
     );
     if routing {
         Err("routing headers cannot be forwarded (a department could read them as method or path)")
-    } else if ours || crate::adapter::spec::is_reserved_header(n) {
+    } else if ours || is_reserved_header(n) {
         Err("this header belongs to the gateway or the HTTP connection")
     } else {
         Ok(name)
     }
+}
+
+/// Headers a template may not set: framing, routing and hop-by-hop headers,
+/// which belong to the upstream client.
+pub fn is_reserved_header(name: &str) -> bool {
+    matches!(
+        name,
+        "host"
+            | "content-length"
+            | "transfer-encoding"
+            | "connection"
+            | "keep-alive"
+            | "upgrade"
+            | "te"
+            | "trailer"
+            | "proxy-authorization"
+            | "proxy-connection"
+            | "content-type"
+            | "expect"
+            | "soapaction"
+    )
 }
 
 #[cfg(test)]

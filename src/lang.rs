@@ -5,11 +5,7 @@
 //! and a caller that states no preference (or only unsupported languages)
 //! gets the authoritative wording.
 
-use std::path::Path;
-
 use serde::{Deserialize, Serialize};
-
-use crate::config::{ConfigError, ConfigErrors};
 
 /// A language the guides are written in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -116,36 +112,6 @@ impl Localized {
             Lang::En => &self.en,
         }
     }
-
-    /// Validates `field` of `file`: both languages present and not blank.
-    /// Each missing language is its own error naming `field.zh` / `field.en`.
-    pub fn from_raw(
-        raw: Option<RawLocalized>,
-        file: &Path,
-        field: &str,
-        what: &str,
-        errors: &mut ConfigErrors,
-    ) -> Option<Localized> {
-        let raw = raw.unwrap_or_default();
-        let mut take = |v: Option<String>, lang: &str, name: &str| match v
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
-        {
-            Some(s) => Some(s),
-            None => {
-                errors.push(ConfigError::new(
-                    file,
-                    format!("{field}.{lang}"),
-                    format!("the {what} has no {name} text"),
-                    format!("add {field}.{lang} = \"...\" ({name})"),
-                ));
-                None
-            }
-        };
-        let zh = take(raw.zh, "zh", "Chinese");
-        let en = take(raw.en, "en", "English");
-        Some(Localized { zh: zh?, en: en? })
-    }
 }
 
 #[cfg(test)]
@@ -178,24 +144,5 @@ mod tests {
         // A malformed weight voids its range only.
         assert_eq!(Lang::negotiate(Some("zh;q=2, en;q=0.3")), Lang::En);
         assert_eq!(Lang::negotiate(Some("EN-us;Q=0.7")), Lang::En);
-    }
-
-    #[test]
-    fn missing_language_names_the_field() {
-        let mut errors = ConfigErrors::default();
-        let raw = RawLocalized {
-            zh: Some("  ".into()),
-            en: Some("Open a restaurant".into()),
-        };
-        let l = Localized::from_raw(
-            Some(raw),
-            Path::new("s.toml"),
-            "guide.title",
-            "guide title",
-            &mut errors,
-        );
-        assert!(l.is_none());
-        assert_eq!(errors.0.len(), 1);
-        assert_eq!(errors.0[0].field, "guide.title.zh");
     }
 }

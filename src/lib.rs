@@ -19,6 +19,7 @@ pub mod demo;
 pub mod error;
 pub mod forward;
 pub mod lang;
+pub mod loader;
 pub mod logging;
 pub mod metrics;
 pub mod openapi;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use onewindow::app::{self, Running};
-use onewindow::config::{self, Overrides};
+use onewindow::loader::{self, Overrides};
 
 #[derive(Parser)]
 #[command(
@@ -362,7 +362,7 @@ fn check(args: &ServeArgs) -> ExitCode {
         eprintln!("{e}");
         return ExitCode::FAILURE;
     }
-    match config::load(&args.config, &overrides(args)) {
+    match loader::load(&args.config, &overrides(args)) {
         Ok(l) => {
             println!(
                 "{}: ok ({} departments, {} datasets, {} scenarios, {} adapters)",
@@ -372,9 +372,9 @@ fn check(args: &ServeArgs) -> ExitCode {
                 l.scenarios.iter().count(),
                 l.adapters.len()
             );
-            for w in onewindow::sharing::approval::lapse_warnings(
+            for w in onewindow::auth::approval::lapse_warnings(
                 &l.grants,
-                onewindow::sharing::Date::today(),
+                onewindow::clock::Date::today(),
             ) {
                 println!("{w}");
             }
@@ -389,7 +389,7 @@ fn check(args: &ServeArgs) -> ExitCode {
 
 fn record(args: &ServeArgs, command: RecordCommand) -> ExitCode {
     use onewindow::sharing::{RECORD_JWKS_FILE, RecordKeys, keys::read_jwks, verify_document};
-    let certs_dir = config::dirs(&args.config, args.data_dir.first().map(PathBuf::as_path)).1;
+    let certs_dir = loader::dirs(&args.config, args.data_dir.first().map(PathBuf::as_path)).1;
     match command {
         RecordCommand::Verify { file, jwks } => {
             let jwks_path = jwks.unwrap_or_else(|| certs_dir.join(RECORD_JWKS_FILE));
@@ -454,7 +454,7 @@ fn token(
     department: Option<&str>,
     ttl: u64,
 ) -> ExitCode {
-    let certs_dir = config::dirs(&args.config, args.data_dir.first().map(PathBuf::as_path)).1;
+    let certs_dir = loader::dirs(&args.config, args.data_dir.first().map(PathBuf::as_path)).1;
     let issuer = match onewindow::auth::DemoIssuer::load_or_generate(&certs_dir) {
         Ok((i, _)) => i,
         Err(e) => {
@@ -475,7 +475,7 @@ fn token(
 }
 
 fn certs_dev(args: &ServeArgs) -> ExitCode {
-    let (_, certs_dir) = config::dirs(&args.config, None);
+    let (_, certs_dir) = loader::dirs(&args.config, None);
     let cert = certs_dir.join("dev-server.crt");
     let key = certs_dir.join("dev-server.key");
     match onewindow::certs::ensure_dev_server_cert(&certs_dir, &cert, &key, true) {
@@ -497,14 +497,14 @@ fn certs_dev(args: &ServeArgs) -> ExitCode {
 
 async fn audit(args: &ServeArgs, command: AuditCommand) -> ExitCode {
     use onewindow::audit;
-    let (default_data, certs_dir) = config::dirs(&args.config, None);
+    let (default_data, certs_dir) = loader::dirs(&args.config, None);
     // One audit directory per data dir (each cluster node keeps its own chain).
     let audit_dirs: Vec<PathBuf> = if args.data_dir.is_empty() {
-        vec![config::audit_dir(&args.config, &default_data)]
+        vec![loader::audit_dir(&args.config, &default_data)]
     } else {
         args.data_dir
             .iter()
-            .map(|d| config::audit_dir(&args.config, d))
+            .map(|d| loader::audit_dir(&args.config, d))
             .collect()
     };
     match command {
@@ -544,7 +544,7 @@ async fn audit(args: &ServeArgs, command: AuditCommand) -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            let settings = config::audit_settings(&args.config);
+            let settings = loader::audit_settings(&args.config);
             let pinned = key_fingerprint.or(settings.signing_key_fingerprint);
             println!("key fingerprint: {}", audit::key_fingerprint(&key));
             match &pinned {

@@ -354,7 +354,7 @@ impl Collector for RuntimeCollector {
             queued.push((d(), g.bulkhead().queue_depth() as f64));
         }
         // Label values from clients.toml only (client and dataset names).
-        let today = crate::sharing::Date::today();
+        let today = crate::clock::Date::today();
         let approvals: Vec<_> = state
             .grants
             .approvals()

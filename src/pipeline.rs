@@ -39,6 +39,7 @@ use crate::state::State;
 use crate::upstream::Reply;
 
 mod onething;
+mod transparency;
 
 /// Per-request state, filled in as the request moves through the phases and
 /// turned into the audit record at the end.
@@ -236,10 +237,7 @@ impl Handler for DataPlane {
                 .problem()
                 .into_response(&ctx.request_id);
         }
-        finish(&mut resp, &ctx);
-        if head {
-            crate::routing::head_reply(&mut resp);
-        }
+        finish(&mut resp, &ctx, head);
         // Label values only from configuration: a caller's unknown dataset
         // or department never creates a series.
         let dataset = ctx
@@ -279,19 +277,13 @@ fn scenario_status(spec: &crate::scenario::Scenario, failed_required: bool) -> S
     }
 }
 
-/// Headers every answer carries.
-fn finish(resp: &mut Resp, ctx: &RequestCtx) {
-    let h = resp.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
-        h.insert("x-request-id", v);
-    }
-    h.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("private, no-store"),
-    );
+/// Headers every answer carries: the rate-limit state, then what both
+/// planes set last.
+fn finish(resp: &mut Resp, ctx: &RequestCtx, head: bool) {
     if let Some(rl) = &ctx.ratelimit {
-        rl.apply_headers(h);
+        rl.apply_headers(resp.headers_mut());
     }
+    crate::routing::finish_reply(resp, &ctx.request_id, "private, no-store", head);
 }
 
 impl DataPlane {
@@ -373,19 +365,17 @@ impl DataPlane {
                     return Err(crate::auth::AccessError::SubjectAccessNotGranted.into());
                 }
                 ctx.ratelimit = Some(state.protect.check_client(principal.sub(), None)?);
-                let reply = self
-                    .sharing
-                    .transparency
-                    .accesses(
-                        state,
-                        self.audit.subject_key(),
-                        &grants,
-                        &kind,
-                        &subject,
-                        req.uri().query(),
-                        self.sharing.clock.now(),
-                    )
-                    .await?;
+                let reply = transparency::accesses(
+                    &self.sharing.transparency,
+                    state,
+                    self.audit.subject_key(),
+                    &grants,
+                    &kind,
+                    &subject,
+                    req.uri().query(),
+                    self.sharing.clock.now(),
+                )
+                .await?;
                 Ok(json_response(StatusCode::OK, &reply))
             }
             Route::Catalog => {
@@ -542,7 +532,7 @@ impl DataPlane {
             .as_ref()
             .and_then(|a| a.purpose.as_deref())
             .unwrap_or_default();
-        let today = crate::sharing::Date::at(self.sharing.clock.now());
+        let today = crate::clock::Date::at(self.sharing.clock.now());
         grants.check_sharing(dataset, spec.sharing, purpose, today)?;
         if !spec.subject_is_valid(subject) {
             return Err(RequestError::Malformed(format!(

@@ -97,6 +97,29 @@ pub fn head_reply(resp: &mut http::Response<http_body_util::Full<bytes::Bytes>>)
     *resp.body_mut() = Full::new(bytes::Bytes::new());
 }
 
+/// What every answer of both planes carries, set last: `X-Request-Id`, the
+/// plane's `Cache-Control` (`private, no-store` on the data plane,
+/// `no-store` on the admin plane), and for a HEAD request the headers alone
+/// ([`head_reply`]).
+pub fn finish_reply(
+    resp: &mut http::Response<http_body_util::Full<bytes::Bytes>>,
+    request_id: &str,
+    cache_control: &'static str,
+    head: bool,
+) {
+    let h = resp.headers_mut();
+    if let Ok(v) = http::HeaderValue::from_str(request_id) {
+        h.insert("x-request-id", v);
+    }
+    h.insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static(cache_control),
+    );
+    if head {
+        head_reply(resp);
+    }
+}
+
 /// Why no route matched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NoRoute {

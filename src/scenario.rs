@@ -14,6 +14,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::config::datasets::is_name;
+use crate::config::toolkit::localized;
 use crate::config::{ConfigError, ConfigErrors, Datasets, parse_toml};
 use crate::lang::{Localized, RawLocalized};
 
@@ -230,7 +231,7 @@ impl Scenarios {
         let mut parts: Vec<Part> = Vec::new();
         for (i, p) in raw.parts.into_iter().enumerate() {
             let field = |f: &str| format!("parts[{i}].{f}");
-            let bring = Localized::from_raw(
+            let bring = localized(
                 p.bring,
                 file,
                 &field("bring"),

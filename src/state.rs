@@ -12,10 +12,13 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::adapter::ssrf::{Scheme, SystemResolver, check_target};
-use crate::adapter::{AdapterSet, AllowList, CheckedTarget, DepartmentAdapter, Endpoint};
+use crate::adapter::{
+    AdapterRegistry, AdapterSet, AdapterSpec, AllowList, CheckedTarget, CompileContext,
+    DepartmentAdapter, Endpoint,
+};
 use crate::auth::{Authenticator, Grants};
-use crate::config::load::Loaded;
 use crate::config::{ConfigError, ConfigErrors, Datasets, GatewaySettings};
+use crate::loader::Loaded;
 use crate::protect::Protection;
 use crate::scenario::Scenarios;
 use crate::upstream::sql::{SqlDepartment, SqlTimeouts};
@@ -248,4 +251,26 @@ pub async fn build_state(
         protect,
         auth,
     })
+}
+
+/// Compiles a department's adapter file against the running configuration
+/// (datasets, built-in kinds, secrets from the environment), as a PUT and a
+/// try-it both do before anything is swapped or called.
+pub fn compile_adapter(
+    state: &State,
+    department: &str,
+    shown: &std::path::Path,
+    spec: &AdapterSpec,
+) -> Result<DepartmentAdapter, crate::error::GatewayError> {
+    let registry = AdapterRegistry::builtin();
+    let secret = |var: &str| std::env::var(var).ok();
+    let cx = CompileContext {
+        file: shown,
+        expected_department: department,
+        datasets: &state.datasets,
+        registry: &registry,
+        secret: &secret,
+    };
+    spec.compile(&cx)
+        .map_err(crate::error::GatewayError::InvalidAdapter)
 }

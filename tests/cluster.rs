@@ -713,7 +713,7 @@ async fn each_node_keeps_its_own_audit_chain_and_the_cli_reads_them_together() {
     let mut a = node(&redis.url(), "a", "").await;
     let b = onewindow::app::Running::start(
         &a.config(),
-        onewindow::config::Overrides {
+        onewindow::loader::Overrides {
             data_dir: Some(a.root().join("data-b")),
             node: Some("b".into()),
             no_demo: true,

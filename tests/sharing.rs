@@ -460,7 +460,7 @@ fn check_warns_30_days_before_an_approval_lapses() {
             std::fs::copy(&p, root.join(d).join(p.file_name().unwrap())).unwrap();
         }
     }
-    let soon = onewindow::sharing::Date::at(
+    let soon = onewindow::clock::Date::at(
         std::time::SystemTime::now() + std::time::Duration::from_secs(10 * 86_400),
     );
     let clients = std::fs::read_to_string(src.join("config/clients.toml"))

@@ -230,7 +230,7 @@ async fn cursors_page_one_subject_and_refuse_forgeries() {
 
 #[tokio::test]
 async fn a_withheld_purpose_stays_invisible_until_its_period_passes() {
-    let (clock, hand) = onewindow::sharing::WallClock::adjustable();
+    let (clock, hand) = onewindow::clock::WallClock::adjustable();
     let w = World::builder()
         .clients_extra(
             r#"

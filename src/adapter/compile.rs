@@ -11,9 +11,10 @@ use http::HeaderName;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use super::field::MappedField;
 use super::spec::KindContext;
 use super::template::{Target, Template};
-use crate::config::{ConfigErrors, DatasetSpec, FieldSpec, FieldType};
+use crate::config::{ConfigErrors, DatasetSpec, FieldSpec};
 
 /// One `[datasets.<name>]` table whose canonical dataset exists and belongs
 /// to the department.
@@ -47,19 +48,6 @@ pub(crate) struct FieldRule<'a, R> {
     pub spec: &'a FieldSpec,
     /// The rule as written.
     pub rule: R,
-}
-
-/// What every kind keeps about a mapped canonical field.
-#[derive(Debug)]
-pub(crate) struct MappedField {
-    /// Canonical name.
-    pub name: String,
-    /// Canonical type.
-    pub ty: FieldType,
-    /// Whether a record without it is a department error.
-    pub required: bool,
-    /// Compiled value map (empty when none).
-    pub map: Vec<(String, Value)>,
 }
 
 impl KindContext<'_> {
@@ -101,17 +89,17 @@ impl KindContext<'_> {
     /// canonical schema: names must be canonical fields and cover the required
     /// ones; each rule is parsed (shorthand or table), handed to `kind_part`
     /// (which returns `None` after recording why it cannot be used), and its
-    /// value map compiled. `at` is `datasets.<name>`.
+    /// value map compiled. `fields_at` is the table's path
+    /// (`datasets.<name>.response.fields`), for messages.
     pub(crate) fn compile_fields<R: RawFieldRule, T>(
         &self,
         spec: &DatasetSpec,
         raw: &BTreeMap<String, Value>,
-        at: &str,
+        fields_at: &str,
         errors: &mut ConfigErrors,
         mut kind_part: impl FnMut(&FieldRule<'_, R>, &mut ConfigErrors) -> Option<T>,
     ) -> Vec<(MappedField, T)> {
-        let fields_at = format!("{at}.response.fields");
-        self.check_fields(spec, raw.keys().map(String::as_str), &fields_at, errors);
+        self.check_fields(spec, raw.keys().map(String::as_str), fields_at, errors);
         let mut out = Vec::with_capacity(raw.len());
         for (name, rule) in raw {
             let Some(fs) = spec.field(name) else {

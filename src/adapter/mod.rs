@@ -23,6 +23,7 @@
 
 mod compile;
 pub mod error;
+mod field;
 pub mod rest_json;
 pub mod soap_xml;
 pub mod spec;
@@ -50,6 +51,9 @@ pub use error::AdapterError;
 pub use spec::{AdapterSpec, CompileContext, CompiledKind, KindContext};
 pub use ssrf::{AllowList, CheckedTarget, UpstreamTarget};
 pub use template::{Placeholder, Target, Template};
+
+/// Most bytes of an adapter file accepted (admin PUT, console try-it).
+pub const MAX_ADAPTER_BYTES: usize = 256 * 1024;
 
 /// One canonical read, as the pipeline knows it after authorisation.
 #[derive(Debug, Clone, Copy)]

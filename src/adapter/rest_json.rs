@@ -17,7 +17,6 @@
 //! staff = { pointer = "/list", items = { name = "/xm", cert_no = "/zsbh" } }  # arrays of objects
 //! ```
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
@@ -26,7 +25,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::compile::{DatasetInput, FieldRule, RawFieldRule};
-use super::spec::{CompiledKind, KindContext, lookup_map, type_name};
+use super::field::MappedField;
+use super::spec::{CompiledKind, KindContext, type_name};
 use super::template::{Target, Template};
 use super::{Adapter, AdapterError, CanonicalRequest, Record, UpstreamReply, UpstreamRequest};
 use crate::config::{ConfigErrors, DatasetSpec, FieldType};
@@ -145,11 +145,8 @@ impl Pointer {
 
 #[derive(Debug)]
 struct Field {
-    name: String,
-    ty: FieldType,
-    required: bool,
+    field: MappedField,
     pointer: Pointer,
-    map: Vec<(String, Value)>,
     items: Vec<(String, Pointer)>,
 }
 
@@ -351,7 +348,7 @@ fn compile_fields(
     cx.compile_fields(
         spec,
         raw,
-        at,
+        &format!("{at}.response.fields"),
         errors,
         |f: &FieldRule<'_, RawRule>, errors| {
             let FieldRule { at, spec, rule } = f;
@@ -380,12 +377,9 @@ fn compile_fields(
         },
     )
     .into_iter()
-    .map(|(m, (pointer, items))| Field {
-        name: m.name,
-        ty: m.ty,
-        required: m.required,
+    .map(|(field, (pointer, items))| Field {
+        field,
         pointer,
-        map: m.map,
         items,
     })
     .collect()
@@ -519,66 +513,39 @@ impl Adapter for RestJsonAdapter {
         let mut out = Record::new();
         for f in &d.fields {
             let v = match f.pointer.get(rec) {
-                None | Some(Value::Null) => {
-                    if f.required {
-                        return Err(AdapterError::FieldMissing {
-                            field: f.name.clone(),
-                        });
-                    }
-                    continue;
-                }
-                Some(v) => v,
+                None | Some(Value::Null) => None,
+                Some(v) => Some(map_value(f, v)?),
             };
-            out.insert(f.name.clone(), map_value(f, v)?);
+            f.field.put(&mut out, v)?;
         }
         Ok(out)
     }
 }
 
-fn type_error(f: &Field) -> AdapterError {
-    AdapterError::FieldType {
-        field: f.name.clone(),
-        expected: type_name(f.ty),
-    }
-}
-
+/// A value found at the field's pointer: an array of objects picked apart
+/// by `items`, else what every kind does ([`MappedField::convert_json`]).
 fn map_value(f: &Field, v: &Value) -> Result<Value, AdapterError> {
-    if !f.map.is_empty() {
-        let key: Cow<'_, str> = match v {
-            Value::String(s) => Cow::Borrowed(s),
-            Value::Number(n) => Cow::Owned(n.to_string()),
-            Value::Bool(b) => Cow::Owned(b.to_string()),
-            _ => return Err(type_error(f)),
-        };
-        return lookup_map(&f.map, &key)
-            .cloned()
-            .ok_or_else(|| type_error(f));
+    if f.items.is_empty() {
+        return f.field.convert_json(v);
     }
-    if !f.items.is_empty() {
-        let Value::Array(list) = v else {
-            return Err(type_error(f));
-        };
-        let mut out = Vec::with_capacity(list.len());
-        for el in list {
-            if !el.is_object() {
-                return Err(type_error(f));
-            }
-            let mut item = Map::new();
-            for (name, p) in &f.items {
-                match p.get(el) {
-                    None | Some(Value::Null) => {}
-                    Some(x) => {
-                        item.insert(name.clone(), x.clone());
-                    }
+    let Value::Array(list) = v else {
+        return Err(f.field.type_error());
+    };
+    let mut out = Vec::with_capacity(list.len());
+    for el in list {
+        if !el.is_object() {
+            return Err(f.field.type_error());
+        }
+        let mut item = Map::new();
+        for (name, p) in &f.items {
+            match p.get(el) {
+                None | Some(Value::Null) => {}
+                Some(x) => {
+                    item.insert(name.clone(), x.clone());
                 }
             }
-            out.push(Value::Object(item));
         }
-        return Ok(Value::Array(out));
+        out.push(Value::Object(item));
     }
-    if f.ty.accepts(v) {
-        Ok(v.clone())
-    } else {
-        Err(type_error(f))
-    }
+    Ok(Value::Array(out))
 }

@@ -31,7 +31,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::compile::{DatasetInput, FieldRule, RawFieldRule};
-use super::spec::{CompiledKind, KindContext, lookup_map, type_name};
+use super::field::MappedField;
+use super::spec::{CompiledKind, KindContext, type_name};
 use super::template::{Target, Template};
 use super::xml::{Ev, is_xml10_char, local_part, root_name, walk, xml_trim};
 use super::{Adapter, AdapterError, CanonicalRequest, Record, UpstreamReply, UpstreamRequest};
@@ -108,14 +109,6 @@ pub enum SoapVersion {
 }
 
 #[derive(Debug)]
-struct Field {
-    name: String,
-    ty: FieldType,
-    required: bool,
-    map: Vec<(String, Value)>,
-}
-
-#[derive(Debug)]
 struct Dataset {
     name: String,
     path: Template,
@@ -126,7 +119,7 @@ struct Dataset {
     record_path: String,
     /// Absolute paths of the fields (in `fields` order), then [`FAULT_PATHS`].
     capture_paths: Vec<String>,
-    fields: Vec<Field>,
+    fields: Vec<MappedField>,
     not_found_status: Vec<u16>,
     not_found_fault_code: Option<String>,
     not_found_fault_string: Option<String>,
@@ -328,11 +321,11 @@ fn compile_fields(
     at: &str,
     record_path: &str,
     errors: &mut ConfigErrors,
-) -> (Vec<Field>, Vec<String>) {
+) -> (Vec<MappedField>, Vec<String>) {
     let mapped = cx.compile_fields(
         spec,
         raw,
-        at,
+        &format!("{at}.response.fields"),
         errors,
         |f: &FieldRule<'_, RawRule>, errors| {
             let FieldRule { at, spec, rule } = f;
@@ -363,12 +356,7 @@ fn compile_fields(
     let mut capture_paths = Vec::with_capacity(mapped.len() + FAULT_PATHS.len());
     for (m, rel) in mapped {
         capture_paths.push(format!("{record_path}{rel}"));
-        fields.push(Field {
-            name: m.name,
-            ty: m.ty,
-            required: m.required,
-            map: m.map,
-        });
+        fields.push(m);
     }
     capture_paths.extend(FAULT_PATHS.iter().map(|s| s.to_string()));
     (fields, capture_paths)
@@ -464,14 +452,14 @@ fn truncate(s: &str, max: usize) -> String {
     }
 }
 
-fn convert(f: &Field, text: &str) -> Result<Option<Value>, AdapterError> {
-    let bad = || AdapterError::FieldType {
-        field: f.name.clone(),
-        expected: type_name(f.ty),
-    };
+/// An element's text as the field's canonical value: through the map when
+/// there is one, else parsed as the canonical type; empty text is no value
+/// (except for a string).
+fn convert(f: &MappedField, text: &str) -> Result<Option<Value>, AdapterError> {
+    let bad = || f.type_error();
     let t = xml_trim(text);
     if !f.map.is_empty() {
-        return lookup_map(&f.map, t).cloned().map(Some).ok_or_else(bad);
+        return f.mapped(t).map(Some);
     }
     if t.is_empty() && f.ty != FieldType::String {
         return Ok(None);
@@ -608,17 +596,7 @@ impl Adapter for SoapXmlAdapter {
                 Some(text) => convert(f, text)?,
                 None => None,
             };
-            match v {
-                Some(v) => {
-                    out.insert(f.name.clone(), v);
-                }
-                None if f.required => {
-                    return Err(AdapterError::FieldMissing {
-                        field: f.name.clone(),
-                    });
-                }
-                None => {}
-            }
+            f.put(&mut out, v)?;
         }
         Ok(out)
     }

@@ -35,6 +35,7 @@ use super::subject_paths::SubjectPaths;
 use super::{Adapter, AdapterRegistry, DepartmentAdapter, UpstreamAuth};
 use crate::config::datasets::is_name;
 use crate::config::{ConfigError, ConfigErrors, DatasetSpec, Datasets, FieldType, parse_toml};
+use crate::forward::is_reserved_header;
 
 /// Largest adapter file accepted (TOML or JSON).
 pub const MAX_SPEC_BYTES: usize = 256 * 1024;
@@ -481,27 +482,6 @@ pub fn is_department_variable(var: &str, department: &str) -> bool {
         && suffix
             .bytes()
             .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
-}
-
-/// Headers a template may not set: framing, routing and hop-by-hop headers,
-/// which belong to the upstream client.
-pub fn is_reserved_header(name: &str) -> bool {
-    matches!(
-        name,
-        "host"
-            | "content-length"
-            | "transfer-encoding"
-            | "connection"
-            | "keep-alive"
-            | "upgrade"
-            | "te"
-            | "trailer"
-            | "proxy-authorization"
-            | "proxy-connection"
-            | "content-type"
-            | "expect"
-            | "soapaction"
-    )
 }
 
 /// Pulls the field name out of serde messages such as "unknown field `x`".

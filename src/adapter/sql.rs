@@ -44,8 +44,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use self::query::{Dialect, compile_query};
-use super::compile::DatasetInput;
-use super::spec::{CompiledKind, KindContext, lookup_map, type_name};
+use super::compile::{DatasetInput, FieldRule, RawFieldRule};
+use super::field::MappedField;
+use super::spec::{CompiledKind, KindContext, type_name};
 use super::template::Placeholder;
 use super::{
     Adapter, AdapterError, CanonicalRequest, Endpoint, Record, UpstreamReply, UpstreamRequest,
@@ -94,6 +95,23 @@ struct RawRule {
     map: BTreeMap<String, Value>,
     #[serde(default)]
     items: BTreeMap<String, String>,
+}
+
+impl RawFieldRule for RawRule {
+    const HINT: &'static str = "write \"column\" or { column = \"c\", map = {..} } or \
+                                { items = { key = \"column\", .. } }";
+
+    fn shorthand(s: &str) -> Self {
+        RawRule {
+            column: Some(s.to_string()),
+            map: BTreeMap::new(),
+            items: BTreeMap::new(),
+        }
+    }
+
+    fn value_map(&self) -> &BTreeMap<String, Value> {
+        &self.map
+    }
 }
 
 /// Where the exchange database is.
@@ -207,20 +225,18 @@ pub struct SqlFailure {
     pub field: Option<String>,
 }
 
+/// Where a field's value is in the result rows.
 #[derive(Debug)]
 enum Rule {
-    Column {
-        column: String,
-        map: Vec<(String, Value)>,
-    },
+    /// One column of the first row.
+    Column(String),
+    /// An array: per row, an object of these (key, column).
     Items(Vec<(String, String)>),
 }
 
 #[derive(Debug)]
 struct Field {
-    name: String,
-    ty: FieldType,
-    required: bool,
+    field: MappedField,
     rule: Rule,
 }
 
@@ -271,14 +287,6 @@ pub fn compile(
                 None
             }
         };
-        let fields_at = format!("{at}.fields");
-        cx.check_fields(
-            &spec,
-            d.fields.keys().map(String::as_str),
-            &fields_at,
-            errors,
-        );
-        let mut fields = Vec::new();
         let mut columns: Vec<ColumnRule> = Vec::new();
         let mut add_column = |column: &str, field: &str, expect: ColumnType| {
             // One conversion per column: a column feeding two fields is read
@@ -291,111 +299,17 @@ pub fn compile(
                 });
             }
         };
-        for (fname, rule) in &d.fields {
-            let Some(fs) = spec.field(fname) else {
-                continue;
-            };
-            let fat = format!("{fields_at}.{fname}");
-            let raw_rule = match rule {
-                Value::String(c) => RawRule {
-                    column: Some(c.clone()),
-                    map: BTreeMap::new(),
-                    items: BTreeMap::new(),
-                },
-                other => match serde_json::from_value::<RawRule>(other.clone()) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        errors.push(cx.err(
-                            fat,
-                            e.to_string(),
-                            "write \"column\" or { column = \"c\", map = {..} } or \
-                             { items = { key = \"column\", .. } }",
-                        ));
-                        continue;
-                    }
-                },
-            };
-            let rule = match (&raw_rule.column, raw_rule.items.is_empty()) {
-                (Some(c), true) => {
-                    if !is_column_name(c) {
-                        errors.push(cx.err(
-                            format!("{fat}.column"),
-                            format!("`{c}` is not a column name"),
-                            "name a column of the query's result (letters, digits, _)",
-                        ));
-                        continue;
-                    }
-                    if matches!(fs.ty, FieldType::Array | FieldType::Object) {
-                        errors.push(cx.err(
-                            &fat,
-                            format!(
-                                "`{fname}` is an {}; a column holds one value",
-                                type_name(fs.ty)
-                            ),
-                            "map an array field with { items = { key = \"column\", .. } }",
-                        ));
-                        continue;
-                    }
-                    let map =
-                        cx.value_map(&raw_rule.map, fs.ty, &format!("{fat}.map"), errors);
-                    let expect = if map.is_empty() {
-                        ColumnType::Field(fs.ty)
-                    } else {
-                        ColumnType::Any
-                    };
-                    add_column(c, fname, expect);
-                    Rule::Column {
-                        column: c.clone(),
-                        map,
-                    }
-                }
-                (None, false) => {
-                    if fs.ty != FieldType::Array {
-                        errors.push(cx.err(
-                            format!("{fat}.items"),
-                            format!(
-                                "`items` needs an array field; `{fname}` is a {}",
-                                type_name(fs.ty)
-                            ),
-                            "map it with \"column\" or change the canonical type to array",
-                        ));
-                        continue;
-                    }
-                    if !raw_rule.map.is_empty() {
-                        errors.push(cx.err(&fat, "use either `map` or `items`", "remove one"));
-                        continue;
-                    }
-                    let mut items = Vec::new();
-                    for (k, c) in &raw_rule.items {
-                        if !is_column_name(c) {
-                            errors.push(cx.err(
-                                format!("{fat}.items.{k}"),
-                                format!("`{c}` is not a column name"),
-                                "name a column of the query's result (letters, digits, _)",
-                            ));
-                            continue;
-                        }
-                        add_column(c, fname, ColumnType::Any);
-                        items.push((k.clone(), c.clone()));
-                    }
-                    Rule::Items(items)
-                }
-                _ => {
-                    errors.push(cx.err(
-                        &fat,
-                        "a field takes either `column` or `items`",
-                        "write { column = \"c\" } for a value, { items = {..} } for an array of rows",
-                    ));
-                    continue;
-                }
-            };
-            fields.push(Field {
-                name: fname.clone(),
-                ty: fs.ty,
-                required: fs.required,
-                rule,
-            });
-        }
+        let fields: Vec<Field> = cx
+            .compile_fields(
+                &spec,
+                &d.fields,
+                &format!("{at}.fields"),
+                errors,
+                |f: &FieldRule<'_, RawRule>, errors| column_rule(cx, f, &mut add_column, errors),
+            )
+            .into_iter()
+            .map(|(field, rule)| Field { field, rule })
+            .collect();
         let many = fields.iter().any(|f| matches!(f.rule, Rule::Items(_)));
         let q = compiled?;
         let plan = Arc::new(QueryPlan {
@@ -602,12 +516,9 @@ impl Adapter for SqlAdapter {
                 if let Ok(SqlFailure {
                     field: Some(field), ..
                 }) = serde_json::from_slice::<SqlFailure>(reply.body)
-                    && let Some(f) = d.fields.iter().find(|f| f.name == field)
+                    && let Some(f) = d.fields.iter().find(|f| f.field.name == field)
                 {
-                    return Err(AdapterError::FieldType {
-                        field,
-                        expected: type_name(f.ty),
-                    });
+                    return Err(f.field.type_error());
                 }
                 return Err(AdapterError::DepartmentStatus(status));
             }
@@ -646,41 +557,103 @@ impl Adapter for SqlAdapter {
                             (!item.is_empty()).then_some(Value::Object(item))
                         })
                         .collect();
-                    Value::Array(list)
+                    Some(Value::Array(list))
                 }
-                Rule::Column { column, map } => match first.get(column) {
-                    None | Some(Value::Null) => {
-                        if f.required {
-                            return Err(AdapterError::FieldMissing {
-                                field: f.name.clone(),
-                            });
-                        }
-                        continue;
-                    }
-                    Some(v) if !map.is_empty() => {
-                        let key = match v {
-                            Value::String(s) => s.clone(),
-                            Value::Number(n) => n.to_string(),
-                            Value::Bool(b) => b.to_string(),
-                            _ => return Err(type_error(f)),
-                        };
-                        lookup_map(map, &key)
-                            .cloned()
-                            .ok_or_else(|| type_error(f))?
-                    }
-                    Some(v) if f.ty.accepts(v) => v.clone(),
-                    Some(_) => return Err(type_error(f)),
+                Rule::Column(column) => match first.get(column) {
+                    None | Some(Value::Null) => None,
+                    Some(v) => Some(f.field.convert_json(v)?),
                 },
             };
-            out.insert(f.name.clone(), v);
+            f.field.put(&mut out, v)?;
         }
         Ok(out)
     }
 }
 
-fn type_error(f: &Field) -> AdapterError {
-    AdapterError::FieldType {
-        field: f.name.clone(),
-        expected: type_name(f.ty),
-    }
+/// The sql part of one field rule: a column (its conversion registered
+/// with `add_column`), or `items` (an array of one object per row, a column
+/// per key). `None` once the reason is recorded.
+fn column_rule(
+    cx: &KindContext<'_>,
+    f: &FieldRule<'_, RawRule>,
+    add_column: &mut impl FnMut(&str, &str, ColumnType),
+    errors: &mut ConfigErrors,
+) -> Option<Rule> {
+    let FieldRule {
+        at: fat,
+        spec: fs,
+        rule: raw_rule,
+    } = f;
+    let fname = fs.name.as_str();
+    let rule = match (&raw_rule.column, raw_rule.items.is_empty()) {
+        (Some(c), true) => {
+            if !is_column_name(c) {
+                errors.push(cx.err(
+                    format!("{fat}.column"),
+                    format!("`{c}` is not a column name"),
+                    "name a column of the query's result (letters, digits, _)",
+                ));
+                return None;
+            }
+            if matches!(fs.ty, FieldType::Array | FieldType::Object) {
+                errors.push(cx.err(
+                    fat.as_str(),
+                    format!(
+                        "`{fname}` is an {}; a column holds one value",
+                        type_name(fs.ty)
+                    ),
+                    "map an array field with { items = { key = \"column\", .. } }",
+                ));
+                return None;
+            }
+            // A mapped column is read as it comes; the map decides.
+            let expect = if raw_rule.map.is_empty() {
+                ColumnType::Field(fs.ty)
+            } else {
+                ColumnType::Any
+            };
+            add_column(c, fname, expect);
+            Rule::Column(c.clone())
+        }
+        (None, false) => {
+            if fs.ty != FieldType::Array {
+                errors.push(cx.err(
+                    format!("{fat}.items"),
+                    format!(
+                        "`items` needs an array field; `{fname}` is a {}",
+                        type_name(fs.ty)
+                    ),
+                    "map it with \"column\" or change the canonical type to array",
+                ));
+                return None;
+            }
+            if !raw_rule.map.is_empty() {
+                errors.push(cx.err(fat.as_str(), "use either `map` or `items`", "remove one"));
+                return None;
+            }
+            let mut items = Vec::new();
+            for (k, c) in &raw_rule.items {
+                if !is_column_name(c) {
+                    errors.push(cx.err(
+                        format!("{fat}.items.{k}"),
+                        format!("`{c}` is not a column name"),
+                        "name a column of the query's result (letters, digits, _)",
+                    ));
+                    continue;
+                }
+                add_column(c, fname, ColumnType::Any);
+                items.push((k.clone(), c.clone()));
+            }
+            Rule::Items(items)
+        }
+        _ => {
+            errors.push(cx.err(
+                fat.as_str(),
+                "a field takes either `column` or `items`",
+                "write { column = \"c\" } for a value, { items = {..} } for an array of rows",
+            ));
+            return None;
+        }
+    };
+    Some(rule)
 }

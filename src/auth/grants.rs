@@ -23,10 +23,12 @@ use std::sync::Arc;
 use http::Method;
 use serde::{Deserialize, Serialize};
 
+use super::Approval;
 use super::error::AccessError;
+use crate::clock::Date;
+use crate::config::Sharing;
 use crate::config::datasets::is_name;
 use crate::config::{ConfigError, ConfigErrors, Datasets, parse_toml};
-use crate::sharing::{Approval, Date, Sharing};
 
 /// Names that grants may refer to, from the rest of the configuration.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -12,6 +12,7 @@
 //!    or [`ClientGrants::check_proxy`]; admin handlers use
 //!    [`Principal::require_role`] / [`Principal::require_department_admin`].
 
+pub mod approval;
 mod attribution;
 mod cache;
 mod config;
@@ -32,6 +33,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio_util::sync::CancellationToken;
 
+pub use approval::Approval;
 pub(crate) use attribution::check_value;
 pub use attribution::{Attribution, MAX_ATTRIBUTION_BYTES};
 pub use config::{

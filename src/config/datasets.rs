@@ -118,7 +118,7 @@ pub struct DatasetSpec {
     /// (e.g. "天津市市场监督管理委员会 / Tianjin Market Supervision Administration").
     pub issuer: String,
     /// Unconditional, or conditional (only under a live approval; the default).
-    pub sharing: crate::sharing::Sharing,
+    pub sharing: Sharing,
 }
 
 impl DatasetSpec {
@@ -374,7 +374,7 @@ struct RawDataset {
     notice: Option<String>,
     issuer: Option<String>,
     #[serde(default)]
-    sharing: crate::sharing::Sharing,
+    sharing: Sharing,
     #[serde(default)]
     fields: BTreeMap<String, RawField>,
 }
@@ -393,6 +393,30 @@ fn default_subject_max_len() -> usize {
 
 fn default_ttl() -> u64 {
     300
+}
+
+/// How a dataset may be shared (政务信息资源共享管理暂行办法: 无条件共享,
+/// 有条件共享). Datasets that may not be shared at all are simply not
+/// configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Sharing {
+    /// Any client granted the dataset may read it.
+    Unconditional,
+    /// Only under a live approval named in the client's grant (the default:
+    /// deny unless approved).
+    #[default]
+    Conditional,
+}
+
+impl Sharing {
+    /// `unconditional` or `conditional`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Sharing::Unconditional => "unconditional",
+            Sharing::Conditional => "conditional",
+        }
+    }
 }
 
 #[cfg(test)]
@@ -424,7 +448,7 @@ type = "date"
         let bl = d.get("business-licence").unwrap();
         assert!(bl.shareable);
         assert_eq!(bl.issuer, "天津市市场监督管理委员会");
-        assert_eq!(bl.sharing, crate::sharing::Sharing::Unconditional);
+        assert_eq!(bl.sharing, Sharing::Unconditional);
         assert_eq!(bl.ttl, Duration::from_secs(600));
         assert!(bl.field("uscc").unwrap().required);
         assert!(bl.subject_is_valid("91120116MA07Q8XJ2K"));
@@ -447,7 +471,7 @@ type = "date"
         let d = Datasets::from_toml(Path::new("datasets.toml"), &text, &|_| true).unwrap();
         assert_eq!(
             d.get("business-licence").unwrap().sharing,
-            crate::sharing::Sharing::Conditional
+            Sharing::Conditional
         );
         let text = OK.replace("\"unconditional\"", "\"sometimes\"");
         assert!(Datasets::from_toml(Path::new("datasets.toml"), &text, &|_| true).is_err());

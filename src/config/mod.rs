@@ -7,11 +7,9 @@ pub mod toolkit;
 pub use error::{ConfigError, ConfigErrors, parse_toml};
 pub mod datasets;
 
-pub use datasets::{DatasetSpec, Datasets, FieldSpec, FieldType, SubjectChars};
+pub use datasets::{DatasetSpec, Datasets, FieldSpec, FieldType, Sharing, SubjectChars};
 pub mod gateway;
-pub mod load;
 pub use gateway::{GatewaySettings, Limits, RawGateway};
-pub use load::{Loaded, Overrides, audit_dir, audit_settings, dirs, load, root_of};
 
 /// One `*.toml` file of a configuration folder.
 #[derive(Debug)]

@@ -18,6 +18,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::{ConfigError, ConfigErrors};
+use crate::lang::{Localized, RawLocalized};
 
 /// Names of departments, datasets, scenarios, purposes: 1 to 64 of
 /// `[a-z0-9-]`, not starting with `-`.
@@ -226,6 +227,36 @@ pub fn e_g(default: impl Display) -> String {
     format!("e.g. {default} (the default)")
 }
 
+/// Validates `field` of `file`: both languages present and not blank.
+/// Each missing language is its own error naming `field.zh` / `field.en`.
+pub fn localized(
+    raw: Option<RawLocalized>,
+    file: &Path,
+    field: &str,
+    what: &str,
+    errors: &mut ConfigErrors,
+) -> Option<Localized> {
+    let raw = raw.unwrap_or_default();
+    let mut take = |v: Option<String>, lang: &str, name: &str| match v
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+    {
+        Some(s) => Some(s),
+        None => {
+            errors.push(ConfigError::new(
+                file,
+                format!("{field}.{lang}"),
+                format!("the {what} has no {name} text"),
+                format!("add {field}.{lang} = \"...\" ({name})"),
+            ));
+            None
+        }
+    };
+    let zh = take(raw.zh, "zh", "Chinese");
+    let en = take(raw.en, "en", "English");
+    Some(Localized { zh: zh?, en: en? })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -268,5 +299,24 @@ mod tests {
         assert!(!is_name("Fire"));
         assert!(!is_name(""));
         assert!(!is_name(&"a".repeat(65)));
+    }
+
+    #[test]
+    fn missing_language_names_the_field() {
+        let mut errors = ConfigErrors::default();
+        let raw = RawLocalized {
+            zh: Some("  ".into()),
+            en: Some("Open a restaurant".into()),
+        };
+        let l = localized(
+            Some(raw),
+            Path::new("s.toml"),
+            "guide.title",
+            "guide title",
+            &mut errors,
+        );
+        assert!(l.is_none());
+        assert_eq!(errors.0.len(), 1);
+        assert_eq!(errors.0[0].field, "guide.title.zh");
     }
 }

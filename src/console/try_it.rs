@@ -40,7 +40,7 @@ pub const ACTION: &str = "admin.adapter.try";
 
 /// Most bytes of a try body: an adapter file (as much as a PUT takes) plus
 /// JSON escaping and the other two fields.
-pub const MAX_TRY_BYTES: usize = 2 * crate::admin::MAX_ADAPTER_BYTES + 4096;
+pub const MAX_TRY_BYTES: usize = 2 * crate::adapter::MAX_ADAPTER_BYTES + 4096;
 
 /// The purpose sent to the department for a try (its templates may use
 /// `{purpose}`); departments can tell a try from a live read by it.
@@ -158,15 +158,15 @@ async fn compile_draft(
     department: &str,
     text: &str,
 ) -> Result<(DepartmentAdapter, DepartmentClient), GatewayError> {
-    if text.len() > crate::admin::MAX_ADAPTER_BYTES {
+    if text.len() > crate::adapter::MAX_ADAPTER_BYTES {
         return Err(RequestError::BodyTooLarge {
-            limit: crate::admin::MAX_ADAPTER_BYTES,
+            limit: crate::adapter::MAX_ADAPTER_BYTES,
         }
         .into());
     }
     let shown = PathBuf::from(format!("adapters/{department}.toml"));
     let spec = AdapterSpec::from_toml(&shown, text).map_err(GatewayError::InvalidAdapter)?;
-    let adapter = crate::admin::compile_adapter(state, department, &shown, &spec)?;
+    let adapter = crate::state::compile_adapter(state, department, &shown, &spec)?;
     let allow = state
         .allow_lists
         .get(department)

@@ -2,7 +2,7 @@
 //! the `protect` table under each department.
 //!
 //! Raw serde types (`Raw*`, `deny_unknown_fields`, every key optional) are
-//! embedded by the gateway.toml loader (`config::load`) and converted with `from_raw`
+//! embedded by the gateway.toml loader (`loader::load`) and converted with `from_raw`
 //! into the validated model below. Every knob has a default; nonsense (zero
 //! rates, a ratio outside `0..=1`, an attempt timeout longer than the total)
 //! is refused at load, naming the file, the dotted field and the fix.

@@ -19,6 +19,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+use crate::config::toolkit::localized;
 use crate::config::{ConfigError, ConfigErrors};
 use crate::lang::{Localized, RawLocalized};
 
@@ -65,9 +66,8 @@ impl Guide {
             ));
             return None;
         };
-        let title = Localized::from_raw(raw.title, file, "guide.title", "guide title", errors);
-        let summary =
-            Localized::from_raw(raw.summary, file, "guide.summary", "guide summary", errors);
+        let title = localized(raw.title, file, "guide.title", "guide title", errors);
+        let summary = localized(raw.summary, file, "guide.summary", "guide summary", errors);
         let time_limit_days = match raw.time_limit_days {
             Some(d) if (1..=MAX_TIME_LIMIT_DAYS).contains(&d) => Some(d),
             Some(_) => {
@@ -102,7 +102,7 @@ impl Guide {
             .into_iter()
             .enumerate()
             .map(|(i, l)| {
-                Localized::from_raw(
+                localized(
                     Some(l),
                     file,
                     &format!("guide.legal_basis[{i}]"),

@@ -7,21 +7,16 @@
 //!   JSON. The public keys are served at `GET /.well-known/jwks.json`;
 //!   `onewindow record verify` checks a saved reply offline. docs/SIGNATURES.md
 //!   specifies the format for verifiers in other languages.
-//! - **Conditional sharing** ([`approval`]): a grant for a conditionally
-//!   shared dataset rests on an approval (reference, expiry date, optional
+//! - **Conditional sharing** (a dataset's [`crate::config::Sharing`], a
+//!   grant's [`crate::auth::Approval`]): a grant for a conditionally shared
+//!   dataset rests on an approval (reference, expiry date, optional
 //!   purposes); reads outside it are refused.
 
-pub mod approval;
-pub mod clock;
-pub mod date;
 pub mod error;
 pub mod jws;
 pub mod keys;
 pub mod signed;
 
-pub use approval::{Approval, Sharing};
-pub use clock::{ClockHandle, WallClock};
-pub use date::Date;
 pub use error::SignatureError;
 pub use jws::Jwks;
 pub use keys::{RECORD_JWKS_FILE, RECORD_KEY_FILE, RecordKeys};
@@ -36,7 +31,7 @@ pub struct Accountable {
     /// The data-subject transparency view.
     pub transparency: crate::transparency::Transparency,
     /// Wall clock (injected in tests).
-    pub clock: WallClock,
+    pub clock: crate::clock::WallClock,
 }
 
 impl Accountable {
@@ -46,7 +41,7 @@ impl Accountable {
         certs_dir: &std::path::Path,
         data_dir: &std::path::Path,
         audit: &crate::audit::AuditLog,
-        clock: WallClock,
+        clock: crate::clock::WallClock,
         shutdown: tokio_util::sync::CancellationToken,
     ) -> Result<Self, error::KeyError> {
         let (keys, generated) = RecordKeys::load_or_generate(certs_dir)?;

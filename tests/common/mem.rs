@@ -35,16 +35,16 @@ use onewindow::auth::DemoIssuer;
 use onewindow::cache::SharedCache;
 use onewindow::case::{Cases, MemoryCaseStore};
 use onewindow::clock::WallClock;
-use onewindow::config::Overrides;
 use onewindow::demo::Sim;
 use onewindow::error::UpstreamError;
+use onewindow::loader::Overrides;
 use onewindow::metrics::{Metrics, Runtime};
 use onewindow::pipeline::DataPlane;
 use onewindow::server::{ConnInfo, Handler};
 use onewindow::state::{State, build_state};
 use onewindow::upstream::{Department, Reply, SendFuture};
 
-use super::{Answer, copy, repo, rewrite_base_url};
+use super::{Answer, lay_out_project};
 
 /// The departments of the demo world.
 pub const DEPARTMENTS: [&str; 5] = [
@@ -286,7 +286,7 @@ impl MemBuilder {
         // The demo issuer's key; its JWKS is what [auth] trusts.
         DemoIssuer::load_or_generate(&certs).unwrap();
         let overrides = Overrides::default();
-        let loaded = onewindow::config::load(&config, &overrides)
+        let loaded = onewindow::loader::load(&config, &overrides)
             .unwrap_or_else(|e| panic!("config did not load: {e}"));
         let shutdown = CancellationToken::new();
         // Under a paused clock the writer runs on this runtime (see
@@ -305,7 +305,7 @@ impl MemBuilder {
                 &loaded.settings.server.certs_dir,
                 &loaded.settings.server.data_dir,
                 &audit,
-                onewindow::sharing::WallClock::system(),
+                WallClock::new(),
                 shutdown.clone(),
             )
             .unwrap(),
@@ -371,38 +371,17 @@ impl MemBuilder {
 /// The project files, as the shipped config with fsync off and adapters
 /// pointing at a loopback address nobody calls (the fakes stand in).
 fn layout(root: &Path, replace: &[(String, String)], clients_extra: &str) {
-    for d in ["config/scenarios", "adapters", "certs", "data"] {
-        std::fs::create_dir_all(root.join(d)).unwrap();
-    }
-    let src = repo();
-    copy(
-        &src.join("config/datasets.toml"),
-        &root.join("config/datasets.toml"),
+    let bases = DEPARTMENTS
+        .iter()
+        .map(|d| (*d, "http://127.0.0.1:9".to_string()))
+        .collect();
+    lay_out_project(
+        root,
+        clients_extra,
+        &bases,
+        |gw| gw.replace("fsync = \"always\"", "fsync = \"never\""),
+        replace,
     );
-    let mut clients = std::fs::read_to_string(src.join("config/clients.toml")).unwrap();
-    clients.push_str(clients_extra);
-    std::fs::write(root.join("config/clients.toml"), clients).unwrap();
-    for e in std::fs::read_dir(src.join("config/scenarios")).unwrap() {
-        let p = e.unwrap().path();
-        copy(
-            &p,
-            &root.join("config/scenarios").join(p.file_name().unwrap()),
-        );
-    }
-    for dept in DEPARTMENTS {
-        let text = std::fs::read_to_string(src.join(format!("adapters/{dept}.toml"))).unwrap();
-        let text = rewrite_base_url(&text, "http://127.0.0.1:9");
-        std::fs::write(root.join(format!("adapters/{dept}.toml")), text).unwrap();
-    }
-    let mut gw = std::fs::read_to_string(src.join("config/gateway.toml")).unwrap();
-    gw = gw.replace("fsync = \"always\"", "fsync = \"never\"");
-    let demo_at = gw.find("[demo]").unwrap();
-    gw.truncate(demo_at);
-    for (from, to) in replace {
-        assert!(gw.contains(from.as_str()), "gateway.toml has no `{from}`");
-        gw = gw.replace(from.as_str(), to);
-    }
-    std::fs::write(root.join("config/gateway.toml"), gw).unwrap();
 }
 
 /// Both planes of one gateway, driven in memory.

@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use onewindow::app::Running;
 use onewindow::auth::DemoIssuer;
-use onewindow::config::Overrides;
+use onewindow::loader::Overrides;
 
 pub mod mem;
 
@@ -310,7 +310,7 @@ pub struct World {
     pub mocks: BTreeMap<String, MockDept>,
     client: Client<HttpConnector, Full<Bytes>>,
     /// The wall clock the gateway reads (approvals, transparency).
-    pub clock: Option<onewindow::sharing::WallClock>,
+    pub clock: Option<onewindow::clock::WallClock>,
 }
 
 /// How to build a world.
@@ -325,7 +325,7 @@ pub struct WorldBuilder {
     /// Extra clients.toml text.
     clients_extra: String,
     /// Injected wall clock.
-    clock: Option<onewindow::sharing::WallClock>,
+    clock: Option<onewindow::clock::WallClock>,
 }
 
 impl WorldBuilder {
@@ -346,7 +346,7 @@ impl WorldBuilder {
         self
     }
     /// The gateway reads this wall clock (approvals, transparency periods).
-    pub fn clock(mut self, clock: onewindow::sharing::WallClock) -> Self {
+    pub fn clock(mut self, clock: onewindow::clock::WallClock) -> Self {
         self.clock = Some(clock);
         self
     }
@@ -360,35 +360,11 @@ impl WorldBuilder {
     /// Lays out the project without starting the gateway.
     pub async fn prepare(self) -> World {
         let dir = tempfile::tempdir().unwrap();
-        let root = dir.path();
-        for d in ["config/scenarios", "adapters", "certs", "data"] {
-            std::fs::create_dir_all(root.join(d)).unwrap();
-        }
-        let src = repo();
-        copy(
-            &src.join("config/datasets.toml"),
-            &root.join("config/datasets.toml"),
-        );
-        let mut clients = std::fs::read_to_string(src.join("config/clients.toml")).unwrap();
-        clients.push_str(&self.clients_extra);
-        std::fs::write(root.join("config/clients.toml"), clients).unwrap();
-        for e in std::fs::read_dir(src.join("config/scenarios")).unwrap() {
-            let p = e.unwrap().path();
-            copy(
-                &p,
-                &root.join("config/scenarios").join(p.file_name().unwrap()),
-            );
-        }
         // Departments: a mock where given, else the simulated department on port 0.
         let sims = CancellationToken::new();
-        for dept in [
-            "market-supervision",
-            "health-commission",
-            "fire-rescue",
-            "public-security",
-            "ecology-environment",
-            "tax",
-        ] {
+        let mut bases = BTreeMap::new();
+        // The HTTP departments, and `tax` (an exchange database).
+        for dept in mem::DEPARTMENTS.into_iter().chain(["tax"]) {
             let base = match self.mocks.get(dept) {
                 Some(m) => m.base_url(),
                 // An exchange-database department (kind `sql`): no base_url;
@@ -403,29 +379,29 @@ impl WorldBuilder {
                     format!("http://{a}")
                 }
             };
-            let text = std::fs::read_to_string(src.join(format!("adapters/{dept}.toml"))).unwrap();
-            let text = rewrite_base_url(&text, &base);
-            std::fs::write(root.join(format!("adapters/{dept}.toml")), text).unwrap();
+            bases.insert(dept, base);
         }
-        let mut gw = std::fs::read_to_string(src.join("config/gateway.toml")).unwrap();
-        gw = gw.replace(
-            "listen_tls = \"127.0.0.1:8443\"",
-            "listen_tls = \"127.0.0.1:0\"\nlisten = \"127.0.0.1:0\"",
+        let extra = &self.extra;
+        lay_out_project(
+            dir.path(),
+            &self.clients_extra,
+            &bases,
+            |gw| {
+                let mut gw = gw.replace(
+                    "listen_tls = \"127.0.0.1:8443\"",
+                    "listen_tls = \"127.0.0.1:0\"\nlisten = \"127.0.0.1:0\"",
+                );
+                gw = gw.replace(
+                    "admin_listen = \"127.0.0.1:9090\"",
+                    "admin_listen = \"127.0.0.1:0\"",
+                );
+                gw = gw.replace("drain_timeout_secs = 15", "drain_timeout_secs = 2");
+                gw.push_str(extra);
+                gw.push_str("\n[demo]\nenabled = true\n");
+                gw
+            },
+            &self.replace,
         );
-        gw = gw.replace(
-            "admin_listen = \"127.0.0.1:9090\"",
-            "admin_listen = \"127.0.0.1:0\"",
-        );
-        gw = gw.replace("drain_timeout_secs = 15", "drain_timeout_secs = 2");
-        let demo_at = gw.find("[demo]").unwrap();
-        gw.truncate(demo_at);
-        gw.push_str(&self.extra);
-        gw.push_str("\n[demo]\nenabled = true\n");
-        for (from, to) in &self.replace {
-            assert!(gw.contains(from.as_str()), "gateway.toml has no `{from}`");
-            gw = gw.replace(from.as_str(), to);
-        }
-        std::fs::write(root.join("config/gateway.toml"), gw).unwrap();
         let client = Client::builder(TokioExecutor::new()).build_http();
         World {
             dir,
@@ -436,6 +412,52 @@ impl WorldBuilder {
             clock: self.clock,
         }
     }
+}
+
+/// Lays out a test project in `root` from the shipped configuration: the
+/// datasets, clients.toml plus `clients_extra`, the scenarios, an adapter
+/// file for each department in `base_urls` with its `base_url` line set, and
+/// gateway.toml cut before `[demo]`, passed through `gateway`, then edited by
+/// the `(from, to)` replacements (each must match).
+pub fn lay_out_project(
+    root: &Path,
+    clients_extra: &str,
+    base_urls: &BTreeMap<&str, String>,
+    gateway: impl FnOnce(String) -> String,
+    replace: &[(String, String)],
+) {
+    for d in ["config/scenarios", "adapters", "certs", "data"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    let src = repo();
+    copy(
+        &src.join("config/datasets.toml"),
+        &root.join("config/datasets.toml"),
+    );
+    let mut clients = std::fs::read_to_string(src.join("config/clients.toml")).unwrap();
+    clients.push_str(clients_extra);
+    std::fs::write(root.join("config/clients.toml"), clients).unwrap();
+    for e in std::fs::read_dir(src.join("config/scenarios")).unwrap() {
+        let p = e.unwrap().path();
+        copy(
+            &p,
+            &root.join("config/scenarios").join(p.file_name().unwrap()),
+        );
+    }
+    for (dept, base) in base_urls {
+        let text = std::fs::read_to_string(src.join(format!("adapters/{dept}.toml"))).unwrap();
+        let text = rewrite_base_url(&text, base);
+        std::fs::write(root.join(format!("adapters/{dept}.toml")), text).unwrap();
+    }
+    let mut gw = std::fs::read_to_string(src.join("config/gateway.toml")).unwrap();
+    let demo_at = gw.find("[demo]").unwrap();
+    gw.truncate(demo_at);
+    let mut gw = gateway(gw);
+    for (from, to) in replace {
+        assert!(gw.contains(from.as_str()), "gateway.toml has no `{from}`");
+        gw = gw.replace(from.as_str(), to);
+    }
+    std::fs::write(root.join("config/gateway.toml"), gw).unwrap();
 }
 
 fn copy(from: &Path, to: &Path) {

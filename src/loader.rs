@@ -4,6 +4,10 @@
 //! (datasets, scenarios, clients, adapters), validated into [`Loaded`].
 //! Nothing is started here; `state::build_state` turns a [`Loaded`] into a
 //! runnable snapshot.
+//!
+//! The loader sits above the domain modules (it reads each one's section
+//! and files), while `config/` below them holds only the vocabulary they
+//! share (models, `ConfigError`, the toolkit).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -93,7 +97,7 @@ pub struct Overrides {
     /// `--node NAME`: this node's name in cluster mode.
     pub node: Option<String>,
     /// The wall clock approvals and the transparency view read (tests inject one).
-    pub clock: Option<crate::sharing::WallClock>,
+    pub clock: Option<crate::clock::WallClock>,
     /// A case store to use instead of `<data-dir>/cases.sqlite` (tests).
     pub case_store: Option<std::sync::Arc<dyn crate::case::CaseStore>>,
     /// `--audit-witness`: overrides `[audit] witness_dir`.

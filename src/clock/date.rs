@@ -1,9 +1,8 @@
-//! Calendar dates for approvals (`expires = 2027-06-30`).
+//! Calendar dates (approvals' `expires = 2027-06-30`) and the civil
+//! calendar arithmetic RFC 3339 timestamps use.
 
 use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
-
-use crate::audit::time::{civil_from_days, days_from_civil};
 
 /// Approvals are dated in China Standard Time (UTC+08:00): an approval that
 /// `expires = 2027-06-30` is valid until the end of that day in Beijing.
@@ -69,6 +68,34 @@ impl fmt::Display for Date {
         let (y, m, d) = self.ymd();
         write!(f, "{y:04}-{m:02}-{d:02}")
     }
+}
+
+// Howard Hinnant's civil calendar algorithms (public domain).
+
+/// Days since 1970-01-01 of year `y`, month `m`, day `d` (proleptic
+/// Gregorian).
+pub(crate) fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Year, month, day of `z` days since 1970-01-01.
+pub(crate) fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
 #[cfg(test)]

@@ -1,36 +1,11 @@
 //! Conditional sharing: the approval a grant for a conditionally shared
-//! dataset rests on.
+//! dataset rests on (how a dataset may be shared is the dataset's
+//! [`crate::config::Sharing`]).
 
 use std::collections::BTreeSet;
 
-use serde::Deserialize;
-
-use super::date::Date;
-use crate::auth::AccessError;
-
-/// How a dataset may be shared (政务信息资源共享管理暂行办法: 无条件共享,
-/// 有条件共享). Datasets that may not be shared at all are simply not
-/// configured.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum Sharing {
-    /// Any client granted the dataset may read it.
-    Unconditional,
-    /// Only under a live approval named in the client's grant (the default:
-    /// deny unless approved).
-    #[default]
-    Conditional,
-}
-
-impl Sharing {
-    /// `unconditional` or `conditional`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Sharing::Unconditional => "unconditional",
-            Sharing::Conditional => "conditional",
-        }
-    }
-}
+use super::AccessError;
+use crate::clock::Date;
 
 /// The approved application a conditional grant rests on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,7 +52,7 @@ pub const WARN_DAYS: i64 = 30;
 
 /// `onewindow check`'s warnings: approvals lapsed, or lapsing within
 /// [`WARN_DAYS`] of `today`, one line each.
-pub fn lapse_warnings(grants: &crate::auth::Grants, today: Date) -> Vec<String> {
+pub fn lapse_warnings(grants: &super::Grants, today: Date) -> Vec<String> {
     grants
         .approvals()
         .into_iter()
