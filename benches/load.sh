@@ -203,10 +203,11 @@ TOKEN=$("$BIN" token --sub portal-binhai --ttl 7200 --config "$GW" 2>"$TMP/token
     die "onewindow token failed: $(cat "$TMP/token.log")"
 
 OW_PID=
+OW_EXTRA=()
 start_onewindow() {
     local data=$1
     RUST_LOG=warn "$BIN" serve --config "$GW" --listen "127.0.0.1:$OW_PORT" \
-        --data-dir "$data" >>"$TMP/onewindow.log" 2>&1 &
+        --data-dir "$data" "${OW_EXTRA[@]}" >>"$TMP/onewindow.log" 2>&1 &
     OW_PID=$!
     wait_port "$OW_PORT" onewindow "$OW_PID"
 }
@@ -579,13 +580,32 @@ cp "$GW" "$TMP/gateway-always.toml"
 sed 's|^fsync = .*|fsync = "never"|' "$TMP/gateway-always.toml" >"$TMP/gateway-never.toml"
 TOOL[c2]=wrk SCRIPT[c2]=report URL[c2]=${URL[c]} WHO[c2]=gw
 TOOL[d2]=wrk SCRIPT[d2]=report URL[d2]=${URL[c]} WHO[d2]=gw
+# And m2: the same cached read by a node in cluster mode (rate limits shared
+# through a local redis-server, fsync per batch), when redis-server is here.
+TOOL[m2]=wrk SCRIPT[m2]=report URL[m2]=${URL[c]} WHO[m2]=gw
+VARIANTS=(c2 d2)
+if command -v redis-server >/dev/null || [[ -x /usr/bin/redis-server ]]; then
+    REDIS_PORT=$(free_port)
+    "$(command -v redis-server || echo /usr/bin/redis-server)" --bind 127.0.0.1 --port "$REDIS_PORT" \
+        --save '' --appendonly no >"$TMP/redis.log" 2>&1 &
+    PIDS+=("$!")
+    wait_port "$REDIS_PORT" redis-server "$!"
+    VARIANTS+=(m2)
+else
+    log "no redis-server: the cluster-mode row is skipped (apt-get install redis-server)"
+fi
 RSS_NEVER=0
 for r in $(seq "$ROUNDS"); do
-    log "audit round $r/$ROUNDS: fsync always, fsync never"
-    for v in c2 d2; do
+    log "audit round $r/$ROUNDS: ${VARIANTS[*]}"
+    for v in "${VARIANTS[@]}"; do
         if [[ $v == c2 ]]; then
             cp "$TMP/gateway-always.toml" "$GW"
             start_onewindow "$TMP/data-always"
+        elif [[ $v == m2 ]]; then
+            cp "$TMP/gateway-always.toml" "$GW"
+            OW_EXTRA=(--redis "redis://127.0.0.1:$REDIS_PORT/" --node load-node)
+            start_onewindow "$TMP/data-cluster"
+            OW_EXTRA=()
         else
             cp "$TMP/gateway-never.toml" "$GW"
             start_onewindow "$TMP/data-never"
@@ -596,7 +616,7 @@ for r in $(seq "$ROUNDS"); do
         rss=$(peak_rss_kb "$OW_PID")
         if [[ $v == d2 ]]; then
             if ((rss > RSS_NEVER)); then RSS_NEVER=$rss; fi
-        elif ((rss > RSS_ALWAYS)); then
+        elif [[ $v == c2 ]] && ((rss > RSS_ALWAYS)); then
             RSS_ALWAYS=$rss
         fi
         stop_onewindow
@@ -665,14 +685,14 @@ fi
 
 # ---------------------------------------------------------------- 7. report
 declare -A MR MP MC
-for k in "${KEYS[@]}" c2 d2; do
+for k in "${KEYS[@]}" "${VARIANTS[@]}"; do
     MR[$k]=$(median "${RPS[$k]}")
     MP[$k]=$(median "${P99[$k]}")
     MC[$k]=$(median "${CSW[$k]}")
 done
 
 args=()
-for k in "${KEYS[@]}" c2 d2; do
+for k in "${KEYS[@]}" "${VARIANTS[@]}"; do
     args+=(-v "r_$k=${MR[$k]}" -v "p_$k=${MP[$k]}" -v "c_$k=${MC[$k]}")
 done
 for k in "${KEYS[@]}"; do
@@ -717,6 +737,8 @@ BEGIN {
     printf "\n| audit cost (cached read, fresh process each run) | req/s | p99 ms |\n| --- | --- | --- |\n"
     printf "| fsync = \"always\" (shipped; fsync per batch) | %s | %s |\n", th(r_c2), ms(p_c2)
     printf "| fsync = \"never\" | %s | %s |\n", th(r_d2), ms(p_d2)
+    if (r_m2 > 0) printf "| cluster mode (limits shared through Redis), fsync per batch | %s | %s |\n", th(r_m2), ms(p_m2)
+    if (r_m2 > 0) printf "\nCluster mode against single node (same config, fsync per batch): %sx throughput, %sx p99.\n", x(r_m2, r_c2), x(p_m2, p_c2)
     printf "\nThroughput cost of fsync per batch: %.1f %%. onewindow peak RSS (VmHWM) under load: %.1f MB (always), %.1f MB (never).\n", cost, rss1 / 1024, rss2 / 1024
 
     have_idle = split(idle_gw, g, " ") == 6 && split(idle_ngx, n, " ") == 6

@@ -48,9 +48,9 @@ use onewindow::auth::{Attribution, DemoIssuer};
 use onewindow::cache::{Record, SharedCache};
 use onewindow::case::{Cases, MemoryCaseStore};
 use onewindow::clock::WallClock;
-use onewindow::config::Overrides;
 use onewindow::demo::Sim;
 use onewindow::error::{GatewayError, UpstreamError};
+use onewindow::loader::Overrides;
 use onewindow::metrics::Metrics;
 use onewindow::pipeline::DataPlane;
 use onewindow::routing::Router;
@@ -178,7 +178,7 @@ impl World {
             .mint(CLIENT, &[], None, Duration::from_secs(3600))
             .unwrap();
         let config = root.join("config/gateway.toml");
-        let loaded = onewindow::config::load(&config, &Overrides::default())
+        let loaded = onewindow::loader::load(&config, &Overrides::default())
             .unwrap_or_else(|e| panic!("config did not load: {e}"));
         let shutdown = CancellationToken::new();
         let (audit, writer) = AuditLog::open(
@@ -193,7 +193,7 @@ impl World {
                 &loaded.settings.server.certs_dir,
                 &loaded.settings.server.data_dir,
                 &audit,
-                onewindow::sharing::WallClock::system(),
+                WallClock::new(),
                 shutdown.clone(),
             )
             .unwrap(),

@@ -508,6 +508,7 @@ mod tests {
     fn events_serialised_by_the_caller_seal_to_the_same_line_and_hash() {
         let mut with_approval = read_event();
         with_approval.approval = Some("审批 \"quoted\"\n".into());
+        with_approval.node = Some("node-a".into());
         let bare = AuditEvent::new(Action::AUTH_DENIED, Decision::Deny);
         for (i, ev) in [read_event(), with_approval, bare].into_iter().enumerate() {
             let prev = if i == 0 {

@@ -66,6 +66,8 @@ struct Shared {
     subject_key: SubjectKey,
     public: VerifyingKey,
     dir: PathBuf,
+    /// Cluster mode: this node's name, written into every record.
+    node: Option<String>,
 }
 
 /// Cheap, cloneable handle to the audit log; every request path holds one.
@@ -173,6 +175,7 @@ impl AuditLog {
             subject_key,
             public: state.keys.public(),
             dir: state.dir.clone(),
+            node: state.settings.node.clone(),
         });
         let (tx, rx) = mpsc::channel(state.settings.queue_capacity.get());
         let stop = CancellationToken::new();
@@ -209,7 +212,8 @@ impl AuditLog {
 
     /// Appends one record and waits until it is written (per the fsync policy).
     /// The caller releases its reply only after `Ok`; on `Err` it fails closed.
-    pub async fn append(&self, ev: AuditEvent) -> Result<Appended, AuditError> {
+    pub async fn append(&self, mut ev: AuditEvent) -> Result<Appended, AuditError> {
+        ev.node.clone_from(&self.shared.node);
         let fields = serialise(&ev)?;
         let (ack, rx) = oneshot::channel();
         self.tx
@@ -223,6 +227,8 @@ impl AuditLog {
     /// when the queue is full or the writer is gone; a later write failure is
     /// not reported to this caller.
     pub fn try_append(&self, ev: AuditEvent) -> Result<(), AuditError> {
+        let mut ev = ev;
+        ev.node.clone_from(&self.shared.node);
         let fields = serialise(&ev)?;
         self.tx
             .try_send(Cmd::Append(ev, fields, None))
