@@ -204,9 +204,30 @@ fields = ["uscc", "name"]
     assert_eq!(narrow["record"].as_object().unwrap().len(), 2, "{narrow}");
     assert_ne!(narrow["signature"], first["signature"]);
     assert_eq!(entry.signatures.len(), 2, "one signature per projection");
+    // Replies are kept serialised: one per projection and cache status.
+    assert_eq!(entry.replies.len(), 3, "the miss, and a hit per projection");
     let jwks = jwks_file(&w).await;
     for doc in [&first, &hit, &narrow] {
         let (code, out) = record_verify(&w, doc, false, Some(&jwks));
+        assert_eq!(code, 0, "{out}");
+    }
+}
+
+#[tokio::test]
+async fn another_spelling_of_the_subject_gets_a_reply_its_signature_covers() {
+    let w = World::demo().await;
+    let portal = w.token("portal-binhai", &[], None);
+    let jwks = jwks_file(&w).await;
+    // The first read spells the code in lower case and fills the cache; the
+    // second, in canonical form, is a hit: both must name the canonical
+    // subject their (shared) signature covers.
+    let lower = w.read(&licence(&FULL.to_lowercase()), &portal).await;
+    assert_eq!(lower.status, 200, "{}", lower.text());
+    let canonical = w.read(&licence(FULL), &portal).await;
+    assert_eq!(canonical.header("x-cache"), Some("hit"));
+    for doc in [lower.json(), canonical.json()] {
+        assert_eq!(doc["subject"], FULL, "{doc}");
+        let (code, out) = record_verify(&w, &doc, false, Some(&jwks));
         assert_eq!(code, 0, "{out}");
     }
 }
