@@ -300,14 +300,8 @@ impl AdminPlane {
         ev.status = Some(status);
         ev.reason = reason;
         ev.latency_us = Some(started.elapsed().as_micros() as u64);
-        if d.client.is_none() && decision != Decision::Allow {
-            let who = ev.client.as_deref().unwrap_or_default();
-            let why = ev.reason.as_deref().unwrap_or_default();
-            if let crate::audit::AggregateDecision::Suppressed =
-                self.aggregator.observe(who, &ev.action, why)
-            {
-                return Ok(());
-            }
+        if d.client.is_none() && decision != Decision::Allow && !self.aggregator.admits(&ev) {
+            return Ok(());
         }
         self.audit.append(ev).await.map(|_| ())
     }

@@ -1029,16 +1029,12 @@ impl DataPlane {
         ev.cache = ctx.cache.map(|c| c.as_str().to_string());
         ev.upstream_status = ctx.upstream_status;
         ev.latency_us = Some(ctx.started.elapsed().as_micros() as u64);
-        if pre_auth || ctx.action == "auth.denied" || status == StatusCode::TOO_MANY_REQUESTS {
-            // Floods of refusals are folded into periodic summary records,
-            // per client (or address, when unauthenticated).
-            let who = ev.client.as_deref().unwrap_or_default();
-            let why = ev.reason.as_deref().unwrap_or_default();
-            if let crate::audit::AggregateDecision::Suppressed =
-                self.aggregator.observe(who, &ev.action, why)
-            {
-                return Ok(());
-            }
+        // Floods of refusals are folded into periodic summary records, per
+        // client (or address, when unauthenticated).
+        if (pre_auth || ctx.action == "auth.denied" || status == StatusCode::TOO_MANY_REQUESTS)
+            && !self.aggregator.admits(&ev)
+        {
+            return Ok(());
         }
         self.audit.append(ev).await.map(|_| ())
     }

@@ -84,6 +84,18 @@ impl DenyAggregator {
         }
     }
 
+    /// Counts `ev` as one refusal of its client (or address) for its action
+    /// and reason: true when it is to be recorded on its own, false when it is
+    /// folded into the interval's summary.
+    pub fn admits(&self, ev: &AuditEvent) -> bool {
+        let who = ev.client.as_deref().unwrap_or_default();
+        let why = ev.reason.as_deref().unwrap_or_default();
+        matches!(
+            self.observe(who, &ev.action, why),
+            AggregateDecision::Record
+        )
+    }
+
     /// Ends the interval: one summary event per key with suppressed denies;
     /// all counters restart.
     pub fn drain(&self) -> Vec<AuditEvent> {

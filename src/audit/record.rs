@@ -259,9 +259,8 @@ impl AuditRecord {
 }
 
 /// The chain-relevant fields of a parsed line (owned or borrowed record).
-/// An event serialised on the caller's task, ready for the writer to chain:
-/// the inside of the event's JSON object (`"time":...,"latency_us":...`,
-/// without braces), exactly as it appears in the record line.
+/// An event serialised on the caller's task, ready for the writer to chain
+/// (its JSON object, whose inside appears as is in the record line).
 #[derive(Debug, Clone)]
 pub(crate) struct EventFields(Vec<u8>);
 
@@ -270,11 +269,15 @@ impl EventFields {
     pub(crate) fn of(event: &AuditEvent) -> Result<Self, serde_json::Error> {
         let mut v = Vec::with_capacity(384);
         serde_json::to_writer(&mut v, event)?;
-        // `{...}` -> `...`: the record flattens the event between `seq` and
-        // `checkpoint`, so the same bytes appear there.
-        v.pop();
-        v.remove(0);
         Ok(Self(v))
+    }
+
+    /// The object's inside, without its braces: the record flattens the
+    /// event between `seq` and `checkpoint`, so these bytes appear there.
+    fn inner(&self) -> &[u8] {
+        self.0
+            .get(1..self.0.len().saturating_sub(1))
+            .unwrap_or_default()
     }
 }
 
@@ -287,9 +290,9 @@ impl AuditRecord {
         let mut line = Vec::with_capacity(fields.0.len() + 200);
         line.extend_from_slice(b"{\"seq\":");
         let _ = std::io::Write::write_fmt(&mut line, format_args!("{seq}"));
-        if !fields.0.is_empty() {
+        if !fields.inner().is_empty() {
             line.push(b',');
-            line.extend_from_slice(&fields.0);
+            line.extend_from_slice(fields.inner());
         }
         line.extend_from_slice(b",\"checkpoint\":null,\"prev\":");
         // Hex in practice; escaped like serde would in any case.

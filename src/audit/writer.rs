@@ -103,15 +103,6 @@ impl WriterHandle {
     }
 }
 
-/// Serialises an event on the caller's task, so the writer only chains,
-/// writes and syncs.
-fn serialise(ev: &AuditEvent) -> Result<EventFields, AuditError> {
-    EventFields::of(ev).map_err(|e| {
-        tracing::error!(error = %e, "audit: an event could not be serialised");
-        AuditError::Unavailable
-    })
-}
-
 impl AuditLog {
     /// Opens (or creates) the log in `settings.resolve_dir(data_dir)`, loads or
     /// generates the keys in `certs_dir`, resumes the chain (setting a torn tail
@@ -210,11 +201,20 @@ impl AuditLog {
         Ok((AuditLog { tx, shared }, WriterHandle { stop, done }))
     }
 
+    /// Stamps this node's name and serialises the event on the caller's
+    /// task, so the writer only chains, writes and syncs.
+    fn prepare(&self, ev: &mut AuditEvent) -> Result<EventFields, AuditError> {
+        ev.node.clone_from(&self.shared.node);
+        EventFields::of(ev).map_err(|e| {
+            tracing::error!(error = %e, "audit: an event could not be serialised");
+            AuditError::Unavailable
+        })
+    }
+
     /// Appends one record and waits until it is written (per the fsync policy).
     /// The caller releases its reply only after `Ok`; on `Err` it fails closed.
     pub async fn append(&self, mut ev: AuditEvent) -> Result<Appended, AuditError> {
-        ev.node.clone_from(&self.shared.node);
-        let fields = serialise(&ev)?;
+        let fields = self.prepare(&mut ev)?;
         let (ack, rx) = oneshot::channel();
         self.tx
             .send(Cmd::Append(ev, fields, Some(ack)))
@@ -228,8 +228,7 @@ impl AuditLog {
     /// not reported to this caller.
     pub fn try_append(&self, ev: AuditEvent) -> Result<(), AuditError> {
         let mut ev = ev;
-        ev.node.clone_from(&self.shared.node);
-        let fields = serialise(&ev)?;
+        let fields = self.prepare(&mut ev)?;
         self.tx
             .try_send(Cmd::Append(ev, fields, None))
             .map_err(|_| AuditError::Unavailable)
