@@ -1,0 +1,245 @@
+//! One client connection's life: parked (no HTTP state, the socket waited
+//! on) until bytes arrive, then served by hyper until it ends or can park
+//! again; the idle timeout, header read timeout and graceful shutdown hold
+//! in both states.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio_util::sync::CancellationToken;
+
+use super::park::{Activity, HeadTracker, InFlight, ParkIo, Socket};
+use super::{ConnInfo, ConnStats, Handler};
+use crate::config::Limits;
+
+/// The two ways hyper is set up on a connection: the first time with
+/// protocol detection (HTTP/1.1 or HTTP/2 prior knowledge), after a park with
+/// HTTP/1 only (a parked connection is HTTP/1 by construction).
+pub(super) struct Builders {
+    pub(super) auto: auto::Builder<TokioExecutor>,
+    pub(super) h1: http1::Builder,
+    /// Longest request head hyper accepts (its read buffer ceiling).
+    pub(super) max_head: usize,
+}
+
+/// The request handler as hyper's service, counting requests in flight.
+struct Svc<H> {
+    handler: Arc<H>,
+    info: Arc<ConnInfo>,
+    activity: Arc<Activity>,
+}
+
+impl<H> Clone for Svc<H> {
+    fn clone(&self) -> Self {
+        Self {
+            handler: self.handler.clone(),
+            info: self.info.clone(),
+            activity: self.activity.clone(),
+        }
+    }
+}
+
+type Reply = http::Response<Full<Bytes>>;
+
+impl<H: Handler> hyper::service::Service<http::Request<Incoming>> for Svc<H> {
+    type Response = Reply;
+    type Error = Infallible;
+    // Boxed: hyper keeps room for one service future in every connection.
+    type Future = Pin<Box<dyn Future<Output = Result<Reply, Infallible>> + Send>>;
+
+    fn call(&self, req: http::Request<Incoming>) -> Self::Future {
+        // Counted at dispatch, before the future first runs.
+        let busy = InFlight::enter(self.activity.clone());
+        let handler = self.handler.clone();
+        let info = self.info.clone();
+        Box::pin(async move {
+            let _busy = busy;
+            Ok(handler.handle(req, info).await)
+        })
+    }
+}
+
+/// hyper's connection, boxed so that a parked connection does not keep its
+/// room.
+enum Hyper<'a, S: Socket, H: Handler> {
+    Auto(Pin<Box<auto::Connection<'a, TokioIo<ParkIo<S>>, Svc<H>, TokioExecutor>>>),
+    H1(Pin<Box<http1::Connection<TokioIo<ParkIo<S>>, Svc<H>>>>),
+}
+
+impl<S: Socket, H: Handler> Hyper<'_, S, H> {
+    fn graceful_shutdown(&mut self) {
+        match self {
+            Hyper::Auto(c) => c.as_mut().graceful_shutdown(),
+            Hyper::H1(c) => c.as_mut().graceful_shutdown(),
+        }
+    }
+
+    fn poll_conn(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), super::BoxError>> {
+        match self {
+            Hyper::Auto(c) => c.as_mut().poll(cx),
+            Hyper::H1(c) => c.as_mut().poll(cx).map_err(Into::into),
+        }
+    }
+}
+
+/// How a stretch of serving with hyper ended.
+enum Served {
+    /// The connection is over.
+    Closed,
+    /// hyper's state can go; the socket waits for the next request.
+    Park,
+}
+
+/// Counts a connection in a state for as long as it is alive.
+struct Counted<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> Counted<'a> {
+    fn new(c: &'a std::sync::atomic::AtomicUsize) -> Self {
+        c.fetch_add(1, Ordering::Relaxed);
+        Self(c)
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Settings of one connection's loop.
+pub(super) struct ConnCtx<'a> {
+    pub(super) builders: &'a Builders,
+    pub(super) limits: &'a Limits,
+    pub(super) shutdown: CancellationToken,
+    pub(super) drain: Duration,
+    pub(super) stats: &'a ConnStats,
+}
+
+/// Serves one connection until it closes.
+pub(super) async fn serve_conn<S: Socket, H: Handler>(
+    io: S,
+    info: ConnInfo,
+    handler: Arc<H>,
+    cx: ConnCtx<'_>,
+) {
+    let _open = Counted::new(&cx.stats.open);
+    let activity = Arc::new(Activity::new());
+    let peer = info.peer;
+    let svc = Svc {
+        handler,
+        info: Arc::new(info),
+        activity: activity.clone(),
+    };
+    // One timer for the connection's life: the parked deadline, or the next
+    // idle check while hyper serves.
+    let timer = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(timer);
+    let mut sock = io;
+    let mut first = true;
+    loop {
+        // Parked: no HTTP state, only the socket. The first wait is bounded
+        // like the first request head; later ones by the idle timeout.
+        let limit = if first {
+            cx.limits.header_read_timeout.min(cx.limits.idle_timeout)
+        } else {
+            cx.limits.idle_timeout
+        };
+        timer.as_mut().reset(activity.last() + limit);
+        let ready = {
+            let _parked = Counted::new(&cx.stats.parked);
+            let mut probe = [0u8; 1];
+            tokio::select! {
+                // A byte to read (0: the client closed, an error: it is gone).
+                r = sock.tcp().peek(&mut probe) => matches!(r, Ok(n) if n > 0),
+                _ = timer.as_mut() => false,
+                _ = cx.shutdown.cancelled() => false,
+            }
+        };
+        if !ready {
+            return;
+        }
+        let home = Arc::new(Mutex::new(None));
+        let tracker = HeadTracker::new(cx.builders.max_head, sock.holds_nothing());
+        let io = TokioIo::new(ParkIo::new(sock, home.clone(), activity.clone(), tracker));
+        let conn = if first {
+            Hyper::Auto(Box::pin(
+                cx.builders.auto.serve_connection(io, svc.clone()),
+            ))
+        } else {
+            Hyper::H1(Box::pin(cx.builders.h1.serve_connection(io, svc.clone())))
+        };
+        first = false;
+        match serve_with_hyper(conn, &activity, &cx, timer.as_mut(), peer).await {
+            Served::Closed => return,
+            Served::Park => {}
+        }
+        // hyper's connection is dropped: its IO wrapper handed the socket back.
+        let back = home.lock().ok().and_then(|mut h| h.take());
+        match back {
+            Some(s) => sock = s,
+            None => return,
+        }
+    }
+}
+
+/// Runs hyper on the connection until it ends, or until its state can be
+/// dropped without losing a byte (then returns [`Served::Park`]).
+async fn serve_with_hyper<S: Socket, H: Handler>(
+    mut conn: Hyper<'_, S, H>,
+    activity: &Activity,
+    cx: &ConnCtx<'_>,
+    mut timer: Pin<&mut tokio::time::Sleep>,
+    peer: std::net::SocketAddr,
+) -> Served {
+    let idle = cx.limits.idle_timeout;
+    let tick = (idle / 4).max(Duration::from_millis(50));
+    let mut draining: Option<tokio::time::Instant> = None;
+    timer.as_mut().reset(tokio::time::Instant::now() + tick);
+    loop {
+        let parking_allowed = draining.is_none();
+        tokio::select! {
+            r = std::future::poll_fn(|c| match conn.poll_conn(c) {
+                Poll::Ready(r) => Poll::Ready(Some(r)),
+                Poll::Pending if parking_allowed && activity.can_park() => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            }) => {
+                match r {
+                    None => return Served::Park,
+                    Some(Err(e)) => {
+                        tracing::debug!(peer = %peer, error = %e, "connection ended with error");
+                        return Served::Closed;
+                    }
+                    Some(Ok(())) => return Served::Closed,
+                }
+            }
+            _ = cx.shutdown.cancelled(), if draining.is_none() => {
+                conn.graceful_shutdown();
+                draining = Some(tokio::time::Instant::now() + cx.drain);
+            }
+            _ = timer.as_mut() => {
+                if let Some(deadline) = draining {
+                    if tokio::time::Instant::now() >= deadline {
+                        return Served::Closed; // drain deadline: drop the connection
+                    }
+                } else if activity.in_flight.load(Ordering::Relaxed) == 0
+                    && activity.idle_for() >= idle
+                {
+                    conn.graceful_shutdown();
+                    draining = Some(tokio::time::Instant::now() + Duration::from_secs(1));
+                }
+                timer.as_mut().reset(tokio::time::Instant::now() + tick);
+            }
+        }
+    }
+}
