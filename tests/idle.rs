@@ -11,7 +11,6 @@
 
 mod common;
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,29 +32,27 @@ const BIG: usize = ALPHABET.len() * 1024 * 1024;
 struct Echo;
 
 impl Handler for Echo {
-    fn handle<B: RequestBody>(
+    async fn handle<B: RequestBody>(
         self: Arc<Self>,
         req: http::Request<B>,
         conn: Arc<ConnInfo>,
-    ) -> impl Future<Output = http::Response<Full<Bytes>>> + Send {
-        async move {
-            let path = req.uri().path().to_string();
-            let body = match req.into_body().collect().await {
-                Ok(c) => c.to_bytes(),
-                Err(_) => Bytes::from_static(b"<body error>"),
-            };
-            if path == "/big" {
-                let big = ALPHABET.repeat(BIG / ALPHABET.len());
-                return http::Response::new(Full::new(Bytes::from(big)));
-            }
-            let text = format!(
-                "{path} {} {} {}",
-                conn.peer.port(),
-                body.len(),
-                String::from_utf8_lossy(&body)
-            );
-            http::Response::new(Full::new(Bytes::from(text)))
+    ) -> http::Response<Full<Bytes>> {
+        let path = req.uri().path().to_string();
+        let body = match req.into_body().collect().await {
+            Ok(c) => c.to_bytes(),
+            Err(_) => Bytes::from_static(b"<body error>"),
+        };
+        if path == "/big" {
+            let big = ALPHABET.repeat(BIG / ALPHABET.len());
+            return http::Response::new(Full::new(Bytes::from(big)));
         }
+        let text = format!(
+            "{path} {} {} {}",
+            conn.peer.port(),
+            body.len(),
+            String::from_utf8_lossy(&body)
+        );
+        http::Response::new(Full::new(Bytes::from(text)))
     }
 }
 
@@ -239,8 +236,10 @@ async fn pipelined_requests_and_bodies_are_answered_in_order() {
     assert_eq!(c.text().await, format!("/split {port} 0 "));
 
     // A chunked body: the connection is then served without parking, as before.
-    c.send(b"POST /c HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n3\r\nxyz\r\n0\r\n\r\n")
-        .await;
+    c.send(
+        b"POST /c HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n3\r\nxyz\r\n0\r\n\r\n",
+    )
+    .await;
     assert_eq!(c.text().await, format!("/c {port} 3 xyz"));
     c.send(&get("/still")).await;
     assert_eq!(c.text().await, format!("/still {port} 0 "));
@@ -480,5 +479,8 @@ async fn metrics_show_parked_connections() {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert!(parked >= 1.0, "the idle admin connection is not counted parked");
+    assert!(
+        parked >= 1.0,
+        "the idle admin connection is not counted parked"
+    );
 }

@@ -70,11 +70,18 @@ impl<H: Handler> hyper::service::Service<http::Request<Incoming>> for Svc<H> {
     }
 }
 
+/// The socket as hyper reads and writes it.
+type Io<S> = TokioIo<ParkIo<S>>;
+/// hyper's first connection on a socket (protocol detection).
+type AutoConn<'a, S, H> = auto::Connection<'a, Io<S>, Svc<H>, TokioExecutor>;
+/// hyper's connection on a socket back from a park.
+type H1Conn<S, H> = http1::Connection<Io<S>, Svc<H>>;
+
 /// hyper's connection, boxed so that a parked connection does not keep its
 /// room.
 enum Hyper<'a, S: Socket, H: Handler> {
-    Auto(Pin<Box<auto::Connection<'a, TokioIo<ParkIo<S>>, Svc<H>, TokioExecutor>>>),
-    H1(Pin<Box<http1::Connection<TokioIo<ParkIo<S>>, Svc<H>>>>),
+    Auto(Pin<Box<AutoConn<'a, S, H>>>),
+    H1(Pin<Box<H1Conn<S, H>>>),
 }
 
 impl<S: Socket, H: Handler> Hyper<'_, S, H> {
@@ -173,9 +180,7 @@ pub(super) async fn serve_conn<S: Socket, H: Handler>(
         let tracker = HeadTracker::new(cx.builders.max_head, sock.holds_nothing());
         let io = TokioIo::new(ParkIo::new(sock, home.clone(), activity.clone(), tracker));
         let conn = if first {
-            Hyper::Auto(Box::pin(
-                cx.builders.auto.serve_connection(io, svc.clone()),
-            ))
+            Hyper::Auto(Box::pin(cx.builders.auto.serve_connection(io, svc.clone())))
         } else {
             Hyper::H1(Box::pin(cx.builders.h1.serve_connection(io, svc.clone())))
         };

@@ -254,7 +254,8 @@ impl HeadTracker {
                 }
                 Head::Partial => {
                     if self.partial.is_empty() {
-                        self.partial.extend_from_slice(&data[..data.len().min(self.max_head)]);
+                        self.partial
+                            .extend_from_slice(&data[..data.len().min(self.max_head)]);
                     }
                     if self.partial.len() >= self.max_head {
                         self.give_up();
@@ -431,10 +432,7 @@ mod tests {
     #[test]
     fn content_length_bodies_are_skipped() {
         let mut t = tracker();
-        assert_eq!(
-            t.feed(b"POST / HTTP/1.1\r\ncontent-length: 5\r\n\r\nab"),
-            1
-        );
+        assert_eq!(t.feed(b"POST / HTTP/1.1\r\ncontent-length: 5\r\n\r\nab"), 1);
         assert!(!t.at_boundary(), "body still coming");
         assert_eq!(t.feed(b"cde"), 0);
         assert!(t.at_boundary());
