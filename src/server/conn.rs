@@ -163,7 +163,9 @@ pub(super) async fn serve_conn<S: Socket, H: Handler>(
             cx.limits.idle_timeout
         };
         timer.as_mut().reset(activity.last() + limit);
-        let ready = {
+        // A TLS session may already hold the request (sent right behind the
+        // handshake): nothing to wait for then.
+        let ready = !sock.holds_nothing() || {
             let _parked = Counted::new(&cx.stats.parked);
             let mut probe = [0u8; 1];
             tokio::select! {
@@ -177,7 +179,7 @@ pub(super) async fn serve_conn<S: Socket, H: Handler>(
             return;
         }
         let home = Arc::new(Mutex::new(None));
-        let tracker = HeadTracker::new(cx.builders.max_head, sock.holds_nothing());
+        let tracker = HeadTracker::new(cx.builders.max_head, sock.parkable());
         let io = TokioIo::new(ParkIo::new(sock, home.clone(), activity.clone(), tracker));
         let conn = if first {
             Hyper::Auto(Box::pin(cx.builders.auto.serve_connection(io, svc.clone())))

@@ -26,15 +26,21 @@ use tokio::net::TcpStream;
 pub(super) trait Socket: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     /// The TCP socket under the stream.
     fn tcp(&self) -> &TcpStream;
+    /// True when the connection may be parked at all (TLS: not when ALPN
+    /// chose HTTP/2).
+    fn parkable(&self) -> bool;
     /// True when the stream holds no bytes of its own (TLS: no decrypted
-    /// plaintext, nothing waiting to be sent, no close alert received) and
-    /// speaks HTTP/1, so that waiting on the TCP socket alone is enough.
+    /// plaintext, nothing waiting to be sent, no close alert received), so
+    /// that waiting on the TCP socket alone is enough.
     fn holds_nothing(&self) -> bool;
 }
 
 impl Socket for TcpStream {
     fn tcp(&self) -> &TcpStream {
         self
+    }
+    fn parkable(&self) -> bool {
+        true
     }
     fn holds_nothing(&self) -> bool {
         true
@@ -45,12 +51,17 @@ impl Socket for tokio_rustls::server::TlsStream<TcpStream> {
     fn tcp(&self) -> &TcpStream {
         self.get_ref().0
     }
+    fn parkable(&self) -> bool {
+        self.get_ref().1.alpn_protocol() != Some(b"h2")
+    }
     fn holds_nothing(&self) -> bool {
         let tls = self.get_ref().1;
         // `wants_read` is false while decrypted plaintext waits to be read or
         // after the peer's close_notify; `wants_write` while TLS records wait
-        // to be sent. Complete records are decrypted as soon as they are read.
-        tls.alpn_protocol() != Some(b"h2") && tls.wants_read() && !tls.wants_write()
+        // to be sent. rustls decrypts every complete record as soon as it is
+        // read, so what it may still hold beyond that is part of a record,
+        // whose rest is yet to arrive on the socket.
+        tls.wants_read() && !tls.wants_write()
     }
 }
 
@@ -310,7 +321,10 @@ impl<S: Socket> ParkIo<S> {
     }
 
     fn note_clean(&self) {
-        let clean = self.io.as_ref().is_some_and(|s| s.holds_nothing());
+        let clean = self
+            .io
+            .as_ref()
+            .is_some_and(|s| s.parkable() && s.holds_nothing());
         self.activity.clean.store(clean, Ordering::Relaxed);
     }
 
