@@ -250,3 +250,53 @@ async fn serve_with_hyper<S: Socket, H: Handler>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::RequestBody;
+
+    struct Nothing;
+
+    impl Handler for Nothing {
+        async fn handle<B: RequestBody>(
+            self: Arc<Self>,
+            _req: http::Request<B>,
+            _conn: Arc<ConnInfo>,
+        ) -> Reply {
+            http::Response::new(Full::new(Bytes::new()))
+        }
+    }
+
+    /// What a parked plain connection's task carries inline stays small:
+    /// hyper's connection is boxed (and dropped while parked), never part of
+    /// the task's own state.
+    #[tokio::test]
+    async fn a_plain_connection_task_is_small() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (sock, peer) = listener.accept().await.unwrap();
+        let limits = Limits::default();
+        let builders = super::super::http_builders(&limits);
+        let stats = ConnStats::default();
+        let info = ConnInfo {
+            peer,
+            tls: false,
+            client_cert_sha256: None,
+        };
+        let cx = ConnCtx {
+            builders: &builders,
+            limits: &limits,
+            shutdown: CancellationToken::new(),
+            drain: Duration::from_secs(1),
+            stats: &stats,
+        };
+        let fut = serve_conn(sock, info, Arc::new(Nothing), cx);
+        let size = std::mem::size_of_val(&fut);
+        assert!(size < 2048, "connection task state is {size} bytes");
+        drop(fut);
+        drop(client);
+    }
+}
