@@ -168,7 +168,11 @@ fn get(path: &str) -> Vec<u8> {
 }
 
 async fn connect(addr: SocketAddr) -> Client<TcpStream> {
-    Client::new(TcpStream::connect(addr).await.unwrap())
+    let s = TcpStream::connect(addr).await.unwrap();
+    // No Nagle delay: under a paused clock a write held back for an ACK
+    // would arrive only after virtual time has run far ahead.
+    s.set_nodelay(true).unwrap();
+    Client::new(s)
 }
 
 // A keep-alive connection makes a request, is parked while idle, then makes
@@ -193,7 +197,8 @@ async fn parked_connection_serves_more_requests_on_the_same_socket() {
 // Pipelined requests (two heads in one write), a request with a body followed
 // by another in the same write, and a body split across writes: all answered
 // in order, nothing lost; the connection parks afterwards and still serves.
-#[tokio::test]
+// Paused clock: the waits below let the listener's once-a-second checks run.
+#[tokio::test(start_paused = true)]
 async fn pipelined_requests_and_bodies_are_answered_in_order() {
     let srv = start(Limits::default(), None).await;
     let mut c = connect(srv.addr).await;
@@ -219,10 +224,7 @@ async fn pipelined_requests_and_bodies_are_answered_in_order() {
     c.send(b"POST /q HTTP/1.1\r\nhost: x\r\ncontent-length: 6\r\n\r\nabc")
         .await;
     // Give the server every chance to (wrongly) park between the pieces.
-    for _ in 0..20 {
-        tokio::task::yield_now().await;
-    }
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(srv.stats.parked(), 0, "parked in the middle of a body");
     c.send(b"defGET /next HTTP/1.1\r\nhost: x\r\n\r\n").await;
     assert_eq!(c.text().await, format!("/q {port} 6 abcdef"));
@@ -230,7 +232,7 @@ async fn pipelined_requests_and_bodies_are_answered_in_order() {
 
     // A head in two writes.
     c.send(b"GET /split HTTP/1.1\r\nho").await;
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(srv.stats.parked(), 0, "parked in the middle of a head");
     c.send(b"st: x\r\n\r\n").await;
     assert_eq!(c.text().await, format!("/split {port} 0 "));
@@ -248,20 +250,23 @@ async fn pipelined_requests_and_bodies_are_answered_in_order() {
 
 // A client that reads its (large) response slowly is not parked while the
 // response is still being written; it gets every byte, then parks.
-#[tokio::test]
+// Paused clock: the waits below let the listener's once-a-second checks run.
+#[tokio::test(start_paused = true)]
 async fn slow_reader_is_not_parked_mid_response() {
     let srv = start(Limits::default(), None).await;
     let sock = tokio::net::TcpSocket::new_v4().unwrap();
     sock.set_recv_buffer_size(4096).unwrap();
-    let mut c = Client::new(sock.connect(srv.addr).await.unwrap());
+    let s = sock.connect(srv.addr).await.unwrap();
+    s.set_nodelay(true).unwrap();
+    let mut c = Client::new(s);
     c.send(&get("/big")).await;
     // The server fills the socket buffers and waits to write more.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(srv.stats.parked(), 0, "parked with the response unwritten");
     let mut slow = [0u8; 1024];
     let n = c.s.read(&mut slow).await.unwrap();
     c.buf.extend_from_slice(&slow[..n]);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(srv.stats.parked(), 0, "parked with the response unwritten");
     let (status, body) = c.response().await;
     assert_eq!(status, 200);

@@ -200,6 +200,12 @@ pub(super) async fn serve_conn<S: Socket, H: Handler>(
     }
 }
 
+/// How often a connection served by hyper is checked: for the idle timeout,
+/// the drain deadline, and whether it can park. A connection parks at the
+/// first check that finds it idle, so one that keeps making requests keeps
+/// hyper's state rather than rebuilding it per request.
+const CHECK_EVERY: Duration = Duration::from_secs(1);
+
 /// Runs hyper on the connection until it ends, or until its state can be
 /// dropped without losing a byte (then returns [`Served::Park`]).
 async fn serve_with_hyper<S: Socket, H: Handler>(
@@ -210,16 +216,23 @@ async fn serve_with_hyper<S: Socket, H: Handler>(
     peer: std::net::SocketAddr,
 ) -> Served {
     let idle = cx.limits.idle_timeout;
-    let tick = (idle / 4).max(Duration::from_millis(50));
+    let tick = (idle / 4).clamp(Duration::from_millis(50), CHECK_EVERY);
     let mut draining: Option<tokio::time::Instant> = None;
+    // Set by a check that found the connection idle; hyper is polled once
+    // more before it is dropped, and the conditions are checked again then.
+    let mut park_due = false;
     timer.as_mut().reset(tokio::time::Instant::now() + tick);
     loop {
-        let parking_allowed = draining.is_none();
         tokio::select! {
             r = std::future::poll_fn(|c| match conn.poll_conn(c) {
                 Poll::Ready(r) => Poll::Ready(Some(r)),
-                Poll::Pending if parking_allowed && activity.can_park() => Poll::Ready(None),
-                Poll::Pending => Poll::Pending,
+                Poll::Pending if park_due && draining.is_none() && activity.can_park() => {
+                    Poll::Ready(None)
+                }
+                Poll::Pending => {
+                    park_due = false;
+                    Poll::Pending
+                }
             }) => {
                 match r {
                     None => return Served::Park,
@@ -244,6 +257,8 @@ async fn serve_with_hyper<S: Socket, H: Handler>(
                 {
                     conn.graceful_shutdown();
                     draining = Some(tokio::time::Instant::now() + Duration::from_secs(1));
+                } else if activity.can_park() {
+                    park_due = true;
                 }
                 timer.as_mut().reset(tokio::time::Instant::now() + tick);
             }
