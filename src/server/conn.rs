@@ -154,6 +154,7 @@ pub(super) async fn serve_conn<S: Socket, H: Handler>(
     tokio::pin!(timer);
     let mut sock = io;
     let mut first = true;
+    let mut parked_at: Option<tokio::time::Instant> = None;
     loop {
         // Parked: no HTTP state, only the socket. The first wait is bounded
         // like the first request head; later ones by the idle timeout.
@@ -163,6 +164,9 @@ pub(super) async fn serve_conn<S: Socket, H: Handler>(
             cx.limits.idle_timeout
         };
         timer.as_mut().reset(activity.last() + limit);
+        if !first {
+            parked_at = Some(tokio::time::Instant::now());
+        }
         // A TLS session may already hold the request (sent right behind the
         // handshake): nothing to wait for then.
         let ready = !sock.holds_nothing() || {
@@ -187,7 +191,11 @@ pub(super) async fn serve_conn<S: Socket, H: Handler>(
             Hyper::H1(Box::pin(cx.builders.h1.serve_connection(io, svc.clone())))
         };
         first = false;
-        match serve_with_hyper(conn, &activity, &cx, timer.as_mut(), peer).await {
+        // A connection back within a second of its park is busy: it keeps
+        // hyper until a check finds it idle, rather than rebuilding it for
+        // every request. Otherwise it parks as soon as it can.
+        let busy = parked_at.is_some_and(|at| at.elapsed() < CHECK_EVERY);
+        match serve_with_hyper(conn, &activity, &cx, timer.as_mut(), peer, busy).await {
             Served::Closed => return,
             Served::Park => {}
         }
@@ -201,26 +209,27 @@ pub(super) async fn serve_conn<S: Socket, H: Handler>(
 }
 
 /// How often a connection served by hyper is checked: for the idle timeout,
-/// the drain deadline, and whether it can park. A connection parks at the
-/// first check that finds it idle, so one that keeps making requests keeps
-/// hyper's state rather than rebuilding it per request.
+/// the drain deadline, and (when busy) whether it can park.
 const CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// Runs hyper on the connection until it ends, or until its state can be
-/// dropped without losing a byte (then returns [`Served::Park`]).
+/// dropped without losing a byte (then returns [`Served::Park`]): at once,
+/// or when `busy` at the first check that finds the connection idle, so that
+/// a connection that keeps making requests is not rebuilt for each.
 async fn serve_with_hyper<S: Socket, H: Handler>(
     mut conn: Hyper<'_, S, H>,
     activity: &Activity,
     cx: &ConnCtx<'_>,
     mut timer: Pin<&mut tokio::time::Sleep>,
     peer: std::net::SocketAddr,
+    busy: bool,
 ) -> Served {
     let idle = cx.limits.idle_timeout;
     let tick = (idle / 4).clamp(Duration::from_millis(50), CHECK_EVERY);
     let mut draining: Option<tokio::time::Instant> = None;
     // Set by a check that found the connection idle; hyper is polled once
     // more before it is dropped, and the conditions are checked again then.
-    let mut park_due = false;
+    let mut park_due = !busy;
     timer.as_mut().reset(tokio::time::Instant::now() + tick);
     loop {
         tokio::select! {
@@ -230,7 +239,7 @@ async fn serve_with_hyper<S: Socket, H: Handler>(
                     Poll::Ready(None)
                 }
                 Poll::Pending => {
-                    park_due = false;
+                    park_due &= !busy;
                     Poll::Pending
                 }
             }) => {
