@@ -401,6 +401,7 @@ impl Running {
         if let Err(e) = self.writer.shutdown().await {
             tracing::error!(error = %e, "audit log did not close cleanly");
         }
+        self.data.sharing.transparency.index.stopped().await;
         self.data.cases.close().await;
         self.demo_shutdown.cancel();
     }

@@ -890,6 +890,131 @@ async fn replacing_an_adapter_under_load_fails_no_read() {
     );
 }
 
+// Hostile input of the performance issue: a whole-configuration reload under
+// load drops no request. Readers keep going (fresh subjects that reach the
+// department, and one cached subject) while gateway.toml, clients.toml and an
+// adapter are rewritten and reloaded 40 times: every read is answered 200 by
+// the old or the new configuration, and every one has its audit record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloading_the_whole_configuration_under_load_drops_no_request() {
+    let w = Arc::new(
+        World::builder()
+            .mock(MS, licence_mock("ONE").await)
+            .start()
+            .await,
+    );
+    let admin = platform(&w);
+    let clients_file = w.root().join("config/clients.toml");
+    let read = |p: &PathBuf| std::fs::read_to_string(p).unwrap();
+    let (adapter_a, gateway_a, clients_a) = (
+        read(&adapter_file(&w, MS)),
+        read(&w.config()),
+        read(&clients_file),
+    );
+    let adapter_b = adapter_a.replace("name = \"/qymc\"", "name = \"/qymc2\"");
+    let gateway_b = gateway_a.replace("max_body_bytes = 1048576", "max_body_bytes = 2097152");
+    let clients_b = clients_a.replace(
+        "[clients.portal-readonly.datasets.business-licence]\nfields = [\"*\"]\n",
+        "[clients.portal-readonly.datasets.business-licence]\nfields = [\"*\"]\n[clients.portal-readonly.datasets.food-business-permit]\nfields = [\"*\"]\n",
+    );
+    assert!(adapter_b != adapter_a && gateway_b != gateway_a && clients_b != clients_a);
+
+    let done = Arc::new(AtomicBool::new(false));
+    let next = Arc::new(AtomicUsize::new(20_000));
+    let mut readers = Vec::new();
+    for r in 0..5 {
+        let (w, done, next) = (w.clone(), done.clone(), next.clone());
+        readers.push(tokio::spawn(async move {
+            let t = portal(&w);
+            let mut reads = 0usize;
+            let mut failures = Vec::new();
+            loop {
+                let last = done.load(Ordering::SeqCst);
+                // Reader 0 keeps reading one subject (served from the cache).
+                let s = company(if r == 0 {
+                    1
+                } else {
+                    next.fetch_add(1, Ordering::SeqCst)
+                });
+                let a = w
+                    .read(&format!("/v1/datasets/business-licence/{s}"), &t)
+                    .await;
+                reads += 1;
+                let name = if a.status == 200 {
+                    a.json()["record"]["name"].as_str().map(str::to_string)
+                } else {
+                    None
+                };
+                if name != Some(format!("ONE {s}")) && name != Some(format!("ALT {s}")) {
+                    failures.push(format!("{} {}", a.status, a.text()));
+                }
+                if last {
+                    return (reads, failures);
+                }
+            }
+        }));
+    }
+    for i in 0..40 {
+        let (adapter, gateway, clients) = if i % 2 == 0 {
+            (&adapter_b, &gateway_b, &clients_b)
+        } else {
+            (&adapter_a, &gateway_a, &clients_a)
+        };
+        std::fs::write(adapter_file(&w, MS), adapter).unwrap();
+        std::fs::write(w.config(), gateway).unwrap();
+        std::fs::write(&clients_file, clients).unwrap();
+        let a = w
+            .send(Method::POST, "/admin/reload", Some(&admin), &[], "")
+            .await;
+        assert_eq!(a.status, 200, "reload {i}: {}", a.text());
+    }
+    done.store(true, Ordering::SeqCst);
+    let mut total = 0;
+    for r in readers {
+        let (reads, failures) = r.await.unwrap();
+        assert!(
+            failures.is_empty(),
+            "{} failed reads: {:?}",
+            failures.len(),
+            &failures[..failures.len().min(3)]
+        );
+        total += reads;
+    }
+    eprintln!("{total} reads across 40 reloads");
+    assert!(total >= 40, "readers ran throughout ({total} reads)");
+
+    // The last reload (i = 39) was version A: its field naming serves.
+    assert_eq!(
+        name_of(&licence_name(&w, &company(2)).await),
+        format!("ONE {}", company(2))
+    );
+    total += 1;
+
+    // Every answered read has its record: none was answered unrecorded.
+    let auditor = auditor(&w);
+    let mut recorded = 0;
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut q = "/admin/audit?action=dataset.read&decision=allow&limit=1000".to_string();
+        if let Some(c) = &cursor {
+            q.push_str(&format!("&cursor={c}"));
+        }
+        let a = w.send(Method::GET, &q, Some(&auditor), &[], "").await;
+        assert_eq!(a.status, 200, "{}", a.text());
+        let j = a.json();
+        recorded += j["records"].as_array().unwrap().len();
+        match j["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(recorded, total, "one audit record per answered read");
+    let a = w
+        .send(Method::GET, "/admin/audit/verify", Some(&auditor), &[], "")
+        .await;
+    assert_eq!(a.json()["intact"], true, "{}", a.text());
+}
+
 // POST /admin/reload: a valid change on disk takes effect; an invalid one is
 // refused naming file and field, and the old configuration keeps serving.
 #[tokio::test]

@@ -88,6 +88,34 @@ struct Batch {
     end: Position,
 }
 
+impl Batch {
+    /// Takes `next` into this batch when it continues it directly (the next
+    /// sequence number, chained to this batch's last hash), so that several
+    /// writer batches waiting in the queue become one index transaction.
+    /// Gives `next` back otherwise.
+    fn absorb(&mut self, next: Batch) -> Result<(), Batch> {
+        if next.first_seq != self.end.last_seq + 1 || next.first_prev != self.end.last_hash {
+            return Err(next);
+        }
+        self.rows.extend(next.rows);
+        let first_hash = std::mem::take(&mut self.end.first_hash);
+        self.end = Position {
+            first_hash,
+            ..next.end
+        };
+        Ok(())
+    }
+}
+
+/// Most index rows written in one transaction when batches are merged.
+const MAX_MERGED_ROWS: usize = 20_000;
+
+/// How long the index task gathers the writer's batches into one
+/// transaction. The index is derived from the log (checked and caught up
+/// from it at start), so nothing is lost by writing it a little later, and
+/// queries end the wait at once.
+const INDEX_LINGER: std::time::Duration = std::time::Duration::from_millis(50);
+
 enum Msg {
     Batch(Batch),
     CatchUp,
@@ -103,6 +131,8 @@ struct Inner {
     /// Highest seq handed over by the writer.
     sent: AtomicU64,
     tx: mpsc::Sender<Msg>,
+    /// The index task, until [`SubjectIndex::stopped`] awaits it.
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 /// The index's position and status, watched by waiting queries.
@@ -125,6 +155,7 @@ impl Inner {
             }),
             sent: AtomicU64::new(0),
             tx,
+            task: Mutex::new(None),
         }
     }
 
@@ -204,8 +235,20 @@ impl SubjectIndex {
             let _ = inner.tx.try_send(Msg::Batch(batch));
         });
         audit.set_sink(sink);
-        tokio::spawn(run(inner.clone(), rx, shutdown));
+        let task = tokio::spawn(run(inner.clone(), rx, shutdown));
+        if let Ok(mut t) = inner.task.lock() {
+            *t = Some(task);
+        }
         Self { inner }
+    }
+
+    /// Waits until the index task has stopped (after the shutdown signal)
+    /// and closed the file cleanly.
+    pub async fn stopped(&self) {
+        let task = self.inner.task.lock().ok().and_then(|mut t| t.take());
+        if let Some(task) = task {
+            let _ = task.await;
+        }
     }
 
     /// Where the index stands.
@@ -337,10 +380,50 @@ async fn run(inner: Arc<Inner>, mut rx: mpsc::Receiver<Msg>, shutdown: Cancellat
         tracing::warn!(error = %e, "subject index: not usable as found; rebuilding from the audit log");
         rebuild(&inner, &mut names).await;
     }
+    // A message taken from the queue while merging batches, handled next.
+    let mut held: Option<Msg> = None;
     loop {
-        let msg = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            m = rx.recv() => match m { Some(m) => m, None => break },
+        let msg = match held.take() {
+            Some(m) => m,
+            None => tokio::select! {
+                _ = shutdown.cancelled() => break,
+                m = rx.recv() => match m { Some(m) => m, None => break },
+            },
+        };
+        // Group commit: the writer's batches of the next few milliseconds go
+        // into one transaction (one journal sync and one commit, not one per
+        // batch). A query does not wait for the linger: it sends `CatchUp`,
+        // which ends it.
+        let msg = match msg {
+            Msg::Batch(mut b) => {
+                let until = tokio::time::Instant::now() + INDEX_LINGER;
+                while b.rows.len() < MAX_MERGED_ROWS {
+                    let next = match rx.try_recv() {
+                        Ok(m) => m,
+                        Err(mpsc::error::TryRecvError::Empty) => {
+                            match tokio::time::timeout_at(until, rx.recv()).await {
+                                Ok(Some(m)) => m,
+                                _ => break,
+                            }
+                        }
+                        Err(mpsc::error::TryRecvError::Disconnected) => break,
+                    };
+                    match next {
+                        Msg::Batch(next) => {
+                            if let Err(next) = b.absorb(next) {
+                                held = Some(Msg::Batch(next));
+                                break;
+                            }
+                        }
+                        other => {
+                            held = Some(other);
+                            break;
+                        }
+                    }
+                }
+                Msg::Batch(b)
+            }
+            other => other,
         };
         if matches!(inner.status(), IndexStatus::Failed(_)) {
             if let Msg::Rebuild(ack) = msg {
@@ -383,16 +466,30 @@ async fn open_checked(inner: &Inner, names: &mut HashMap<String, i64>) -> Result
     let pos = match db.position().await {
         Ok(Some((v, p))) if v == SCHEMA_VERSION => p,
         Ok(_) => {
-            db.close().await;
+            db.discard().await;
             return Err(IndexError::Inconsistent(
                 "no position or another schema".into(),
             ));
         }
         Err(e) => {
-            db.close().await;
+            db.discard().await;
             return Err(e.into());
         }
     };
+    match db.session().await {
+        Ok(s) if s.survived(super::db::boot_id().as_deref()) => {}
+        Ok(_) => {
+            db.discard().await;
+            return Err(IndexError::Inconsistent(
+                "the machine restarted while the index was being written (unsynced writes may be lost)"
+                    .into(),
+            ));
+        }
+        Err(e) => {
+            db.discard().await;
+            return Err(e.into());
+        }
+    }
     inner.set_file_id();
     inner.db.store(Arc::new(Some(db)));
     inner.set_pos(pos);
@@ -567,4 +664,47 @@ pub async fn reindex(data_dir: &Path, audit_dir: &Path) -> Result<Position, Inde
         db.close().await;
     }
     Ok(inner.pos())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(first_seq: u64, first_prev: &str, last_hash: &str, first_hash: &str) -> Batch {
+        Batch {
+            first_seq,
+            first_prev: first_prev.into(),
+            rows: Vec::new(),
+            end: Position {
+                last_seq: first_seq + 1,
+                last_hash: last_hash.into(),
+                first_hash: first_hash.into(),
+            },
+        }
+    }
+
+    #[test]
+    fn queued_batches_that_chain_merge_into_one_keeping_the_first_hash() {
+        let mut a = batch(1, GENESIS_HASH, "h2", "h1");
+        assert!(a.absorb(batch(3, "h2", "h4", "")).is_ok());
+        assert_eq!(a.first_seq, 1);
+        assert_eq!(
+            a.end,
+            Position {
+                last_seq: 4,
+                last_hash: "h4".into(),
+                first_hash: "h1".into()
+            }
+        );
+    }
+
+    #[test]
+    fn a_batch_after_a_gap_or_on_another_chain_is_given_back() {
+        let mut a = batch(5, "h4", "h6", "");
+        let gap = a.absorb(batch(8, "h7", "h9", "")).unwrap_err();
+        assert_eq!(gap.first_seq, 8);
+        let fork = a.absorb(batch(7, "other", "h8", "")).unwrap_err();
+        assert_eq!(fork.first_prev, "other");
+        assert_eq!(a.end.last_seq, 6);
+    }
 }

@@ -18,7 +18,7 @@ pub mod index;
 use serde::Serialize;
 
 pub use cursor::CursorKey;
-pub use db::{AccessQuery, AccessRow, IndexDb, IndexRow, Position};
+pub use db::{AccessQuery, AccessRow, IndexDb, IndexRow, Position, Session, boot_id};
 pub use index::{INDEX_FILE, IndexError, IndexStatus, SubjectIndex, reindex};
 
 /// Default page size of the transparency view.
