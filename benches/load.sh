@@ -663,8 +663,8 @@ IDLE_GW=
 IDLE_NGX=
 if ((IDLE_CONNS > 0)); then
     # Room for the idle connections plus the wrk run; idle keep-alive
-    # connections outlive the measurement (hyper's header read timeout also
-    # bounds the wait for a next request on a kept-alive connection).
+    # connections outlive the measurement (the idle timeout bounds a parked
+    # connection; the header read timeout, its first byte and any head).
     sed -i \
         -e "s|^max_connections = .*|max_connections = $((IDLE_CONNS + 1000))|" \
         -e "s|^header_read_timeout_ms = .*|header_read_timeout_ms = 300000|" \
@@ -747,7 +747,7 @@ BEGIN {
         printf "| --- | --- | --- | --- | --- | --- | --- |\n"
         printf "| onewindow | %.1f MB | %.1f MB (+%.1f MB) | %.1f KB | %.1f MB | %d of %d | %s |\n", g[1] / 1024, g[2] / 1024, (g[2] - g[1]) / 1024, (g[4] > 0 ? (g[2] - g[1]) / g[4] : 0), g[3] / 1024, g[5], g[4], th(g[6])
         printf "| nginx (master + 2 workers) | %.1f MB | %.1f MB (+%.1f MB) | %.1f KB | %.1f MB | %d of %d | %s |\n", n[1] / 1024, n[2] / 1024, (n[2] - n[1]) / 1024, (n[4] > 0 ? (n[2] - n[1]) / n[4] : 0), n[3] / 1024, n[5], n[4], th(n[6])
-        printf "\nEach connection made one request and then stayed idle. For this row only, onewindow ran with max_connections = %d and header/idle timeouts of 300 s (the shipped 10 s header read timeout also closes idle keep-alive connections).\n", idle_n + 1000
+        printf "\nEach connection made one request and then stayed idle. For this row only, onewindow ran with max_connections = %d and header/idle timeouts of 300 s (the shipped 60 s idle timeout would close them before they are measured).\n", idle_n + 1000
     }
 
     printf "\nTargets (issue 18):\n\n"

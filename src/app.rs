@@ -142,6 +142,7 @@ struct Listen<'a> {
     limits: &'a Limits,
     shutdown: &'a CancellationToken,
     drain: Duration,
+    connections: &'a Arc<crate::server::ConnStats>,
 }
 
 impl Listen<'_> {
@@ -165,6 +166,7 @@ impl Listen<'_> {
             self.limits.clone(),
             self.shutdown.clone(),
             self.drain,
+            self.connections.clone(),
         )));
         Ok(bound)
     }
@@ -282,7 +284,9 @@ impl Running {
         let settings_audit = loaded.audit.clone();
         let settings = loaded.settings.clone();
         let state = Arc::new(ArcSwap::from_pointee(build_state(loaded, &shutdown).await?));
+        let connections = Arc::new(crate::server::ConnStats::default());
         let metrics = Arc::new(Metrics::new(Some(crate::metrics::Runtime {
+            connections: Some(connections.clone()),
             state: state.clone(),
             audit: audit.clone(),
             cache: cache.clone(),
@@ -325,6 +329,7 @@ impl Running {
             limits: &settings.limits,
             shutdown: &shutdown,
             drain: settings.server.drain_timeout,
+            connections: &connections,
         };
         let mut listeners = Vec::new();
         let mut tls_addr = None;

@@ -99,6 +99,8 @@ pub struct Runtime {
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
     /// Kept cases (counted at scrape time by [`Metrics::count_cases`]).
     pub cases: Option<Arc<crate::case::Cases>>,
+    /// Client connections of the gateway's listeners.
+    pub connections: Option<Arc<crate::server::ConnStats>>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -474,6 +476,20 @@ impl Collector for RuntimeCollector {
             "JWKS fetches per URL issuer",
             &fetches,
         )?;
+        if let Some(c) = &self.0.connections {
+            gauge(
+                &mut e,
+                "connections_open",
+                "Open client connections (data plane and admin listeners)",
+                &one(c.open() as f64),
+            )?;
+            gauge(
+                &mut e,
+                "connections_parked",
+                "Idle HTTP/1 connections parked without HTTP state",
+                &one(c.parked() as f64),
+            )?;
+        }
         gauge(
             &mut e,
             "cache_entries",

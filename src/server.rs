@@ -6,22 +6,22 @@
 //! pipeline: hyper enforces the head size (431) and header read timeout while
 //! parsing; the pipeline enforces the rest on the parsed request.
 
+mod conn;
+mod park;
+
 use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 use rustls::ServerConfig;
 use rustls::server::WebPkiClientVerifier;
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -114,8 +114,31 @@ pub fn tls_config(
     Ok(Arc::new(cfg))
 }
 
+/// Connection counts of a listener (or of several sharing one), read by
+/// the metrics scrape.
+#[derive(Debug, Default)]
+pub struct ConnStats {
+    /// Open client connections.
+    pub open: AtomicUsize,
+    /// Of those, parked ones: idle HTTP/1 connections holding no HTTP state
+    /// (waiting for their first or next request).
+    pub parked: AtomicUsize,
+}
+
+impl ConnStats {
+    /// Open client connections now.
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+    /// Parked connections now.
+    pub fn parked(&self) -> usize {
+        self.parked.load(Ordering::Relaxed)
+    }
+}
+
 /// Serves `handler` on `listener` until `shutdown` is cancelled, then stops
-/// accepting and lets open connections finish within `drain`.
+/// accepting and lets open connections finish within `drain`. Connections
+/// are counted in `stats`.
 pub async fn serve<H: Handler>(
     listener: TcpListener,
     tls: Option<Arc<ServerConfig>>,
@@ -123,8 +146,9 @@ pub async fn serve<H: Handler>(
     limits: Limits,
     shutdown: CancellationToken,
     drain: Duration,
+    stats: Arc<ConnStats>,
 ) {
-    let builder = Arc::new(http_builder(&limits));
+    let builders = Arc::new(http_builders(&limits));
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let tracker = TaskTracker::new();
@@ -147,26 +171,40 @@ pub async fn serve<H: Handler>(
             },
         };
         let _ = stream.set_nodelay(true);
-        let builder = builder.clone();
+        let builders = builders.clone();
         let handler = handler.clone();
-        let acceptor = acceptor.clone();
         let shutdown = shutdown.clone();
         let limits = limits.clone();
-        tracker.spawn(async move {
-            let _permit = permit;
-            match acceptor {
-                None => {
+        let stats = stats.clone();
+        // Two task shapes: a plain connection's task does not carry room for
+        // a TLS session.
+        match acceptor.clone() {
+            None => {
+                tracker.spawn(async move {
+                    let _permit = permit; // held while the connection lives, parked or not
                     let info = ConnInfo {
                         peer,
                         tls: false,
                         client_cert_sha256: None,
                     };
-                    serve_conn(stream, info, &builder, handler, &limits, shutdown, drain).await;
-                }
-                Some(acceptor) => {
-                    let hs =
-                        tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream))
-                            .await;
+                    let cx = conn::ConnCtx {
+                        builders: &builders,
+                        limits: &limits,
+                        shutdown,
+                        drain,
+                        stats: &stats,
+                    };
+                    conn::serve_conn(stream, info, handler, cx).await;
+                });
+            }
+            Some(acceptor) => {
+                tracker.spawn(Box::pin(async move {
+                    let _permit = permit;
+                    let hs = tokio::time::timeout(
+                        limits.header_read_timeout,
+                        Box::pin(acceptor.accept(stream)),
+                    )
+                    .await;
                     let tls_stream = match hs {
                         Ok(Ok(s)) => s,
                         Ok(Err(e)) => {
@@ -189,13 +227,17 @@ pub async fn serve<H: Handler>(
                         tls: true,
                         client_cert_sha256,
                     };
-                    serve_conn(
-                        tls_stream, info, &builder, handler, &limits, shutdown, drain,
-                    )
-                    .await;
-                }
+                    let cx = conn::ConnCtx {
+                        builders: &builders,
+                        limits: &limits,
+                        shutdown,
+                        drain,
+                        stats: &stats,
+                    };
+                    conn::serve_conn(tls_stream, info, handler, cx).await;
+                }));
             }
-        });
+        }
     }
     // Stop listening now: new connections are refused during the drain
     // instead of waiting in the kernel's backlog until it ends.
@@ -216,185 +258,30 @@ pub fn parser_ceiling(limit: usize) -> usize {
     limit.saturating_mul(2)
 }
 
-fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
-    let mut b = auto::Builder::new(TokioExecutor::new());
-    b.http1()
+fn http_builders(limits: &Limits) -> conn::Builders {
+    let max_head = parser_ceiling(limits.max_header_bytes).max(8192);
+    let mut auto = auto::Builder::new(TokioExecutor::new());
+    auto.http1()
         .timer(TokioTimer::new())
         // hyper only enforces this with a timer set (above). It also bounds the
-        // wait for the next request head on an idle keep-alive connection.
+        // wait for the next request head while hyper holds the connection
+        // (a parked connection waits for `idle_timeout` instead).
         .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(parser_ceiling(limits.max_header_bytes).max(8192))
+        .max_buf_size(max_head)
         .max_headers(parser_ceiling(limits.max_headers))
         .keep_alive(true);
-    b.http2()
+    auto.http2()
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
         .max_concurrent_streams(limits.max_concurrent_streams)
         .keep_alive_interval(Some(limits.idle_timeout))
         .keep_alive_timeout(Duration::from_secs(20));
-    b
-}
-
-/// Milliseconds since the connection started at its last read or write.
-struct Activity {
-    start: tokio::time::Instant,
-    last_ms: AtomicU64,
-    in_flight: AtomicUsize,
-}
-
-impl Activity {
-    fn touch(&self) {
-        let ms = self.start.elapsed().as_millis() as u64;
-        self.last_ms.store(ms, Ordering::Relaxed);
-    }
-    fn idle_for(&self) -> Duration {
-        let now = self.start.elapsed().as_millis() as u64;
-        Duration::from_millis(now.saturating_sub(self.last_ms.load(Ordering::Relaxed)))
-    }
-}
-
-/// Counts a request as in flight until dropped (also when the request's
-/// future is cancelled by a client reset).
-struct InFlight(Arc<Activity>);
-
-impl InFlight {
-    fn enter(a: Arc<Activity>) -> Self {
-        a.in_flight.fetch_add(1, Ordering::Relaxed);
-        Self(a)
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
-        self.0.touch();
-    }
-}
-
-/// IO wrapper that records activity for the idle timeout.
-struct ActivityIo<T> {
-    inner: T,
-    activity: Arc<Activity>,
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for ActivityIo<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.activity.touch();
-        }
-        r
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for ActivityIo<T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
-        }
-        r
-    }
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
-        }
-        r
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
-async fn serve_conn<T, H>(
-    io: T,
-    info: ConnInfo,
-    builder: &auto::Builder<TokioExecutor>,
-    handler: Arc<H>,
-    limits: &Limits,
-    shutdown: CancellationToken,
-    drain: Duration,
-) where
-    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    H: Handler,
-{
-    let activity = Arc::new(Activity {
-        start: tokio::time::Instant::now(),
-        last_ms: AtomicU64::new(0),
-        in_flight: AtomicUsize::new(0),
-    });
-    let io = TokioIo::new(ActivityIo {
-        inner: io,
-        activity: activity.clone(),
-    });
-    let peer = info.peer;
-    let info = Arc::new(info);
-    let svc_activity = activity.clone();
-    let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-        let handler = handler.clone();
-        let info = info.clone();
-        let activity = svc_activity.clone();
-        // Boxed: hyper keeps room for one service future in every
-        // connection, idle or not, so an inline future would cost its whole
-        // size (kilobytes) per idle keep-alive connection.
-        Box::pin(async move {
-            let _busy = InFlight::enter(activity);
-            let resp = handler.handle(req, info).await;
-            Ok::<_, std::convert::Infallible>(resp)
-        })
-    });
-    let conn = builder.serve_connection(io, service);
-    tokio::pin!(conn);
-    let idle = limits.idle_timeout;
-    let tick = (idle / 4).max(Duration::from_millis(50));
-    let mut draining: Option<tokio::time::Instant> = None;
-    // One timer for the connection's life, not one per request.
-    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + tick, tick);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            r = conn.as_mut() => {
-                if let Err(e) = r {
-                    tracing::debug!(peer = %peer, error = %e, "connection ended with error");
-                }
-                return;
-            }
-            _ = shutdown.cancelled(), if draining.is_none() => {
-                conn.as_mut().graceful_shutdown();
-                draining = Some(tokio::time::Instant::now() + drain);
-            }
-            _ = ticks.tick() => {
-                if let Some(deadline) = draining {
-                    if tokio::time::Instant::now() >= deadline {
-                        return; // drain deadline: drop the connection
-                    }
-                } else if activity.in_flight.load(Ordering::Relaxed) == 0
-                    && activity.idle_for() >= idle
-                {
-                    conn.as_mut().graceful_shutdown();
-                    draining = Some(tokio::time::Instant::now() + Duration::from_secs(1));
-                }
-            }
-        }
-    }
+    // The same HTTP/1 settings, for a connection coming back from a park.
+    let mut h1 = hyper::server::conn::http1::Builder::new();
+    h1.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(max_head)
+        .max_headers(parser_ceiling(limits.max_headers))
+        .keep_alive(true);
+    conn::Builders { auto, h1, max_head }
 }

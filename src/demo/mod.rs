@@ -111,6 +111,7 @@ pub async fn start(
         Limits::default(),
         shutdown,
         std::time::Duration::from_secs(1),
+        Arc::default(),
     ));
     Ok(local)
 }

@@ -335,6 +335,7 @@ impl MemBuilder {
             cache: cache.clone(),
             cluster: None,
             cases: Some(cases.clone()),
+            connections: None,
         })));
         let data = Arc::new(DataPlane::new(
             state.clone(),
