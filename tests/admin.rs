@@ -44,6 +44,74 @@ fn company(n: usize) -> String {
     format!("91120116MA{n:08}")
 }
 
+/// Readers of `business-licence` running until told to stop, each answer
+/// checked: 200 with either field naming ("ONE s" from `qymc`, "ALT s" from
+/// `qymc2`). Fresh subjects from `first` on reach the department; with
+/// `one_cached`, the first reader keeps reading one subject (a cache hit).
+struct Readers {
+    done: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<(usize, Vec<String>)>>,
+}
+
+impl Readers {
+    fn start(w: &Arc<World>, n: usize, one_cached: bool, first: usize) -> Self {
+        let done = Arc::new(AtomicBool::new(false));
+        let next = Arc::new(AtomicUsize::new(first));
+        let tasks = (0..n)
+            .map(|r| {
+                let (w, done, next) = (w.clone(), done.clone(), next.clone());
+                tokio::spawn(async move {
+                    let t = portal(&w);
+                    let mut reads = 0usize;
+                    let mut failures = Vec::new();
+                    loop {
+                        let last = done.load(Ordering::SeqCst);
+                        let s = company(if one_cached && r == 0 {
+                            1
+                        } else {
+                            next.fetch_add(1, Ordering::SeqCst)
+                        });
+                        let a = w
+                            .read(&format!("/v1/datasets/business-licence/{s}"), &t)
+                            .await;
+                        reads += 1;
+                        let name = if a.status == 200 {
+                            a.json()["record"]["name"].as_str().map(str::to_string)
+                        } else {
+                            None
+                        };
+                        if name != Some(format!("ONE {s}")) && name != Some(format!("ALT {s}")) {
+                            failures.push(format!("{} {}", a.status, a.text()));
+                        }
+                        if last {
+                            return (reads, failures);
+                        }
+                    }
+                })
+            })
+            .collect();
+        Self { done, tasks }
+    }
+
+    /// Stops the readers (each makes one more read), asserts that no read
+    /// failed, and returns how many there were.
+    async fn finish(self) -> usize {
+        self.done.store(true, Ordering::SeqCst);
+        let mut total = 0;
+        for t in self.tasks {
+            let (reads, failures) = t.await.unwrap();
+            assert!(
+                failures.is_empty(),
+                "{} failed reads: {:?}",
+                failures.len(),
+                &failures[..failures.len().min(3)]
+            );
+            total += reads;
+        }
+        total
+    }
+}
+
 fn ms_admin(w: &World) -> String {
     w.token(
         "market-supervision-admin",
@@ -827,36 +895,7 @@ async fn replacing_an_adapter_under_load_fails_no_read() {
     let a_text = std::fs::read_to_string(adapter_file(&w, MS)).unwrap();
     let b_text = a_text.replace("name = \"/qymc\"", "name = \"/qymc2\"");
     assert_ne!(a_text, b_text);
-    let done = Arc::new(AtomicBool::new(false));
-    let next = Arc::new(AtomicUsize::new(10_000));
-    let mut readers = Vec::new();
-    for _ in 0..4 {
-        let (w, done, next) = (w.clone(), done.clone(), next.clone());
-        readers.push(tokio::spawn(async move {
-            let t = portal(&w);
-            let mut reads = 0usize;
-            let mut failures = Vec::new();
-            loop {
-                let last = done.load(Ordering::SeqCst);
-                let s = company(next.fetch_add(1, Ordering::SeqCst));
-                let a = w
-                    .read(&format!("/v1/datasets/business-licence/{s}"), &t)
-                    .await;
-                reads += 1;
-                let name = if a.status == 200 {
-                    a.json()["record"]["name"].as_str().map(str::to_string)
-                } else {
-                    None
-                };
-                if name != Some(format!("ONE {s}")) && name != Some(format!("ALT {s}")) {
-                    failures.push(format!("{} {}", a.status, a.text()));
-                }
-                if last {
-                    return (reads, failures);
-                }
-            }
-        }));
-    }
+    let readers = Readers::start(&w, 4, false, 10_000);
     for i in 0..100 {
         let body = if i % 2 == 0 {
             b_text.clone()
@@ -866,18 +905,7 @@ async fn replacing_an_adapter_under_load_fails_no_read() {
         let a = put(&w, MS, &t, "application/toml", body).await;
         assert_eq!(a.status, 200, "PUT {i}: {}", a.text());
     }
-    done.store(true, Ordering::SeqCst);
-    let mut total = 0;
-    for r in readers {
-        let (reads, failures) = r.await.unwrap();
-        assert!(
-            failures.is_empty(),
-            "{} failed reads: {:?}",
-            failures.len(),
-            &failures[..failures.len().min(3)]
-        );
-        total += reads;
-    }
+    let total = readers.finish().await;
     assert!(total >= 4, "readers ran");
     // The last PUT (i = 99) was version A.
     assert_eq!(
@@ -919,41 +947,7 @@ async fn reloading_the_whole_configuration_under_load_drops_no_request() {
     );
     assert!(adapter_b != adapter_a && gateway_b != gateway_a && clients_b != clients_a);
 
-    let done = Arc::new(AtomicBool::new(false));
-    let next = Arc::new(AtomicUsize::new(20_000));
-    let mut readers = Vec::new();
-    for r in 0..5 {
-        let (w, done, next) = (w.clone(), done.clone(), next.clone());
-        readers.push(tokio::spawn(async move {
-            let t = portal(&w);
-            let mut reads = 0usize;
-            let mut failures = Vec::new();
-            loop {
-                let last = done.load(Ordering::SeqCst);
-                // Reader 0 keeps reading one subject (served from the cache).
-                let s = company(if r == 0 {
-                    1
-                } else {
-                    next.fetch_add(1, Ordering::SeqCst)
-                });
-                let a = w
-                    .read(&format!("/v1/datasets/business-licence/{s}"), &t)
-                    .await;
-                reads += 1;
-                let name = if a.status == 200 {
-                    a.json()["record"]["name"].as_str().map(str::to_string)
-                } else {
-                    None
-                };
-                if name != Some(format!("ONE {s}")) && name != Some(format!("ALT {s}")) {
-                    failures.push(format!("{} {}", a.status, a.text()));
-                }
-                if last {
-                    return (reads, failures);
-                }
-            }
-        }));
-    }
+    let readers = Readers::start(&w, 5, true, 20_000);
     for i in 0..40 {
         let (adapter, gateway, clients) = if i % 2 == 0 {
             (&adapter_b, &gateway_b, &clients_b)
@@ -968,18 +962,7 @@ async fn reloading_the_whole_configuration_under_load_drops_no_request() {
             .await;
         assert_eq!(a.status, 200, "reload {i}: {}", a.text());
     }
-    done.store(true, Ordering::SeqCst);
-    let mut total = 0;
-    for r in readers {
-        let (reads, failures) = r.await.unwrap();
-        assert!(
-            failures.is_empty(),
-            "{} failed reads: {:?}",
-            failures.len(),
-            &failures[..failures.len().min(3)]
-        );
-        total += reads;
-    }
+    let mut total = readers.finish().await;
     eprintln!("{total} reads across 40 reloads");
     assert!(total >= 40, "readers ran throughout ({total} reads)");
 

@@ -10,7 +10,6 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -632,19 +631,7 @@ async fn tls_connect(
     for c in rustls_pemfile::certs(&mut ca.as_slice()) {
         roots.add(c.unwrap()).unwrap();
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    cfg.alpn_protocols = vec![alpn.to_vec()];
-    let tcp = TcpStream::connect(w.gw().tls_addr.unwrap()).await.unwrap();
-    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
-        .connect(name, tcp)
-        .await
-        .expect("TLS handshake with the dev CA");
+    let tls = common::tls_connect(w.gw().tls_addr.unwrap(), roots, alpn).await;
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(alpn));
     tls
 }

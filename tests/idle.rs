@@ -428,20 +428,8 @@ async fn tls_connection_is_parked_and_serves_again() {
     let dir = tempfile::tempdir().unwrap();
     let (server, roots) = tls_material(dir.path());
     let srv = start(Limits::default(), Some(server)).await;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let tcp = TcpStream::connect(srv.addr).await.unwrap();
-    let port = tcp.local_addr().unwrap().port();
-    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
-        .connect(name, tcp)
-        .await
-        .unwrap();
+    let tls = common::tls_connect(srv.addr, roots, b"http/1.1").await;
+    let port = tls.get_ref().0.local_addr().unwrap().port();
     let mut c = Client::new(tls);
     for i in 0..3 {
         c.send(&get(&format!("/t{i}"))).await;

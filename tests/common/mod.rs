@@ -594,6 +594,28 @@ impl World {
     }
 }
 
+/// A TLS connection to `addr` for the name `localhost`, trusting `roots`
+/// and offering one ALPN protocol; the handshake must succeed.
+pub async fn tls_connect(
+    addr: SocketAddr,
+    roots: rustls::RootCertStore,
+    alpn: &[u8],
+) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![alpn.to_vec()];
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(name, tcp)
+        .await
+        .expect("TLS handshake")
+}
+
 /// Writes raw bytes to `addr` and reads until the peer closes or `wait` passes.
 pub async fn raw_exchange(addr: SocketAddr, bytes: &[u8], wait: Duration) -> (String, bool) {
     let mut s = TcpStream::connect(addr).await.unwrap();
