@@ -39,7 +39,7 @@
 #      job stays on: JWT, grants, purpose, rate limits, audit fsync = "always";
 #   4. alternates every row below for ROUNDS rounds (one after the other
 #      inside a round, so a noisy moment hits all rows of one round), counting
-#      the context switches of the process under test over each run;
+#      the context switches and CPU time of the process under test over each run;
 #   5. audit cost: restarts the gateway alternately with fsync "always" and
 #      "never" and measures the cached read, ROUNDS times each;
 #   6. idle connections: opens IDLE_CONNS keep-alive connections (one request
@@ -396,6 +396,14 @@ ctx_switches() {
         cat "/proc/$pid/task/"*/status 2>/dev/null || true
     done | awk '/ctxt_switches:/ { s += $2 } END { print s + 0 }'
 }
+# CPU time (user + system, all threads) of a process and of its children, in
+# microseconds: what a request costs, steadier than req/s on a shared machine.
+cpu_us() {
+    local pid
+    for pid in $(family "$1"); do
+        cat "/proc/$pid/stat" 2>/dev/null || true
+    done | awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); s += $12 + $13 } END { printf "%.0f", s * 1000000 / hz }'
+}
 
 HDR=(-H "Authorization: Bearer $TOKEN" -H "X-Purpose: service-handling")
 SCENARIO_BODY="{\"subjects\": {\"uscc\": \"$USCC\"}}"
@@ -524,21 +532,24 @@ run_row() { # key secs
     fi
 }
 
-declare -A RPS P99 CSW
+declare -A RPS P99 CSW CPU
 measure() {
-    local key=$1 res pid before after rps p99 n
+    local key=$1 res pid before after cpu0 cpu1 rps p99 n
     pid=$(pid_of "$key")
     # Earlier runs' dirty pages (audit files) are flushed first, so that their
     # write-back does not land on the fdatasyncs of this run.
     sync
     before=$(ctx_switches "$pid")
+    cpu0=$(cpu_us "$pid")
     res=$(run_row "$key" "$DURATION")
+    cpu1=$(cpu_us "$pid")
     after=$(ctx_switches "$pid")
     read -r rps p99 n <<<"$res"
     RPS[$key]+="$rps "
     P99[$key]+="$p99 "
     CSW[$key]+="$(awk -v d=$((after - before)) -v n="$n" 'BEGIN { printf "%.2f", (n > 0 ? d / n : 0) }') "
-    log "  $key: $(awk -v r="$rps" -v p="$p99" 'BEGIN { printf "%.0f req/s, p99 %.2f ms", r, p / 1000 }'), $((after - before)) context switches over $n requests"
+    CPU[$key]+="$(awk -v d=$((cpu1 - cpu0)) -v n="$n" 'BEGIN { printf "%.0f", (n > 0 ? d / n : 0) }') "
+    log "  $key: $(awk -v r="$rps" -v p="$p99" 'BEGIN { printf "%.0f req/s, p99 %.2f ms", r, p / 1000 }'), $((after - before)) context switches and $(((cpu1 - cpu0) / 1000)) ms of CPU over $n requests"
 }
 median() {
     tr ' ' '\n' <<<"$1" | grep . | sort -g | awk '
@@ -684,16 +695,17 @@ if ((IDLE_CONNS > 0)); then
 fi
 
 # ---------------------------------------------------------------- 7. report
-declare -A MR MP MC
+declare -A MR MP MC MU
 for k in "${KEYS[@]}" "${VARIANTS[@]}"; do
     MR[$k]=$(median "${RPS[$k]}")
     MP[$k]=$(median "${P99[$k]}")
     MC[$k]=$(median "${CSW[$k]}")
+    MU[$k]=$(median "${CPU[$k]}")
 done
 
 args=()
 for k in "${KEYS[@]}" "${VARIANTS[@]}"; do
-    args+=(-v "r_$k=${MR[$k]}" -v "p_$k=${MP[$k]}" -v "c_$k=${MC[$k]}")
+    args+=(-v "r_$k=${MR[$k]}" -v "p_$k=${MP[$k]}" -v "c_$k=${MC[$k]}" -v "u_$k=${MU[$k]}")
 done
 for k in "${KEYS[@]}"; do
     args+=(-v "desc_$k=${DESC[$k]}")
@@ -715,22 +727,22 @@ function th(n,    s, out) {
 BEGIN {
     printf "\nonewindow load benchmark, %s: medians of %d alternated rounds, %ds each; wrk -t%d -c%d, h2load -t%d -c%d -m%d;\n", when, rounds, dur, thr, conns, thr, h2c, h2m
     printf "%d cores shared by the load generator, nginx, the bare proxy and onewindow; load average at the end: %s.\n\n", cores, load
-    printf "| target | req/s | p99 ms | req/s ÷ peer | p99 ÷ peer | context switches / request |\n"
-    printf "| --- | --- | --- | --- | --- | --- |\n"
-    printf "| a) %s | %s | %s | 1.00 | 1.00 | %s |\n", desc_a, th(r_a), ms(p_a), c_a
-    printf "| e) %s | %s | %s | %s (a) | %s (a) | %s |\n", desc_e, th(r_e), ms(p_e), x(r_e, r_a), x(p_e, p_a), c_e
-    printf "| b) %s | %s | %s | %s (a), %s (e) | %s (a) | %s |\n", desc_b, th(r_b), ms(p_b), x(r_b, r_a), x(r_b, r_e), x(p_b, p_a), c_b
-    printf "| c) %s | %s | %s | %s (a) | %s (a) | %s |\n", desc_c, th(r_c), ms(p_c), x(r_c, r_a), x(p_c, p_a), c_c
-    printf "| f) %s | %s | %s | 1.00 | 1.00 | %s |\n", desc_f, th(r_f), ms(p_f), c_f
-    printf "| t) %s | %s | %s | %s (f) | %s (f) | %s |\n", desc_t, th(r_t), ms(p_t), x(r_t, r_f), x(p_t, p_f), c_t
-    printf "| g) %s | %s | %s | %s (f) | %s (f) | %s |\n", desc_g, th(r_g), ms(p_g), x(r_g, r_f), x(p_g, p_f), c_g
-    printf "| h) %s | %s scenarios/s (%s req/s) | %s | 1.00 | 1.00 | %s |\n", desc_h, th(r_h / 4), th(r_h), ms(p_h), c_h
-    printf "| i) %s | %s scenarios/s | %s | %s (h) | - | %s |\n", desc_i, th(r_i), ms(p_i), x(r_i, r_h / 4), c_i
-    printf "| j) %s | %s | - | 1.00 | - | %s |\n", desc_j, th(r_j), c_j
-    printf "| k) %s | %s | - | %s (j) | - | %s |\n", desc_k, th(r_k), x(r_k, r_j), c_k
-    printf "| l) %s | %s | - | %s (j) | - | %s |\n", desc_l, th(r_l), x(r_l, r_j), c_l
+    printf "| target | req/s | p99 ms | req/s ÷ peer | p99 ÷ peer | context switches / request | CPU µs / request |\n"
+    printf "| --- | --- | --- | --- | --- | --- | --- |\n"
+    printf "| a) %s | %s | %s | 1.00 | 1.00 | %s | %s |\n", desc_a, th(r_a), ms(p_a), c_a, u_a
+    printf "| e) %s | %s | %s | %s (a) | %s (a) | %s | %s |\n", desc_e, th(r_e), ms(p_e), x(r_e, r_a), x(p_e, p_a), c_e, u_e
+    printf "| b) %s | %s | %s | %s (a), %s (e) | %s (a) | %s | %s |\n", desc_b, th(r_b), ms(p_b), x(r_b, r_a), x(r_b, r_e), x(p_b, p_a), c_b, u_b
+    printf "| c) %s | %s | %s | %s (a) | %s (a) | %s | %s |\n", desc_c, th(r_c), ms(p_c), x(r_c, r_a), x(p_c, p_a), c_c, u_c
+    printf "| f) %s | %s | %s | 1.00 | 1.00 | %s | %s |\n", desc_f, th(r_f), ms(p_f), c_f, u_f
+    printf "| t) %s | %s | %s | %s (f) | %s (f) | %s | %s |\n", desc_t, th(r_t), ms(p_t), x(r_t, r_f), x(p_t, p_f), c_t, u_t
+    printf "| g) %s | %s | %s | %s (f) | %s (f) | %s | %s |\n", desc_g, th(r_g), ms(p_g), x(r_g, r_f), x(p_g, p_f), c_g, u_g
+    printf "| h) %s | %s scenarios/s (%s req/s) | %s | 1.00 | 1.00 | %s | %s |\n", desc_h, th(r_h / 4), th(r_h), ms(p_h), c_h, u_h
+    printf "| i) %s | %s scenarios/s | %s | %s (h) | - | %s | %s |\n", desc_i, th(r_i), ms(p_i), x(r_i, r_h / 4), c_i, u_i
+    printf "| j) %s | %s | - | 1.00 | - | %s | %s |\n", desc_j, th(r_j), c_j, u_j
+    printf "| k) %s | %s | - | %s (j) | - | %s | %s |\n", desc_k, th(r_k), x(r_k, r_j), c_k, u_k
+    printf "| l) %s | %s | - | %s (j) | - | %s | %s |\n", desc_l, th(r_l), x(r_l, r_j), c_l, u_l
     printf "\nPeers: a for b, c, e; f (nginx TLS) for g, t; h (nginx, 4 fetches = 1 scenario) for i; j (nginx h2c) for k, l. h2load reports no percentiles.\n"
-    printf "Context switches: voluntary + involuntary, all threads of the process under test (nginx: master + workers; the upstream is not counted), over each run, per request.\n"
+    printf "Context switches and CPU time (user + system): all threads of the process under test (nginx: master + workers; the upstream is not counted), over each run, per request.\n"
     printf "The scenario row: onewindow runs open-restaurant (business licence, food permit, health certificates, fire safety over SOAP) with its parts served from its shared cache after the first call; nginx fetches the same four replies from the same static upstream, one after the other on each connection.\n"
 
     cost = r_d2 > 0 ? (1 - r_c2 / r_d2) * 100 : 0

@@ -9,9 +9,11 @@ use clap::{Args, Parser, Subcommand};
 use onewindow::app::{self, Running};
 use onewindow::loader::{self, Overrides};
 
-/// mimalloc instead of glibc malloc: the request path allocates and frees
-/// small objects across threads (request tasks, the audit writer, the index
-/// thread), where glibc spent about a tenth of the CPU and kept freed memory.
+/// mimalloc instead of glibc malloc (the default `mimalloc` feature): the
+/// request path allocates and frees small objects across threads (request
+/// tasks, the audit writer, the index thread), where glibc took about a tenth
+/// of the CPU. docs/PERFORMANCE.md has the measurements, RSS included.
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
