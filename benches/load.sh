@@ -609,17 +609,22 @@ RSS_NEVER=0
 for r in $(seq "$ROUNDS"); do
     log "audit round $r/$ROUNDS: ${VARIANTS[*]}"
     for v in "${VARIANTS[@]}"; do
+        # Every run starts on an empty data directory: a gateway on a
+        # directory holding millions of records measured slower per request
+        # (docs/PERFORMANCE.md, "Run-to-run spread"), and the rows before
+        # this one filled the shared one.
+        rm -rf "$TMP/data-audit-run"
         if [[ $v == c2 ]]; then
             cp "$TMP/gateway-always.toml" "$GW"
-            start_onewindow "$TMP/data-always"
+            start_onewindow "$TMP/data-audit-run"
         elif [[ $v == m2 ]]; then
             cp "$TMP/gateway-always.toml" "$GW"
             OW_EXTRA=(--redis "redis://127.0.0.1:$REDIS_PORT/" --node load-node)
-            start_onewindow "$TMP/data-cluster"
+            start_onewindow "$TMP/data-audit-run"
             OW_EXTRA=()
         else
             cp "$TMP/gateway-never.toml" "$GW"
-            start_onewindow "$TMP/data-never"
+            start_onewindow "$TMP/data-audit-run"
         fi
         probe "$v" "${URL[c]}"
         if ((WARMUP > 0)); then run_row "$v" "$WARMUP" >/dev/null; fi
