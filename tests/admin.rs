@@ -112,6 +112,14 @@ impl Readers {
     }
 }
 
+/// The demo world with market supervision served by [`licence_mock`]("ONE").
+async fn licence_world() -> World {
+    World::builder()
+        .mock(MS, licence_mock("ONE").await)
+        .start()
+        .await
+}
+
 fn ms_admin(w: &World) -> String {
     w.token(
         "market-supervision-admin",
@@ -188,10 +196,7 @@ fn assert_problem(a: &Answer, status: &[u16], what: &str) -> String {
 #[tokio::test]
 async fn a_department_admin_owns_its_adapter() {
     let second = licence_mock("TWO").await;
-    let w = World::builder()
-        .mock(MS, licence_mock("ONE").await)
-        .start()
-        .await;
+    let w = licence_world().await;
     let t = ms_admin(&w);
     let file = adapter_file(&w, MS);
     let original = std::fs::read_to_string(&file).unwrap();
@@ -355,10 +360,7 @@ async fn the_adapter_listing_is_scoped_to_the_caller() {
 // a 10 MB body, wrong department, not UTF-8, bad JSON.
 #[tokio::test]
 async fn refused_puts_change_nothing() {
-    let w = World::builder()
-        .mock(MS, licence_mock("ONE").await)
-        .start()
-        .await;
+    let w = licence_world().await;
     let t = ms_admin(&w);
     let file = adapter_file(&w, MS);
     let original = std::fs::read(&file).unwrap();
@@ -885,12 +887,7 @@ async fn soap_replies_are_mapped_safely() {
 // every read succeeds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replacing_an_adapter_under_load_fails_no_read() {
-    let w = Arc::new(
-        World::builder()
-            .mock(MS, licence_mock("ONE").await)
-            .start()
-            .await,
-    );
+    let w = Arc::new(licence_world().await);
     let t = ms_admin(&w);
     let a_text = std::fs::read_to_string(adapter_file(&w, MS)).unwrap();
     let b_text = a_text.replace("name = \"/qymc\"", "name = \"/qymc2\"");
@@ -925,12 +922,7 @@ async fn replacing_an_adapter_under_load_fails_no_read() {
 // the old or the new configuration, and every one has its audit record.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reloading_the_whole_configuration_under_load_drops_no_request() {
-    let w = Arc::new(
-        World::builder()
-            .mock(MS, licence_mock("ONE").await)
-            .start()
-            .await,
-    );
+    let w = Arc::new(licence_world().await);
     let admin = platform(&w);
     let clients_file = w.root().join("config/clients.toml");
     let read = |p: &PathBuf| std::fs::read_to_string(p).unwrap();

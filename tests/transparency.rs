@@ -266,6 +266,13 @@ fields = ["*"]
     assert_eq!(now[1]["purpose"], "investigation");
 }
 
+/// The subject index file under the world's data directory.
+fn index_file(w: &World) -> std::path::PathBuf {
+    w.root()
+        .join("data")
+        .join(onewindow::transparency::INDEX_FILE)
+}
+
 async fn readyz_index(w: &World) -> Value {
     let a = w.send(Method::GET, "/readyz", None, &[], "").await;
     a.json()["subject_index"].clone()
@@ -298,10 +305,7 @@ async fn a_deleted_or_damaged_index_is_rebuilt_never_wrong() {
         expected
     );
     assert_eq!(readyz_index(&w).await["status"], "ready");
-    let index = w
-        .root()
-        .join("data")
-        .join(onewindow::transparency::INDEX_FILE);
+    let index = index_file(&w);
     assert!(index.exists());
 
     // Deleted under the running gateway: the next answer is right (rebuilt) or 503.
@@ -369,10 +373,7 @@ async fn audit_reindex_rebuilds_the_index_offline() {
     );
     assert_eq!(list(&accesses(&w, &binhai, FULL, "").await).len(), 1);
     w.stop().await;
-    let index = w
-        .root()
-        .join("data")
-        .join(onewindow::transparency::INDEX_FILE);
+    let index = index_file(&w);
     std::fs::remove_file(&index).unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_onewindow"))
         .arg("--config")
@@ -419,10 +420,7 @@ async fn an_index_written_before_a_machine_crash_is_rebuilt_from_the_log() {
     }
     assert_eq!(list(&accesses(&w, &binhai, FULL, "").await).len(), 2);
     w.stop().await;
-    let index = w
-        .root()
-        .join("data")
-        .join(onewindow::transparency::INDEX_FILE);
+    let index = index_file(&w);
     {
         let db = onewindow::transparency::IndexDb::open_for_boot(&index, None)
             .await

@@ -241,6 +241,11 @@ impl IndexDb {
         Ok(())
     }
 
+    /// The boot id this handle writes under (`None`: synced commits).
+    pub fn boot(&self) -> Option<&str> {
+        self.boot.as_deref()
+    }
+
     /// How the file was last written (`meta`'s `boot` and `clean`).
     pub async fn session(&self) -> Result<Session, sqlx::Error> {
         let rows = sqlx::query("SELECT k, v FROM meta WHERE k IN ('boot', 'clean')")

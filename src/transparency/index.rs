@@ -477,7 +477,7 @@ async fn open_checked(inner: &Inner, names: &mut HashMap<String, i64>) -> Result
         }
     };
     match db.session().await {
-        Ok(s) if s.survived(super::db::boot_id().as_deref()) => {}
+        Ok(s) if s.survived(db.boot()) => {}
         Ok(_) => {
             db.discard().await;
             return Err(IndexError::Inconsistent(
